@@ -1,0 +1,2 @@
+//! The `vmc` binary.
+fn main() {}
