@@ -1,0 +1,8 @@
+//! Test support shared by the vmc crates' tests (never a normal dependency).
+//!
+//! - [`server`]: a thread-based HTTP/1.1 server on `127.0.0.1:0` that can misbehave on purpose.
+//! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
+//!   S/MIME signing of image lists, all relative to an injected clock.
+
+pub mod pki;
+pub mod server;

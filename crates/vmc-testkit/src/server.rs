@@ -1,0 +1,1 @@
+//! Loopback test HTTP server (filled in by the vmc-fetch work).
