@@ -1,0 +1,123 @@
+//! The explicit configuration of a vmc instance: built once by the caller (the CLI or another
+//! Rust program), then frozen. The library reads no environment variables.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use vmc_fetch::ClientConfig;
+use vmc_trust::CrlMode;
+
+/// Where "now" comes from. Tests and benchmarks pin it; production uses the system clock.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Utc::now))
+    }
+
+    /// A clock that always answers `at`.
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(move || at))
+    }
+
+    /// A clock driven by any function (e.g. one a test advances).
+    pub fn from_fn(f: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The current time by this clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+/// A URL prefix rewrite, as sites use to fetch images from a local mirror
+/// (`http://appliances.example.org/` → `http://mirror.site/`). Lists are still verified against
+/// their signed `hv:uri`s and checksums; only where the bytes come from changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The prefix of the URL as the list writes it.
+    pub from: String,
+    /// What to put in its place.
+    pub to: String,
+}
+
+/// Everything a [`crate::Vmc`] needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Database URL (`sqlite://…`, a plain path, or `postgres://…`).
+    pub database_url: String,
+    /// The CA directory (IGTF layout).
+    pub ca_dir: PathBuf,
+    /// Verified images, plus `cache.index`.
+    pub cache_dir: PathBuf,
+    /// Downloads in progress.
+    pub partial_dir: PathBuf,
+    /// Retired images.
+    pub expired_dir: PathBuf,
+    /// The instance lock file (one per home).
+    pub lock_file: PathBuf,
+    /// How revocation is checked.
+    pub crl: CrlMode,
+    /// Command run through `/bin/sh -c` for every event.
+    pub event_handler: Option<String>,
+    /// How long one handler run may take before its process group is killed.
+    pub event_timeout: Duration,
+    /// The HTTP client's settings.
+    pub http: ClientConfig,
+    /// Largest list accepted, in bytes (spec check 1).
+    pub max_list_bytes: u64,
+    /// Allowed clock skew for `dc:date:created` (spec check 9).
+    pub created_skew: Duration,
+    /// URL prefix rewrites for downloads and list fetches.
+    pub mirrors: Vec<Mirror>,
+    /// The `VMCATCHER_RDBMS` value handed to event handlers (the database URL without secrets).
+    pub rdbms_for_handlers: Option<String>,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Config {
+    /// A configuration with the contract's defaults below `home`:
+    /// `home/vmc.db`, `home/cache`, `home/partial`, `home/expired`, `home/vmc.lock`, the CA
+    /// directory `/etc/grid-security/certificates`, CRL mode `require`, no event handler.
+    pub fn with_home(home: impl Into<PathBuf>) -> Self {
+        let home = home.into();
+        Self {
+            database_url: format!("sqlite://{}", home.join("vmc.db").display()),
+            ca_dir: PathBuf::from("/etc/grid-security/certificates"),
+            cache_dir: home.join("cache"),
+            partial_dir: home.join("partial"),
+            expired_dir: home.join("expired"),
+            lock_file: home.join("vmc.lock"),
+            crl: CrlMode::Require,
+            event_handler: None,
+            event_timeout: Duration::from_secs(300),
+            http: ClientConfig::default(),
+            max_list_bytes: 16 * 1024 * 1024,
+            created_skew: Duration::from_secs(300),
+            mirrors: Vec::new(),
+            rdbms_for_handlers: None,
+            clock: Clock::system(),
+        }
+    }
+
+    /// `url` with the first matching mirror rewrite applied.
+    pub fn rewrite_url(&self, url: &str) -> String {
+        self.mirrors
+            .iter()
+            .find_map(|m| url.strip_prefix(&m.from).map(|rest| format!("{}{rest}", m.to)))
+            .unwrap_or_else(|| url.to_owned())
+    }
+}

@@ -1,0 +1,531 @@
+//! The cache: expiry, parallel verified downloads, re-hashing, crash repair, and the sync that
+//! runs them in order. A file enters `<cache>` only after its size and sha512 verified, by an
+//! atomic rename, and the database records it right after; the next run repairs the window
+//! between the two (see [`Vmc::repair`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use chrono::{DateTime, Utc};
+use vmc_fetch::{DownloadOutcome, DownloadRequest, FetchError};
+use vmc_model::{ErrorCode, EventType, ExpiryReason, Identifier, Image};
+use vmc_store::{CacheEntry, ImageFilter, ImageRecord};
+
+use crate::error::{CacheError, io};
+use crate::events::{Dispatcher, Event};
+use crate::index;
+use crate::report::{ExpiryReport, ImageFailure, Progress, SyncReport};
+use crate::update::chain;
+use crate::Vmc;
+
+/// Options of [`Vmc::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Parallel downloads (and hashing threads for `verify`).
+    pub jobs: usize,
+    /// Re-hash the cache first.
+    pub verify: bool,
+    /// Update every enabled subscription first.
+    pub update_lists: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            jobs: 4,
+            verify: false,
+            update_lists: true,
+        }
+    }
+}
+
+/// Whether an image of the current lists may be cached now: its subscription is enabled, a
+/// linked endorser signed the list, and the list has not expired.
+pub fn is_available(record: &ImageRecord, now: DateTime<Utc>) -> bool {
+    record.subscription_enabled && record.endorsed && now < record.list_expires
+}
+
+/// Why a cached file must leave the cache now, if it must.
+pub fn expiry_reason(
+    entry: &CacheEntry,
+    record: Option<&ImageRecord>,
+    subscription_enabled: Option<bool>,
+    now: DateTime<Utc>,
+) -> Option<ExpiryReason> {
+    match record {
+        None => match subscription_enabled {
+            Some(true) => Some(ExpiryReason::Removed),
+            _ => Some(ExpiryReason::Unendorsed),
+        },
+        Some(rec) if !rec.subscription_enabled || !rec.endorsed => Some(ExpiryReason::Unendorsed),
+        Some(rec) if now >= rec.list_expires => Some(ExpiryReason::ListExpired),
+        Some(rec) if rec.image.sha512 != entry.sha512 => Some(ExpiryReason::Replaced),
+        Some(rec) if !rec.selected => Some(ExpiryReason::Unselected),
+        Some(_) => None,
+    }
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn minimal_image(entry: &CacheEntry) -> Image {
+    Image::new(entry.identifier.clone(), "", "", entry.size, entry.sha512.clone(), "")
+}
+
+fn image_event(event_type: EventType, image: Image, record: Option<&ImageRecord>, filename: Option<String>) -> Event {
+    Event {
+        event_type,
+        image: Some(image),
+        list_identifier: record.map(|r| r.list_identifier.clone()),
+        vo: record.and_then(|r| r.list_vo.clone()),
+        filename,
+        reason: None,
+    }
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+}
+
+/// Adapts one download's progress to the caller's [`Progress`].
+struct DownloadProgress<'a> {
+    id: &'a str,
+    progress: &'a dyn Progress,
+}
+
+impl vmc_fetch::Reporter for DownloadProgress<'_> {
+    fn started(&self, _url: &str, total: u64, resumed_from: u64) {
+        self.progress.download_started(self.id, total, resumed_from);
+    }
+    fn progress(&self, done: u64) {
+        self.progress.download_progress(self.id, done);
+    }
+}
+
+impl Vmc {
+    fn current_records(&self) -> Result<Vec<ImageRecord>, CacheError> {
+        Ok(self.store().images(&ImageFilter::default())?)
+    }
+
+    fn write_index(&self) -> Result<(), CacheError> {
+        let cached = self.store().cache_entries()?;
+        let records = self.current_records()?;
+        index::write(&self.config().cache_dir, &cached, &records)
+    }
+
+    /// The whole cron job: (re-hash,) update lists, repair, expire, download, with
+    /// `ProcessPrefix`/`ProcessPostfix` around it. The caller should hold [`Vmc::lock`].
+    pub fn sync(&self, options: &SyncOptions, progress: &dyn Progress) -> Result<SyncReport, CacheError> {
+        self.ensure_dirs()?;
+        let dispatcher = Dispatcher::new(self.config());
+        let mut report = SyncReport::default();
+        dispatcher.fire(self.store(), &Event::process(EventType::ProcessPrefix), self.config().clock.now());
+        if options.verify {
+            self.verify_with(&dispatcher, options.jobs, progress, &mut report)?;
+        }
+        if options.update_lists {
+            report.subscriptions = self.update_all(None, &dispatcher, progress)?;
+        }
+        self.expire_with(&dispatcher, &mut report)?;
+        self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
+        dispatcher.fire(self.store(), &Event::process(EventType::ProcessPostfix), self.config().clock.now());
+        report.handler_failures = dispatcher.failures();
+        Ok(report)
+    }
+
+    /// Downloads the selected, available images missing from the cache.
+    pub fn download(&self, jobs: usize, progress: &dyn Progress) -> Result<SyncReport, CacheError> {
+        self.ensure_dirs()?;
+        let dispatcher = Dispatcher::new(self.config());
+        let mut report = SyncReport::default();
+        self.download_with(&dispatcher, jobs, progress, &mut report)?;
+        report.handler_failures = dispatcher.failures();
+        Ok(report)
+    }
+
+    /// Moves every cached image that is no longer wanted to the expired directory.
+    pub fn expire(&self) -> Result<SyncReport, CacheError> {
+        self.ensure_dirs()?;
+        let dispatcher = Dispatcher::new(self.config());
+        let mut report = SyncReport::default();
+        self.expire_with(&dispatcher, &mut report)?;
+        report.handler_failures = dispatcher.failures();
+        Ok(report)
+    }
+
+    /// Re-hashes every cached file; a corrupt one is expired (reason `corrupt`) and fetched
+    /// again by the next download.
+    pub fn verify_cache(&self, jobs: usize, progress: &dyn Progress) -> Result<SyncReport, CacheError> {
+        self.ensure_dirs()?;
+        let dispatcher = Dispatcher::new(self.config());
+        let mut report = SyncReport::default();
+        self.verify_with(&dispatcher, jobs, progress, &mut report)?;
+        report.handler_failures = dispatcher.failures();
+        Ok(report)
+    }
+
+    /// Repairs what an interrupted run may have left: database entries whose file is gone are
+    /// forgotten (the image is fetched again), and a verified file renamed into the cache just
+    /// before a crash is adopted once its sha512 matches. Files vmc did not write are logged and
+    /// left alone.
+    pub fn repair(&self, records: &[ImageRecord]) -> Result<(), CacheError> {
+        let dir = &self.config().cache_dir;
+        let entries = self.store().cache_entries()?;
+        let mut known: HashSet<String> = HashSet::new();
+        for entry in &entries {
+            if dir.join(&entry.filename).is_file() {
+                known.insert(entry.filename.clone());
+            } else {
+                tracing::warn!(
+                    "cached image {} is missing from {}; it will be fetched again",
+                    entry.identifier,
+                    dir.display()
+                );
+                self.store().forget_cached(&entry.identifier)?;
+            }
+        }
+        let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) || name == index::INDEX_FILE || name.starts_with('.') {
+                continue;
+            }
+            let path = item.path();
+            let adopt = records.iter().find(|r| {
+                r.image.identifier.as_str() == name
+                    && r.selected
+                    && path.metadata().map(|m| m.len() == r.image.size).unwrap_or(false)
+            });
+            match adopt {
+                Some(rec) if vmc_fetch::sha512_file(&path).ok().as_deref() == Some(rec.image.sha512.as_str()) => {
+                    tracing::info!("adopting verified file {} left by an interrupted run", path.display());
+                    self.store().record_cached(&CacheEntry {
+                        identifier: rec.image.identifier.clone(),
+                        filename: name,
+                        size: rec.image.size,
+                        sha512: rec.image.sha512.clone(),
+                        subscription_id: Some(rec.subscription_id),
+                        list_version_id: Some(rec.list_version_id),
+                        cached_at: self.config().clock.now(),
+                    })?;
+                }
+                _ => tracing::warn!(
+                    "leaving alone {}: not a file vmc cached",
+                    path.display()
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn expired_name(&self, id: &Identifier, now: DateTime<Utc>) -> String {
+        let base = format!("{id}.{}", now.format("%Y-%m-%d_%H-%M-%S"));
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.config().expired_dir.join(&name).exists() {
+            name = format!("{base}.{n}");
+            n += 1;
+        }
+        name
+    }
+
+    /// Moves one cached file to the expired directory with its events.
+    fn retire(
+        &self,
+        dispatcher: &Dispatcher,
+        entry: &CacheEntry,
+        record: Option<&ImageRecord>,
+        reason: ExpiryReason,
+    ) -> Result<ExpiryReport, CacheError> {
+        let now = self.config().clock.now();
+        let image = record.map(|r| r.image.clone()).unwrap_or_else(|| minimal_image(entry));
+        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, Some(entry.filename.clone()));
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, now);
+        let from = self.config().cache_dir.join(&entry.filename);
+        let name = self.expired_name(&entry.identifier, now);
+        let to = self.config().expired_dir.join(&name);
+        match std::fs::rename(&from, &to) {
+            Ok(()) => fsync_dir(&self.config().expired_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!("{} was already gone from the cache", from.display());
+            }
+            Err(e) => return Err(io("move to the expired directory", &from)(e)),
+        }
+        self.store().record_expired(&entry.identifier, reason, &name, now)?;
+        tracing::info!("expired {} ({reason})", entry.identifier);
+        let mut event = image_event(EventType::ExpirePostfix, image, record, Some(name.clone()));
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        Ok(ExpiryReport {
+            identifier: entry.identifier.to_string(),
+            reason,
+            expired_file: name,
+        })
+    }
+
+    pub(crate) fn expire_with(&self, dispatcher: &Dispatcher, report: &mut SyncReport) -> Result<(), CacheError> {
+        let records = self.current_records()?;
+        self.repair(&records)?;
+        let now = self.config().clock.now();
+        let subs: HashMap<i64, bool> = self
+            .store()
+            .subscriptions()?
+            .into_iter()
+            .map(|s| (s.id, s.enabled))
+            .collect();
+        let entries = self.store().cache_entries()?;
+        let mut changed = false;
+        for entry in &entries {
+            let record = records
+                .iter()
+                .filter(|r| r.image.identifier == entry.identifier)
+                .min_by_key(|r| Some(r.subscription_id) != entry.subscription_id);
+            let enabled = entry.subscription_id.and_then(|id| subs.get(&id).copied());
+            if let Some(reason) = expiry_reason(entry, record, enabled, now) {
+                report.expired.push(self.retire(dispatcher, entry, record, reason)?);
+                changed = true;
+            }
+        }
+        if changed || !self.config().cache_dir.join(index::INDEX_FILE).exists() {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn download_with(
+        &self,
+        dispatcher: &Dispatcher,
+        jobs: usize,
+        progress: &dyn Progress,
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
+        let records = self.current_records()?;
+        self.repair(&records)?;
+        let now = self.config().clock.now();
+        let cached: HashSet<Identifier> = self
+            .store()
+            .cache_entries()?
+            .into_iter()
+            .map(|e| e.identifier)
+            .collect();
+        let mut seen = HashSet::new();
+        let wanted: Vec<&ImageRecord> = records
+            .iter()
+            .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
+            .filter(|r| seen.insert(r.image.identifier.clone()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
+        let reserved = AtomicU64::new(0);
+        let (tx, rx) = mpsc::channel::<(&ImageRecord, Result<DownloadOutcome, ImageFailure>)>();
+        let workers = jobs.clamp(1, wanted.len());
+        let mut changed = false;
+        std::thread::scope(|scope| -> Result<(), CacheError> {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let queue = &queue;
+                let reserved = &reserved;
+                scope.spawn(move || {
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                        let Some(record) = next else { break };
+                        let result = self.fetch_one(record, reserved, progress);
+                        progress.download_finished(record.image.identifier.as_str(), result.is_ok());
+                        if tx.send((record, result)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (record, result) in rx {
+                match result.and_then(|outcome| {
+                    report.bytes_downloaded += outcome.bytes_transferred;
+                    self.admit(dispatcher, record)
+                }) {
+                    Ok(()) => {
+                        report.downloaded.push(record.image.identifier.to_string());
+                        changed = true;
+                    }
+                    Err(failure) => {
+                        tracing::warn!("{}: {}: {}", failure.identifier, failure.code, failure.message);
+                        report.failed.push(failure);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if changed {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    /// Downloads one image into the partial directory, verified (runs on a worker thread).
+    fn fetch_one(
+        &self,
+        record: &ImageRecord,
+        reserved: &AtomicU64,
+        progress: &dyn Progress,
+    ) -> Result<DownloadOutcome, ImageFailure> {
+        let id = record.image.identifier.as_str();
+        let fail = |code: ErrorCode, message: String| ImageFailure {
+            identifier: id.to_owned(),
+            code,
+            message,
+        };
+        let partial: PathBuf = self.config().partial_dir.join(id);
+        let present = partial.metadata().map(|m| m.len()).unwrap_or(0);
+        let need = record.image.size.saturating_sub(present);
+        let before = reserved.fetch_add(need, Ordering::SeqCst);
+        if let Some(free) = free_bytes(&self.config().partial_dir) {
+            if free < before.saturating_add(need) {
+                reserved.fetch_sub(need, Ordering::SeqCst);
+                return Err(fail(
+                    ErrorCode::DiskFull,
+                    format!(
+                        "{} bytes needed in {}, {} free (other downloads hold {})",
+                        need,
+                        self.config().partial_dir.display(),
+                        free,
+                        before
+                    ),
+                ));
+            }
+        }
+        let url = self.config().rewrite_url(&record.image.uri);
+        let request = DownloadRequest {
+            url: &url,
+            credentials: None,
+            dest: &partial,
+            expected_size: record.image.size,
+            expected_sha512: &record.image.sha512,
+        };
+        let result = self
+            .client()
+            .download(&request, &DownloadProgress { id, progress });
+        reserved.fetch_sub(need, Ordering::SeqCst);
+        result.map_err(|e: FetchError| fail(e.code(), chain(&e)))
+    }
+
+    /// Moves a verified partial file into the cache with its events (main thread).
+    fn admit(&self, dispatcher: &Dispatcher, record: &ImageRecord) -> Result<(), ImageFailure> {
+        let id = record.image.identifier.as_str();
+        let fail = |code: ErrorCode, message: String| ImageFailure {
+            identifier: id.to_owned(),
+            code,
+            message,
+        };
+        let partial = self.config().partial_dir.join(id);
+        let target = self.config().cache_dir.join(id);
+        if target.exists() {
+            return Err(fail(
+                ErrorCode::FetchFailed,
+                format!(
+                    "{} exists but is not a file vmc cached; move it away to let vmc cache this image",
+                    target.display()
+                ),
+            ));
+        }
+        dispatcher.fire(
+            self.store(),
+            &image_event(EventType::AvailablePrefix, record.image.clone(), Some(record), Some(id.to_owned())),
+            self.config().clock.now(),
+        );
+        std::fs::rename(&partial, &target).map_err(|e| {
+            fail(
+                ErrorCode::FetchFailed,
+                format!("cannot move {} into the cache: {e}", partial.display()),
+            )
+        })?;
+        fsync_dir(&self.config().cache_dir);
+        let _ = std::fs::remove_file(vmc_fetch::state_path(&partial));
+        self.store()
+            .record_cached(&CacheEntry {
+                identifier: record.image.identifier.clone(),
+                filename: id.to_owned(),
+                size: record.image.size,
+                sha512: record.image.sha512.clone(),
+                subscription_id: Some(record.subscription_id),
+                list_version_id: Some(record.list_version_id),
+                cached_at: self.config().clock.now(),
+            })
+            .map_err(|e| fail(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+        tracing::info!("cached {id}");
+        dispatcher.fire(
+            self.store(),
+            &image_event(EventType::AvailablePostfix, record.image.clone(), Some(record), Some(id.to_owned())),
+            self.config().clock.now(),
+        );
+        Ok(())
+    }
+
+    pub(crate) fn verify_with(
+        &self,
+        dispatcher: &Dispatcher,
+        jobs: usize,
+        progress: &dyn Progress,
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
+        let records = self.current_records()?;
+        self.repair(&records)?;
+        let entries = self.store().cache_entries()?;
+        progress.verify_started(entries.len(), entries.iter().map(|e| e.size).sum());
+        let queue: Mutex<VecDeque<&CacheEntry>> = Mutex::new(entries.iter().collect());
+        let (tx, rx) = mpsc::channel::<(&CacheEntry, Result<(), String>)>();
+        let mut corrupt = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, entries.len().max(1)) {
+                let tx = tx.clone();
+                let queue = &queue;
+                scope.spawn(move || {
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                        let Some(entry) = next else { break };
+                        let path = self.config().cache_dir.join(&entry.filename);
+                        let result = match path.metadata() {
+                            Ok(m) if m.len() != entry.size => {
+                                Err(format!("size is {} bytes, expected {}", m.len(), entry.size))
+                            }
+                            Ok(_) => match vmc_fetch::sha512_file(&path) {
+                                Ok(sum) if sum == entry.sha512 => Ok(()),
+                                Ok(sum) => Err(format!("sha512 is {sum}, expected {}", entry.sha512)),
+                                Err(e) => Err(format!("cannot read: {e}")),
+                            },
+                            Err(e) => Err(format!("cannot read: {e}")),
+                        };
+                        progress.verify_file_done(entry.identifier.as_str(), entry.size);
+                        if tx.send((entry, result)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (entry, result) in rx {
+                report.verified += 1;
+                if let Err(message) = result {
+                    tracing::warn!("{} is corrupt: {message}", entry.identifier);
+                    corrupt.push((entry, message));
+                }
+            }
+        });
+        for (entry, message) in corrupt {
+            let record = records.iter().find(|r| r.image.identifier == entry.identifier);
+            tracing::warn!("expiring corrupt {}: {message}", entry.identifier);
+            report.expired.push(self.retire(dispatcher, entry, record, ExpiryReason::Corrupt)?);
+        }
+        self.write_index()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,597 @@
+//! The update pipeline of `spec/imagelist.md`: checks 1–11, in order, each failure with its
+//! code. A rejected list changes nothing but the subscription's last error: the previous good
+//! version stays current.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sha2::{Digest, Sha512};
+use vmc_fetch::Credentials;
+use vmc_model::{
+    CertIdentity, ErrorCode, EventType, ImageList, LastError, NewImagePolicy, ParseLimits,
+    ParsedList, Subscription, SubscriptionAuth, parse_image_list,
+};
+use vmc_store::{ListImport, NewSubscription};
+use vmc_trust::{Signer, VerifyOptions};
+
+use crate::error::CacheError;
+use crate::events::{Dispatcher, Event};
+use crate::report::{CheckReport, ListReport, RejectedImageReport, UpdateStatus};
+use crate::Vmc;
+
+/// Where `subscribe check` reads a list from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An `http`, `https` or `file` URL.
+    Url(String),
+    /// A local file.
+    File(std::path::PathBuf),
+}
+
+impl Source {
+    /// A URL when `text` has a scheme (`…://`), else a file path.
+    pub fn parse(text: &str) -> Source {
+        if text.contains("://") {
+            Source::Url(text.to_owned())
+        } else {
+            Source::File(text.into())
+        }
+    }
+}
+
+/// What `subscribe add` asks for.
+#[derive(Debug, Clone)]
+pub struct NewSubscriptionRequest {
+    /// The list's URL.
+    pub url: String,
+    /// Endorsers (by id or subject DN) to link; the signer must be one of their identities.
+    pub endorsers: Vec<String>,
+    /// Create the signer's endorser if it is unknown.
+    pub auto_endorse: bool,
+    /// New-image policy.
+    pub new_images: NewImagePolicy,
+    /// Credentials for the URL.
+    pub auth: Option<SubscriptionAuth>,
+}
+
+/// A list that passed checks 1–6 and 9.
+struct Candidate {
+    raw: Vec<u8>,
+    sha512: String,
+    signer: Signer,
+    parsed: ParsedList,
+}
+
+type Rejection = LastError;
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
+    LastError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// `error` with its chain of causes, `a: b: c`.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+pub(crate) fn to_credentials(auth: &SubscriptionAuth) -> Credentials {
+    match auth {
+        SubscriptionAuth::Basic { username, password } => Credentials::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        SubscriptionAuth::Bearer { token } => Credentials::Bearer(token.clone()),
+    }
+}
+
+fn sha512_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha512::digest(bytes))
+}
+
+fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
+    parsed
+        .rejected
+        .iter()
+        .map(|r| RejectedImageReport {
+            identifier: match r.error.location() {
+                vmc_model::Location::Image { identifier, .. } => identifier.clone(),
+                vmc_model::Location::List => None,
+            },
+            message: chain(&r.error),
+        })
+        .collect()
+}
+
+impl Vmc {
+    fn fetch_list(&self, url: &str, auth: Option<&SubscriptionAuth>) -> Result<Vec<u8>, Rejection> {
+        let creds = auth.map(to_credentials);
+        self.client()
+            .fetch_bytes(&self.config().rewrite_url(url), creds.as_ref(), self.config().max_list_bytes)
+            .map_err(|e| reject(e.code(), chain(&e)))
+    }
+
+    /// Checks 2–6 (signature, chain, revocation, parse, endorser claim).
+    fn verify_and_parse(&self, raw: Vec<u8>, now: DateTime<Utc>) -> Result<Candidate, (Rejection, Option<Signer>)> {
+        let trust = self
+            .trust()
+            .map_err(|e| (reject(ErrorCode::CertificateUntrusted, chain(&e)), None))?;
+        let options = VerifyOptions {
+            crl: self.config().crl,
+            now,
+        };
+        let verified = vmc_trust::verify(trust, &raw, &options).map_err(|e| {
+            let code = e.code().unwrap_or(ErrorCode::SignatureInvalid);
+            (reject(code, chain(&e)), None)
+        })?;
+        if verified.weak_digest {
+            tracing::warn!(
+                "list signed by {} uses a weak digest (sha1)",
+                verified.signer.subject
+            );
+        }
+        let signer = verified.signer;
+        let limits = ParseLimits {
+            max_bytes: usize::try_from(self.config().max_list_bytes).unwrap_or(usize::MAX),
+            ..ParseLimits::default()
+        };
+        let parsed = match parse_image_list(&verified.payload, &limits) {
+            Ok(p) => p,
+            Err(e) => return Err((reject(e.code(), chain(&e)), Some(signer))),
+        };
+        // Check 6: the list must name its signer as (one of) its endorser(s).
+        let claims = &parsed.list.endorsers;
+        if !claims
+            .iter()
+            .any(|c| c.dn == signer.subject && c.ca == signer.issuer)
+        {
+            let claimed = claims
+                .iter()
+                .map(|c| format!("{} (issuer {})", c.dn, c.ca))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err((
+                reject(
+                    ErrorCode::EndorserMismatch,
+                    format!(
+                        "the list's hv:endorser names {claimed}, but it is signed by {} (issuer {})",
+                        signer.subject, signer.issuer
+                    ),
+                ),
+                Some(signer),
+            ));
+        }
+        let sha512 = sha512_hex(&raw);
+        Ok(Candidate {
+            raw,
+            sha512,
+            signer,
+            parsed,
+        })
+    }
+
+    /// Check 9: created not in the future (with skew), expires in the future.
+    fn check_time(&self, list: &ImageList, now: DateTime<Utc>) -> Result<(), Rejection> {
+        let skew = TimeDelta::from_std(self.config().created_skew).unwrap_or(TimeDelta::zero());
+        if list.created > now + skew {
+            return Err(reject(
+                ErrorCode::ListNotYetValid,
+                format!(
+                    "dc:date:created {} is in the future (now {})",
+                    list.created.to_rfc3339(),
+                    now.to_rfc3339()
+                ),
+            ));
+        }
+        if list.expires <= now {
+            return Err(reject(
+                ErrorCode::ListExpired,
+                format!("dc:date:expires {} has passed", list.expires.to_rfc3339()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn identity(signer: &Signer) -> CertIdentity {
+        CertIdentity {
+            subject: signer.subject.clone(),
+            issuer: signer.issuer.clone(),
+        }
+    }
+
+    /// Subscribes to a list: fetches it, runs every check, and stores it only if it passes.
+    pub fn subscribe(&self, request: &NewSubscriptionRequest, dispatcher: &Dispatcher) -> Result<ListReport, CacheError> {
+        if self.store().find_subscription(&request.url)?.is_some() {
+            return Err(CacheError::Invalid(format!(
+                "already subscribed to {}",
+                vmc_fetch::redact_url(&request.url)
+            )));
+        }
+        let mut endorsers = Vec::new();
+        for key in &request.endorsers {
+            endorsers.push(
+                self.store()
+                    .find_endorser(key)?
+                    .ok_or_else(|| CacheError::NoSuchEndorser { key: key.clone() })?,
+            );
+        }
+        let now = self.config().clock.now();
+        let mut report = ListReport {
+            url: request.url.clone(),
+            identifier: None,
+            status: UpdateStatus::Failed,
+            error: None,
+            signer: None,
+            version: None,
+            new_images: Vec::new(),
+            rejected_images: Vec::new(),
+        };
+        let raw = match self.fetch_list(&request.url, request.auth.as_ref()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                report.error = Some(e);
+                return Ok(report);
+            }
+        };
+        let candidate = match self.verify_and_parse(raw, now) {
+            Ok(c) => c,
+            Err((e, signer)) => {
+                report.error = Some(e);
+                report.signer = signer;
+                return Ok(report);
+            }
+        };
+        report.signer = Some(candidate.signer.clone());
+        report.identifier = Some(candidate.parsed.list.identifier.to_string());
+        report.version = Some(candidate.parsed.list.version.to_string());
+        let identity = Self::identity(&candidate.signer);
+        // Check 7: who endorses this list.
+        let mut link_ids: Vec<String> = endorsers.iter().map(|e| e.id.clone()).collect();
+        let mut create_endorser = false;
+        if endorsers.is_empty() {
+            match self.store().endorser_by_identity(&identity)? {
+                Some(e) => link_ids.push(e.id),
+                None if request.auto_endorse => create_endorser = true,
+                None => {
+                    report.error = Some(reject(
+                        ErrorCode::SignerNotEndorser,
+                        format!(
+                            "the signer {} (issuer {}) is not an identity of any endorser; add it with `vmc endorser add` or subscribe with --auto-endorse",
+                            identity.subject, identity.issuer
+                        ),
+                    ));
+                    return Ok(report);
+                }
+            }
+        } else if !endorsers.iter().any(|e| e.identities.contains(&identity)) {
+            report.error = Some(reject(
+                ErrorCode::SignerNotEndorser,
+                format!(
+                    "the signer {} (issuer {}) is not an identity of the endorsers named ({})",
+                    identity.subject,
+                    identity.issuer,
+                    link_ids.join(", ")
+                ),
+            ));
+            return Ok(report);
+        }
+        // Check 8 does not apply to a first import; a list already followed under another
+        // URL is refused to keep identifiers unique.
+        if let Some(existing) = self
+            .store()
+            .find_subscription(candidate.parsed.list.identifier.as_str())?
+        {
+            return Err(CacheError::Invalid(format!(
+                "list {} is already subscribed at {}",
+                candidate.parsed.list.identifier,
+                vmc_fetch::redact_url(&existing.url)
+            )));
+        }
+        if let Err(e) = self.check_time(&candidate.parsed.list, now) {
+            report.error = Some(e);
+            return Ok(report);
+        }
+        // All checks passed: store.
+        if create_endorser {
+            let id = uuid::Uuid::new_v4().to_string();
+            self.store().add_endorser(&id, std::slice::from_ref(&identity))?;
+            link_ids.push(id);
+        }
+        let sub = self.store().add_subscription(&NewSubscription {
+            url: request.url.clone(),
+            new_images: request.new_images,
+            auth: request.auth.clone(),
+            enabled: true,
+        })?;
+        let imported = (|| -> Result<_, CacheError> {
+            for id in &link_ids {
+                self.store().link(id, sub.id)?;
+            }
+            Ok(self.store().import_list(
+                sub.id,
+                &ListImport {
+                    raw: &candidate.raw,
+                    sha512: &candidate.sha512,
+                    list: &candidate.parsed.list,
+                    signer: &identity,
+                    imported: now,
+                    select_all: request.new_images == NewImagePolicy::Subscribe,
+                },
+            )?)
+        })();
+        let outcome = match imported {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self.store().remove_subscription(sub.id);
+                return Err(e);
+            }
+        };
+        report.status = UpdateStatus::Added;
+        report.new_images = outcome.new_images;
+        report.rejected_images = rejected_images(&candidate.parsed);
+        self.announce_new_images(&candidate.parsed.list, &report.new_images, dispatcher);
+        Ok(report)
+    }
+
+    fn announce_new_images(&self, list: &ImageList, new: &[vmc_model::Identifier], dispatcher: &Dispatcher) {
+        for id in new {
+            if let Some(image) = list.images.iter().find(|i| &i.identifier == id) {
+                let event = Event {
+                    event_type: EventType::SubscriptionImageNew,
+                    image: Some(image.clone()),
+                    list_identifier: Some(list.identifier.to_string()),
+                    vo: list.vo().map(str::to_owned),
+                    filename: None,
+                    reason: None,
+                };
+                dispatcher.fire(self.store(), &event, self.config().clock.now());
+            }
+        }
+    }
+
+    /// Updates one subscription: checks 1–11; on failure records only the last error.
+    pub fn update(&self, sub: &Subscription, dispatcher: &Dispatcher) -> Result<ListReport, CacheError> {
+        let now = self.config().clock.now();
+        let mut report = ListReport {
+            url: sub.url.clone(),
+            identifier: sub.identifier.clone(),
+            status: UpdateStatus::Failed,
+            error: None,
+            signer: None,
+            version: None,
+            new_images: Vec::new(),
+            rejected_images: Vec::new(),
+        };
+        match self.try_update(sub, now, &mut report, dispatcher) {
+            Ok(()) => {}
+            Err(rejection) => {
+                tracing::warn!(
+                    "{}: {}: {}",
+                    vmc_fetch::redact_url(&sub.url),
+                    rejection.code,
+                    rejection.message
+                );
+                self.store().record_update_failure(sub.id, &rejection, now)?;
+                report.status = UpdateStatus::Failed;
+                report.error = Some(rejection);
+            }
+        }
+        Ok(report)
+    }
+
+    fn try_update(
+        &self,
+        sub: &Subscription,
+        now: DateTime<Utc>,
+        report: &mut ListReport,
+        dispatcher: &Dispatcher,
+    ) -> Result<(), Rejection> {
+        let store_err = |e: vmc_store::StoreError| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)));
+        let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
+        let candidate = self.verify_and_parse(raw, now).map_err(|(e, signer)| {
+            report.signer = signer;
+            e
+        })?;
+        let list = &candidate.parsed.list;
+        report.signer = Some(candidate.signer.clone());
+        report.version = Some(list.version.to_string());
+        let identity = Self::identity(&candidate.signer);
+        // Check 7.
+        if self
+            .store()
+            .linked_endorser_for(sub.id, &identity)
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Err(reject(
+                ErrorCode::SignerNotEndorser,
+                format!(
+                    "the signer {} (issuer {}) is not an identity of an endorser linked to this subscription",
+                    identity.subject, identity.issuer
+                ),
+            ));
+        }
+        // Check 8.
+        if let Some(expected) = &sub.identifier {
+            if expected != list.identifier.as_str() {
+                return Err(reject(
+                    ErrorCode::IdentifierMismatch,
+                    format!(
+                        "the list's dc:identifier is {}, but this subscription follows {expected}",
+                        list.identifier
+                    ),
+                ));
+            }
+        }
+        // Check 9.
+        self.check_time(list, now)?;
+        // Check 10.
+        if let Some(current) = &sub.current {
+            if current.sha512 == candidate.sha512 {
+                self.store().record_unchanged(sub.id, now).map_err(store_err)?;
+                report.status = UpdateStatus::Unchanged;
+                report.identifier = Some(list.identifier.to_string());
+                return Ok(());
+            }
+            let current_version = vmc_model::Version::new(current.version.clone());
+            if list.version.is_older_than(&current_version) {
+                return Err(reject(
+                    ErrorCode::VersionRollback,
+                    format!(
+                        "hv:version {} is older than the current {}",
+                        list.version, current.version
+                    ),
+                ));
+            }
+            if list.created < current.created {
+                return Err(reject(
+                    ErrorCode::VersionRollback,
+                    format!(
+                        "dc:date:created {} is older than the current list's {}",
+                        list.created.to_rfc3339(),
+                        current.created.to_rfc3339()
+                    ),
+                ));
+            }
+        }
+        // Check 11 happened while parsing; import.
+        let outcome = self
+            .store()
+            .import_list(
+                sub.id,
+                &ListImport {
+                    raw: &candidate.raw,
+                    sha512: &candidate.sha512,
+                    list,
+                    signer: &identity,
+                    imported: now,
+                    select_all: false,
+                },
+            )
+            .map_err(store_err)?;
+        report.status = if sub.current.is_some() {
+            UpdateStatus::Updated
+        } else {
+            UpdateStatus::Added
+        };
+        report.identifier = Some(list.identifier.to_string());
+        report.new_images = outcome.new_images;
+        report.rejected_images = rejected_images(&candidate.parsed);
+        self.announce_new_images(list, &report.new_images, dispatcher);
+        Ok(())
+    }
+
+    /// Updates the given subscriptions, or every enabled one when `subs` is empty. One failing
+    /// list does not stop the others.
+    pub fn update_all(
+        &self,
+        subs: Option<Vec<Subscription>>,
+        dispatcher: &Dispatcher,
+        progress: &dyn crate::Progress,
+    ) -> Result<Vec<ListReport>, CacheError> {
+        let subs = match subs {
+            Some(s) => s,
+            None => self
+                .store()
+                .subscriptions()?
+                .into_iter()
+                .filter(|s| s.enabled)
+                .collect(),
+        };
+        let mut reports = Vec::with_capacity(subs.len());
+        for sub in &subs {
+            let report = self.update(sub, dispatcher)?;
+            progress.list_done(&report);
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Runs every check that needs no stored state on a list (1–6 and 9, plus 7 against
+    /// `endorser` when given) and stores nothing.
+    pub fn check(&self, source: &Source, endorser: Option<&str>) -> Result<CheckReport, CacheError> {
+        let endorser = match endorser {
+            Some(key) => Some(
+                self.store()
+                    .find_endorser(key)?
+                    .ok_or_else(|| CacheError::NoSuchEndorser { key: key.to_owned() })?,
+            ),
+            None => None,
+        };
+        let now = self.config().clock.now();
+        let mut report = CheckReport {
+            error: None,
+            signer: None,
+            list: None,
+            rejected_images: Vec::new(),
+        };
+        let raw = match source {
+            Source::Url(url) => self.fetch_list(url, None),
+            Source::File(path) => read_capped(path, self.config().max_list_bytes),
+        };
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                report.error = Some(e);
+                return Ok(report);
+            }
+        };
+        let candidate = match self.verify_and_parse(raw, now) {
+            Ok(c) => c,
+            Err((e, signer)) => {
+                report.error = Some(e);
+                report.signer = signer;
+                return Ok(report);
+            }
+        };
+        report.signer = Some(candidate.signer.clone());
+        report.rejected_images = rejected_images(&candidate.parsed);
+        let identity = Self::identity(&candidate.signer);
+        if let Some(e) = &endorser {
+            if !e.identities.contains(&identity) {
+                report.error = Some(reject(
+                    ErrorCode::SignerNotEndorser,
+                    format!(
+                        "the signer {} (issuer {}) is not an identity of endorser {}",
+                        identity.subject, identity.issuer, e.id
+                    ),
+                ));
+            }
+        }
+        if report.error.is_none() {
+            report.error = self.check_time(&candidate.parsed.list, now).err();
+        }
+        report.list = Some(candidate.parsed.list);
+        Ok(report)
+    }
+}
+
+fn read_capped(path: &std::path::Path, max: u64) -> Result<Vec<u8>, Rejection> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| {
+        reject(
+            ErrorCode::FetchFailed,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| reject(ErrorCode::FetchFailed, format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > max {
+        return Err(reject(
+            ErrorCode::FetchFailed,
+            format!("{} is larger than the list limit of {max} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}

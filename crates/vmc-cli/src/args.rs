@@ -1,0 +1,337 @@
+//! The command line, as clap derive types (the contract is `spec/cli.md`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::env;
+
+/// Keep a verified local cache of the virtual machine images that trusted endorsers publish in
+/// signed HEPiX image lists.
+#[derive(Debug, Parser)]
+#[command(name = "vmc", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes (flag > environment > default).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Home for the database and the default cache directories
+    /// [default: /var/lib/vmc as root, else $XDG_DATA_HOME/vmc]
+    #[arg(long, global = true, value_name = "DIR", env = env::VMC_HOME)]
+    pub home: Option<PathBuf>,
+    /// Database URL: sqlite:///abs/path, sqlite://rel/path, a plain path, or postgres://…
+    /// (also VMCATCHER_RDBMS) [default: sqlite://<home>/vmc.db]
+    #[arg(long, global = true, value_name = "URL", env = env::VMC_DATABASE)]
+    pub database: Option<String>,
+    /// CA directory: <hash>.0 CA certificates and <hash>.r0 CRLs (also VMCATCHER_DIR_CERT)
+    /// [default: /etc/grid-security/certificates]
+    #[arg(long, global = true, value_name = "DIR", env = env::VMC_CA_DIR)]
+    pub ca_dir: Option<PathBuf>,
+    /// Directory of verified images (also VMCATCHER_CACHE_DIR_CACHE) [default: <home>/cache]
+    #[arg(long, global = true, value_name = "DIR", env = env::VMC_CACHE_DIR)]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory of downloads in progress (also VMCATCHER_CACHE_DIR_DOWNLOAD)
+    /// [default: <home>/partial]
+    #[arg(long, global = true, value_name = "DIR", env = env::VMC_PARTIAL_DIR)]
+    pub partial_dir: Option<PathBuf>,
+    /// Directory of expired images (also VMCATCHER_CACHE_DIR_EXPIRE) [default: <home>/expired]
+    #[arg(long, global = true, value_name = "DIR", env = env::VMC_EXPIRED_DIR)]
+    pub expired_dir: Option<PathBuf>,
+    /// Command run through /bin/sh -c for every event (also VMCATCHER_CACHE_EVENT)
+    #[arg(long, global = true, value_name = "CMD", env = env::VMC_EVENT_HANDLER)]
+    pub event_handler: Option<String>,
+    /// Seconds an event handler may run before its process group is killed
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 300)]
+    pub event_timeout: u64,
+    /// CRL checking: require (the CRL of every CA of the chain must be present and current),
+    /// if-present, or off
+    #[arg(long, global = true, value_name = "MODE", env = env::VMC_CRL)]
+    pub crl: Option<CrlArg>,
+    /// Fetch from a mirror: replace the URL prefix FROM by TO (repeatable), e.g.
+    /// https://appliances.example.org/=http://mirror.site/ — lists and images are still verified
+    #[arg(long = "mirror", global = true, value_name = "FROM=TO")]
+    pub mirrors: Vec<String>,
+    /// Print one JSON document on stdout (VMC_OUTPUT=json does the same)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// CRL checking mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrlArg {
+    /// The CRL of every CA of the chain must be present and current.
+    Require,
+    /// Check a CA's CRL when the CA directory has one.
+    IfPresent,
+    /// No revocation checks.
+    Off,
+}
+
+/// New-image policy of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NewImagesArg {
+    /// Recorded as known, not selected.
+    Refuse,
+    /// Known, not selected.
+    Accept,
+    /// Selected for caching (and every image present now too).
+    Subscribe,
+}
+
+/// The four command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who may sign which list
+    #[command(subcommand)]
+    Endorser(EndorserCmd),
+    /// Which image lists to follow
+    #[command(subcommand)]
+    Subscribe(SubscribeCmd),
+    /// Which images to keep
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// The files: sync (the cron job), download, expire, verify, list, purge, events
+    #[command(subcommand)]
+    Cache(CacheCmd),
+}
+
+/// `vmc endorser …`
+#[derive(Debug, Subcommand)]
+pub enum EndorserCmd {
+    /// Add an endorser with one or more certificate identities (subject + issuer pairs)
+    Add {
+        /// The endorser's id [default: a new UUID]
+        #[arg(long)]
+        id: Option<String>,
+        /// Subject DN of a certificate, OpenSSL one-line form (/C=XX/O=Grid/CN=Jane Doe)
+        #[arg(long = "subject", value_name = "DN", required = true)]
+        subjects: Vec<String>,
+        /// Issuer DN of that certificate, paired with --subject by position
+        #[arg(long = "issuer", value_name = "DN", required = true)]
+        issuers: Vec<String>,
+        /// Link the endorser to this subscription (repeatable)
+        #[arg(long = "subscription", value_name = "SUB")]
+        subscriptions: Vec<String>,
+    },
+    /// List endorsers
+    List,
+    /// Show one endorser
+    Show {
+        /// Id or subject DN
+        endorser: String,
+    },
+    /// Remove an endorser: its lists endorse nothing any more
+    Remove {
+        /// Id or subject DN
+        endorser: String,
+    },
+    /// Let an endorser sign a subscription's list
+    Link {
+        /// Id or subject DN
+        endorser: String,
+        /// List identifier or URL
+        subscription: String,
+    },
+    /// Withdraw an endorser from a subscription
+    Unlink {
+        /// Id or subject DN
+        endorser: String,
+        /// List identifier or URL
+        subscription: String,
+    },
+}
+
+/// Credentials options shared by `subscribe add` and `subscribe set`.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialArgs {
+    /// User name for HTTP Basic authentication
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// File holding the password for --username (its first line)
+    #[arg(long, value_name = "FILE", conflicts_with = "token_file", requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// File holding a bearer token (its first line)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `vmc subscribe …`
+#[derive(Debug, Subcommand)]
+pub enum SubscribeCmd {
+    /// Subscribe to an image list: fetch it, verify it completely, store it
+    Add {
+        /// Where the signed list is published (http, https or file)
+        url: String,
+        /// Create the endorser whose certificate signed the list if it is unknown
+        #[arg(long)]
+        auto_endorse: bool,
+        /// Link this endorser to the subscription (repeatable)
+        #[arg(long = "endorser", value_name = "ENDORSER")]
+        endorsers: Vec<String>,
+        /// What later updates do with images not seen before
+        #[arg(long, value_enum, default_value = "refuse")]
+        new_images: NewImagesArg,
+        /// Credentials for the URL
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+    /// List subscriptions
+    List,
+    /// Show one subscription
+    Show {
+        /// List identifier or URL
+        subscription: String,
+    },
+    /// Remove a subscription: its images expire at the next sync
+    Remove {
+        /// List identifier or URL
+        subscription: String,
+    },
+    /// Fetch, verify and store lists (all enabled ones when none is named)
+    Update {
+        /// List identifiers or URLs
+        subscriptions: Vec<String>,
+        /// Seconds to wait for the instance lock
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_wait: u64,
+    },
+    /// Change a subscription's settings
+    Set {
+        /// List identifier or URL
+        subscription: String,
+        /// What updates do with images not seen before
+        #[arg(long, value_enum)]
+        new_images: Option<NewImagesArg>,
+        /// Credentials for the URL
+        #[command(flatten)]
+        credentials: CredentialArgs,
+        /// Forget the stored credentials
+        #[arg(long, conflicts_with_all = ["username", "token_file"])]
+        no_credentials: bool,
+        /// Use the subscription again
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Stop using the subscription (its images expire at the next sync)
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Run every check that needs no stored state on a list and print the verdict
+    Check {
+        /// URL or file of the signed list
+        source: String,
+        /// Also check that the signer is an identity of this endorser
+        #[arg(long, value_name = "ENDORSER")]
+        endorser: Option<String>,
+    },
+}
+
+/// `vmc image …`
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// List the images of the current lists
+    List {
+        /// Only this subscription's images
+        #[arg(long, value_name = "SUB")]
+        subscription: Option<String>,
+        /// Only images selected for caching
+        #[arg(long)]
+        selected: bool,
+    },
+    /// Show one image
+    Show {
+        /// Image identifier (or use --sha512)
+        #[arg(required_unless_present = "sha512")]
+        image: Option<String>,
+        /// Find the image by its sha512
+        #[arg(long, value_name = "HEX")]
+        sha512: Option<String>,
+    },
+    /// Select images for caching
+    Subscribe {
+        /// Image identifiers
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Stop caching images (they expire at the next sync)
+    Unsubscribe {
+        /// Image identifiers
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+/// Options of the commands that take the instance lock.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LockArgs {
+    /// Seconds to wait for the instance lock before giving up
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+/// `vmc cache …`
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// The cron job: update lists, expire, download, fire events
+    Sync {
+        /// Parallel downloads
+        #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Re-hash the cache first
+        #[arg(long)]
+        verify: bool,
+        /// Lock options
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Download selected, available images missing from the cache
+    Download {
+        /// Parallel downloads
+        #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Lock options
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Move images that are no longer endorsed or selected to the expired directory
+    Expire {
+        /// Lock options
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Re-hash every cached file; expire corrupt ones
+    Verify {
+        /// Parallel hashing
+        #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Lock options
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// List the cached images
+    List,
+    /// Delete files from the expired directory
+    Purge {
+        /// Only files expired longer ago than this (e.g. 30d, 12h, 90m)
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
+    /// Show the event journal
+    Events {
+        /// Only events whose handler failed
+        #[arg(long)]
+        failed: bool,
+    },
+}

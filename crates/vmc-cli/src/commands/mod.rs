@@ -1,0 +1,130 @@
+//! One function per command; each returns whether everything asked for succeeded.
+
+mod cache;
+mod endorser;
+mod image;
+mod subscribe;
+
+use anyhow::Context;
+use vmc_cache::{Vmc, report::SyncReport};
+use vmc_model::Subscription;
+
+use crate::args::{Cli, Command};
+use crate::output::{self, Format};
+use crate::report;
+use crate::{Outcome, UsageError, settings};
+
+/// What every command gets.
+pub struct Ctx {
+    /// The open instance.
+    pub vmc: Vmc,
+    /// Text or JSON.
+    pub format: Format,
+    /// Progress bars wanted (not quiet).
+    pub bars: bool,
+    /// The command line, for the lock holder note.
+    pub who: String,
+}
+
+impl Ctx {
+    /// A subscription by list identifier or URL.
+    pub fn subscription(&self, key: &str) -> anyhow::Result<Subscription> {
+        self.vmc
+            .store()
+            .find_subscription(key)?
+            .ok_or_else(|| vmc_cache::CacheError::NoSuchSubscription { key: key.to_owned() }.into())
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let config = settings::config(&cli.global).map_err(|e| UsageError(format!("{e:#}")))?;
+    let db = settings::redact_database_url(&config.database_url);
+    let vmc = Vmc::open(config).with_context(|| format!("cannot open the database {db}"))?;
+    let ctx = Ctx {
+        vmc,
+        format: settings::format(&cli.global),
+        bars: !cli.global.quiet,
+        who: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    match cli.command {
+        Command::Endorser(cmd) => endorser::run(&ctx, cmd),
+        Command::Subscribe(cmd) => subscribe::run(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Cache(cmd) => cache::run(&ctx, cmd),
+    }
+}
+
+/// Prints a run report (JSON, or text lines plus a summary on stderr) and says whether it
+/// succeeded.
+pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
+    match ctx.format {
+        Format::Json => output::json(&report::run(r)),
+        Format::Text => {
+            for s in &r.subscriptions {
+                let name = s.identifier.clone().unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
+                match &s.error {
+                    None => output::line(format!(
+                        "{}\t{name}{}",
+                        s.status.as_str(),
+                        s.version.as_ref().map(|v| format!(" (version {v})")).unwrap_or_default()
+                    )),
+                    Some(e) => output::line(format!("failed\t{name}\t{}: {}", e.code, e.message)),
+                }
+                for x in &s.rejected_images {
+                    output::line(format!(
+                        "image left out\t{}\timage_invalid: {}",
+                        x.identifier.as_deref().unwrap_or("?"),
+                        x.message
+                    ));
+                }
+            }
+            for id in &r.downloaded {
+                output::line(format!("cached\t{id}"));
+            }
+            for e in &r.expired {
+                output::line(format!("expired\t{}\t{}", e.identifier, e.reason));
+            }
+            for f in &r.failed {
+                output::line(format!("failed\t{}\t{}: {}", f.identifier, f.code, f.message));
+            }
+        }
+    }
+    let failed_lists = r
+        .subscriptions
+        .iter()
+        .filter(|s| s.error.is_some())
+        .count();
+    tracing::info!(
+        "{what}: {} lists ({} failed), {} cached, {} expired, {} failed, {} downloaded, {} handler failures",
+        r.subscriptions.len(),
+        failed_lists,
+        r.downloaded.len(),
+        r.expired.len(),
+        r.failed.len(),
+        output::bytes(r.bytes_downloaded),
+        r.handler_failures
+    );
+    if ctx.format == Format::Text && !ctx.bars {
+        // quiet: nothing more
+    } else if ctx.format == Format::Text {
+        eprintln!(
+            "vmc {what}: {} lists ({failed_lists} failed), {} images cached, {} expired, {} failed, {} downloaded{}",
+            r.subscriptions.len(),
+            r.downloaded.len(),
+            r.expired.len(),
+            r.failed.len(),
+            output::bytes(r.bytes_downloaded),
+            if r.handler_failures > 0 {
+                format!(", {} handler failures (handler_failed)", r.handler_failures)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if r.has_failures() {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    }
+}

@@ -1,0 +1,46 @@
+//! Every environment variable the `vmc` binary reads, in one place (the README's table mirrors
+//! this file). Flags win over the environment, the first variable listed wins over later ones.
+
+/// Home directory for the database and the default cache directories.
+pub const VMC_HOME: &str = "VMC_HOME";
+/// Database URL.
+pub const VMC_DATABASE: &str = "VMC_DATABASE";
+/// vmcatcher's name for the database URL.
+pub const VMCATCHER_RDBMS: &str = "VMCATCHER_RDBMS";
+/// CA directory.
+pub const VMC_CA_DIR: &str = "VMC_CA_DIR";
+/// vmcatcher's name for the CA directory.
+pub const VMCATCHER_DIR_CERT: &str = "VMCATCHER_DIR_CERT";
+/// Cache directory.
+pub const VMC_CACHE_DIR: &str = "VMC_CACHE_DIR";
+/// vmcatcher's name for the cache directory.
+pub const VMCATCHER_CACHE_DIR_CACHE: &str = "VMCATCHER_CACHE_DIR_CACHE";
+/// Directory of downloads in progress.
+pub const VMC_PARTIAL_DIR: &str = "VMC_PARTIAL_DIR";
+/// vmcatcher's name for the download directory.
+pub const VMCATCHER_CACHE_DIR_DOWNLOAD: &str = "VMCATCHER_CACHE_DIR_DOWNLOAD";
+/// Directory of expired images.
+pub const VMC_EXPIRED_DIR: &str = "VMC_EXPIRED_DIR";
+/// vmcatcher's name for the expired directory.
+pub const VMCATCHER_CACHE_DIR_EXPIRE: &str = "VMCATCHER_CACHE_DIR_EXPIRE";
+/// Event handler command.
+pub const VMC_EVENT_HANDLER: &str = "VMC_EVENT_HANDLER";
+/// vmcatcher's name for the event handler.
+pub const VMCATCHER_CACHE_EVENT: &str = "VMCATCHER_CACHE_EVENT";
+/// CRL mode: `require`, `if-present` or `off`.
+pub const VMC_CRL: &str = "VMC_CRL";
+/// `json` selects JSON output.
+pub const VMC_OUTPUT: &str = "VMC_OUTPUT";
+/// Evaluate lists and cache state as if it were this RFC 3339 time (for tests, and to see how
+/// a feed will fare on a given day). Unset means the system clock.
+pub const VMC_NOW: &str = "VMC_NOW";
+/// A tracing filter for the log on stderr (e.g. `vmc=debug`).
+pub const VMC_LOG: &str = "VMC_LOG";
+/// Disables colour when set to anything.
+pub const NO_COLOR: &str = "NO_COLOR";
+/// The value of the first of `names` that is set and not empty.
+pub fn first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}

@@ -1,0 +1,370 @@
+//! The JSON output schema of `spec/cli.md`: dedicated `Serialize` structs built from the
+//! library's reports (never database rows). Keys are stable and snake_case.
+
+use serde::Serialize;
+use vmc_cache::store::{CacheEntry, ImageRecord};
+use vmc_cache::{CheckReport, ListReport, SyncReport};
+use vmc_model::{Endorser, LastError, Subscription};
+
+use vmc_cache::fetch::redact_url;
+
+/// `{code, message}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorJson {
+    /// The contract's code.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+impl From<&LastError> for ErrorJson {
+    fn from(e: &LastError) -> Self {
+        Self {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+/// `{subject, issuer}`.
+#[derive(Debug, Serialize)]
+pub struct IdentityJson {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+}
+
+/// One endorser.
+#[derive(Debug, Serialize)]
+pub struct EndorserJson {
+    /// Id.
+    pub id: String,
+    /// Certificate identities.
+    pub identities: Vec<IdentityJson>,
+    /// Linked subscriptions, by list identifier (URL before the first import).
+    pub subscriptions: Vec<String>,
+}
+
+/// Builds [`EndorserJson`]; `subs` maps URLs to identifiers.
+pub fn endorser(e: &Endorser, subs: &[Subscription]) -> EndorserJson {
+    EndorserJson {
+        id: e.id.clone(),
+        identities: e
+            .identities
+            .iter()
+            .map(|i| IdentityJson {
+                subject: i.subject.clone(),
+                issuer: i.issuer.clone(),
+            })
+            .collect(),
+        subscriptions: e
+            .subscriptions
+            .iter()
+            .map(|url| {
+                subs.iter()
+                    .find(|s| &s.url == url)
+                    .and_then(|s| s.identifier.clone())
+                    .unwrap_or_else(|| redact_url(url))
+            })
+            .collect(),
+    }
+}
+
+/// One subscription.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionJson {
+    /// List identifier (null before the first import).
+    pub identifier: Option<String>,
+    /// URL, without credentials.
+    pub url: String,
+    /// List title.
+    pub title: Option<String>,
+    /// Enabled.
+    pub enabled: bool,
+    /// New-image policy.
+    pub new_images: &'static str,
+    /// Current `hv:version`.
+    pub version: Option<String>,
+    /// Current `dc:date:created`.
+    pub created: Option<String>,
+    /// Current `dc:date:expires`.
+    pub expires: Option<String>,
+    /// Last update.
+    pub updated: Option<String>,
+    /// Last failure.
+    pub last_error: Option<ErrorJson>,
+    /// Whether credentials are stored (never the credentials themselves).
+    pub has_credentials: bool,
+}
+
+/// RFC 3339, seconds, `Z`.
+pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Builds [`SubscriptionJson`].
+pub fn subscription(s: &Subscription) -> SubscriptionJson {
+    SubscriptionJson {
+        identifier: s.identifier.clone(),
+        url: redact_url(&s.url),
+        title: s.title.clone(),
+        enabled: s.enabled,
+        new_images: s.new_images.as_str(),
+        version: s.current.as_ref().map(|c| c.version.clone()),
+        created: s.current.as_ref().map(|c| time(c.created)),
+        expires: s.current.as_ref().map(|c| time(c.expires)),
+        updated: s.updated.map(time),
+        last_error: s.last_error.as_ref().map(ErrorJson::from),
+        has_credentials: s.auth.is_some(),
+    }
+}
+
+/// One list update.
+#[derive(Debug, Serialize)]
+pub struct ListUpdateJson {
+    /// List identifier.
+    pub identifier: Option<String>,
+    /// URL without credentials.
+    pub url: String,
+    /// added, updated, unchanged, failed.
+    pub status: &'static str,
+    /// Why it failed.
+    pub error: Option<ErrorJson>,
+    /// Images seen for the first time.
+    pub new_images: Vec<String>,
+    /// Images left out of the list (`image_invalid`).
+    pub rejected_images: Vec<RejectedJson>,
+}
+
+/// An image left out of a list.
+#[derive(Debug, Serialize)]
+pub struct RejectedJson {
+    /// Its identifier as written.
+    pub identifier: Option<String>,
+    /// Always `image_invalid`.
+    pub code: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+/// `{identifier, reason}`.
+#[derive(Debug, Serialize)]
+pub struct ExpiredJson {
+    /// Image id.
+    pub identifier: String,
+    /// Expiry reason.
+    pub reason: &'static str,
+}
+
+/// `{identifier, error}`.
+#[derive(Debug, Serialize)]
+pub struct FailedJson {
+    /// Image id.
+    pub identifier: String,
+    /// `{code, message}`.
+    pub error: ErrorJson,
+}
+
+/// The report of `subscribe add|update` and `cache sync|download|expire|verify`.
+#[derive(Debug, Serialize)]
+pub struct RunJson {
+    /// Lists updated.
+    pub subscriptions: Vec<ListUpdateJson>,
+    /// Images now in the cache.
+    pub downloaded: Vec<String>,
+    /// Images that left it.
+    pub expired: Vec<ExpiredJson>,
+    /// Images that failed.
+    pub failed: Vec<FailedJson>,
+    /// Bytes received.
+    pub bytes_downloaded: u64,
+    /// Files re-hashed.
+    pub verified: usize,
+    /// Event handler runs that failed.
+    pub handler_failures: usize,
+}
+
+/// Builds [`ListUpdateJson`].
+pub fn list_update(r: &ListReport) -> ListUpdateJson {
+    ListUpdateJson {
+        identifier: r.identifier.clone(),
+        url: redact_url(&r.url),
+        status: r.status.as_str(),
+        error: r.error.as_ref().map(ErrorJson::from),
+        new_images: r.new_images.iter().map(ToString::to_string).collect(),
+        rejected_images: r
+            .rejected_images
+            .iter()
+            .map(|x| RejectedJson {
+                identifier: x.identifier.clone(),
+                code: "image_invalid",
+                message: x.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Builds [`RunJson`].
+pub fn run(r: &SyncReport) -> RunJson {
+    RunJson {
+        subscriptions: r.subscriptions.iter().map(list_update).collect(),
+        downloaded: r.downloaded.clone(),
+        expired: r
+            .expired
+            .iter()
+            .map(|e| ExpiredJson {
+                identifier: e.identifier.clone(),
+                reason: e.reason.as_str(),
+            })
+            .collect(),
+        failed: r
+            .failed
+            .iter()
+            .map(|f| FailedJson {
+                identifier: f.identifier.clone(),
+                error: ErrorJson {
+                    code: f.code.as_str().to_owned(),
+                    message: f.message.clone(),
+                },
+            })
+            .collect(),
+        bytes_downloaded: r.bytes_downloaded,
+        verified: r.verified,
+        handler_failures: r.handler_failures,
+    }
+}
+
+/// `subscribe check`.
+#[derive(Debug, Serialize)]
+pub struct CheckJson {
+    /// accepted or rejected.
+    pub verdict: &'static str,
+    /// Why not.
+    pub error: Option<ErrorJson>,
+    /// The signer.
+    pub signer: Option<IdentityJson>,
+    /// A summary of the list.
+    pub list: Option<ListSummaryJson>,
+    /// Images that would be left out.
+    pub rejected_images: Vec<RejectedJson>,
+}
+
+/// `{identifier, title, version, created, expires, images}`.
+#[derive(Debug, Serialize)]
+pub struct ListSummaryJson {
+    /// List identifier.
+    pub identifier: String,
+    /// Title.
+    pub title: String,
+    /// Version.
+    pub version: String,
+    /// Created.
+    pub created: String,
+    /// Expires.
+    pub expires: String,
+    /// Number of images accepted.
+    pub images: usize,
+}
+
+/// Builds [`CheckJson`].
+pub fn check(r: &CheckReport) -> CheckJson {
+    CheckJson {
+        verdict: if r.error.is_none() { "accepted" } else { "rejected" },
+        error: r.error.as_ref().map(ErrorJson::from),
+        signer: r.signer.as_ref().map(|s| IdentityJson {
+            subject: s.subject.clone(),
+            issuer: s.issuer.clone(),
+        }),
+        list: r.list.as_ref().map(|l| ListSummaryJson {
+            identifier: l.identifier.to_string(),
+            title: l.title.clone(),
+            version: l.version.to_string(),
+            created: time(l.created),
+            expires: time(l.expires),
+            images: l.images.len(),
+        }),
+        rejected_images: r
+            .rejected_images
+            .iter()
+            .map(|x| RejectedJson {
+                identifier: x.identifier.clone(),
+                code: "image_invalid",
+                message: x.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// One image of `image list`.
+#[derive(Debug, Serialize)]
+pub struct ImageJson {
+    /// Image id.
+    pub identifier: String,
+    /// Its list's identifier.
+    pub subscription: String,
+    /// Title.
+    pub title: String,
+    /// Version.
+    pub version: String,
+    /// Where it is fetched from.
+    pub uri: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha512.
+    pub sha512: String,
+    /// Selected for caching.
+    pub selected: bool,
+    /// In the newest valid list of an endorsed, enabled subscription.
+    pub available: bool,
+    /// A verified file is in the cache.
+    pub cached: bool,
+}
+
+/// Builds [`ImageJson`].
+pub fn image(r: &ImageRecord, now: chrono::DateTime<chrono::Utc>) -> ImageJson {
+    ImageJson {
+        identifier: r.image.identifier.to_string(),
+        subscription: r.list_identifier.clone(),
+        title: r.image.title.clone(),
+        version: r.image.version.clone(),
+        uri: redact_url(&r.image.uri),
+        size: r.image.size,
+        sha512: r.image.sha512.clone(),
+        selected: r.selected,
+        available: vmc_cache::sync::is_available(r, now),
+        cached: r.cached.as_ref().is_some_and(|c| c.sha512 == r.image.sha512),
+    }
+}
+
+/// One cached file.
+#[derive(Debug, Serialize)]
+pub struct CachedJson {
+    /// Image id.
+    pub identifier: String,
+    /// Absolute path of the file.
+    pub file: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha512.
+    pub sha512: String,
+    /// Its list's identifier, when it is still in a current list.
+    pub subscription: Option<String>,
+    /// When it entered the cache.
+    pub cached_at: String,
+}
+
+/// Builds [`CachedJson`].
+pub fn cached(c: &CacheEntry, dir: &std::path::Path, records: &[ImageRecord]) -> CachedJson {
+    CachedJson {
+        identifier: c.identifier.to_string(),
+        file: dir.join(&c.filename).display().to_string(),
+        size: c.size,
+        sha512: c.sha512.clone(),
+        subscription: records
+            .iter()
+            .find(|r| r.image.identifier == c.identifier)
+            .map(|r| r.list_identifier.clone()),
+        cached_at: time(c.cached_at),
+    }
+}

@@ -1,0 +1,97 @@
+//! Turns flags and environment variables into the library's [`vmc_cache::Config`]
+//! (flag > environment, first variable listed wins > default).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use vmc_cache::fetch::ClientConfig;
+use vmc_cache::trust::CrlMode;
+use vmc_cache::{Clock, Config, Mirror};
+
+use crate::args::{CrlArg, GlobalArgs};
+use crate::env;
+use crate::output::Format;
+
+/// The home directory: `--home`, `VMC_HOME`, `/var/lib/vmc` as root, else
+/// `$XDG_DATA_HOME/vmc` or `~/.local/share/vmc`.
+pub fn home(global: &GlobalArgs) -> PathBuf {
+    if let Some(h) = &global.home {
+        return h.clone();
+    }
+    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/vmc");
+    }
+    if let Some(xdg) = env::first(&["XDG_DATA_HOME"]) {
+        return PathBuf::from(xdg).join("vmc");
+    }
+    let home = env::first(&["HOME"]).unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/vmc")
+}
+
+/// The output format: `--json` or `VMC_OUTPUT=json`.
+pub fn format(global: &GlobalArgs) -> Format {
+    if global.json || env::first(&[env::VMC_OUTPUT]).is_some_and(|v| v.eq_ignore_ascii_case("json")) {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}
+
+/// The database URL with any password replaced, for handlers and messages.
+pub fn redact_database_url(url: &str) -> String {
+    vmc_cache::fetch::redact_url(url)
+}
+
+/// Builds the library configuration.
+pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let home = home(global);
+    let mut config = Config::with_home(&home);
+    if let Some(db) = global
+        .database
+        .clone()
+        .or_else(|| env::first(&[env::VMCATCHER_RDBMS]))
+    {
+        config.database_url = db;
+    }
+    let dir = |flag: &Option<PathBuf>, fallback: &str, default: PathBuf| -> PathBuf {
+        flag.clone()
+            .or_else(|| env::first(&[fallback]).map(PathBuf::from))
+            .unwrap_or(default)
+    };
+    config.ca_dir = dir(&global.ca_dir, env::VMCATCHER_DIR_CERT, config.ca_dir.clone());
+    config.cache_dir = dir(&global.cache_dir, env::VMCATCHER_CACHE_DIR_CACHE, config.cache_dir.clone());
+    config.partial_dir = dir(&global.partial_dir, env::VMCATCHER_CACHE_DIR_DOWNLOAD, config.partial_dir.clone());
+    config.expired_dir = dir(&global.expired_dir, env::VMCATCHER_CACHE_DIR_EXPIRE, config.expired_dir.clone());
+    config.event_handler = global
+        .event_handler
+        .clone()
+        .or_else(|| env::first(&[env::VMCATCHER_CACHE_EVENT]));
+    config.event_timeout = Duration::from_secs(global.event_timeout);
+    config.crl = match global.crl {
+        Some(CrlArg::Require) | None => CrlMode::Require,
+        Some(CrlArg::IfPresent) => CrlMode::IfPresent,
+        Some(CrlArg::Off) => CrlMode::Off,
+    };
+    config.rdbms_for_handlers = Some(redact_database_url(&config.database_url));
+    config.http = ClientConfig::default().with_proxy_from_env_vars(|name| std::env::var(name).ok());
+    for m in &global.mirrors {
+        let Some((from, to)) = m.split_once('=') else {
+            bail!("--mirror {m:?}: expected FROM=TO, e.g. https://appliances.example.org/=http://mirror.site/");
+        };
+        config.mirrors.push(Mirror {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+    }
+    if let Some(now) = env::first(&[env::VMC_NOW]) {
+        let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&now)
+            .with_context(|| format!("{}={now:?} is not an RFC 3339 time", env::VMC_NOW))?
+            .with_timezone(&Utc);
+        config.clock = Clock::fixed(at);
+    }
+    Ok(config)
+}
