@@ -91,7 +91,11 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(NewImagePolicy, "new-image policy", [Refuse, Accept, Subscribe]);
+string_enum!(
+    NewImagePolicy,
+    "new-image policy",
+    [Refuse, Accept, Subscribe]
+);
 
 /// A failure remembered on a subscription: its code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +132,10 @@ impl fmt::Debug for SubscriptionAuth {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
-            Self::Bearer { .. } => f.debug_struct("Bearer").field("token", &"<redacted>").finish(),
+            Self::Bearer { .. } => f
+                .debug_struct("Bearer")
+                .field("token", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -308,14 +315,28 @@ mod tests {
 
     #[test]
     fn enums_round_trip_through_their_names() {
-        for p in [NewImagePolicy::Refuse, NewImagePolicy::Accept, NewImagePolicy::Subscribe] {
+        for p in [
+            NewImagePolicy::Refuse,
+            NewImagePolicy::Accept,
+            NewImagePolicy::Subscribe,
+        ] {
             assert_eq!(p.as_str().parse::<NewImagePolicy>(), Ok(p));
         }
         assert!("Refuse".parse::<NewImagePolicy>().is_err());
-        for r in ["unselected", "removed", "replaced", "list_expired", "unendorsed", "corrupt"] {
+        for r in [
+            "unselected",
+            "removed",
+            "replaced",
+            "list_expired",
+            "unendorsed",
+            "corrupt",
+        ] {
             assert_eq!(r.parse::<ExpiryReason>().map(|x| x.as_str()), Ok(r));
         }
-        assert_eq!("AvailablePostfix".parse::<EventType>(), Ok(EventType::AvailablePostfix));
+        assert_eq!(
+            "AvailablePostfix".parse::<EventType>(),
+            Ok(EventType::AvailablePostfix)
+        );
     }
 
     #[test]

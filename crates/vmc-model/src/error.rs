@@ -5,7 +5,9 @@ use crate::code::ErrorCode;
 
 /// A value is not a safe identifier (see [`crate::Identifier`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("identifier {value:?} is not a safe file name (allowed: A-Z a-z 0-9 . _ -, first a letter or digit, at most 128)")]
+#[error(
+    "identifier {value:?} is not a safe file name (allowed: A-Z a-z 0-9 . _ -, first a letter or digit, at most 128)"
+)]
 pub struct IdentifierError {
     /// The refused value.
     pub value: String,

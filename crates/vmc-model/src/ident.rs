@@ -99,7 +99,13 @@ mod tests {
 
     #[test]
     fn accepts_opaque_non_uuid_identifiers() {
-        for ok in ["a", "A9", "76fdee70-8119-5d33-gggg-3c57e1c60df1", "x.y_z-1", &"a".repeat(128)] {
+        for ok in [
+            "a",
+            "A9",
+            "76fdee70-8119-5d33-gggg-3c57e1c60df1",
+            "x.y_z-1",
+            &"a".repeat(128),
+        ] {
             assert!(is_safe_identifier(ok), "{ok}");
         }
     }
@@ -107,8 +113,23 @@ mod tests {
     #[test]
     fn refuses_path_traversal_and_odd_characters() {
         for bad in [
-            "", "..", ".", "/", "a/../../b", "../x", ".hidden", "-rf", "_x", "a b", "a\0b", "a\nb",
-            "ä", "a/b", "a\\b", "$(id)", &"a".repeat(129),
+            "",
+            "..",
+            ".",
+            "/",
+            "a/../../b",
+            "../x",
+            ".hidden",
+            "-rf",
+            "_x",
+            "a b",
+            "a\0b",
+            "a\nb",
+            "ä",
+            "a/b",
+            "a\\b",
+            "$(id)",
+            &"a".repeat(129),
         ] {
             assert!(!is_safe_identifier(bad), "{bad:?}");
             assert!(Identifier::new(bad).is_err());

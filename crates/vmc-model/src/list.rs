@@ -124,6 +124,8 @@ const LIST_KEYS: [&str; 10] = [
     "hv:images",
 ];
 
+const ENDORSER_KEYS: [&str; 4] = ["hv:dn", "hv:ca", "dc:creator", "hv:email"];
+
 const IMAGE_KEYS: [&str; 6] = [
     "dc:identifier",
     "dc:title",
@@ -157,6 +159,26 @@ impl Image {
     /// A string-valued key of [`Image::extra`] (`dc:description`, `hv:hypervisor`, `hv:format`,
     /// `sl:arch`, `sl:os`, `sl:osname`, `sl:osversion`, `sl:comments`, `ad:mpuri`…); numbers and
     /// booleans are given in their JSON text, other values as `None`.
+    ///
+    /// ```
+    /// use vmc_model::{Identifier, Image};
+    /// let mut image = Image::new(
+    ///     Identifier::new("img-1").unwrap(),
+    ///     "Title",
+    ///     "https://example.org/i.img",
+    ///     42,
+    ///     "AB".repeat(64),
+    ///     "1.0",
+    /// );
+    /// assert_eq!(image.sha512, "ab".repeat(64));
+    /// image.extra.insert("sl:os".into(), "Linux".into());
+    /// image.extra.insert("hv:ram_minimum".into(), 2048.into());
+    /// image.extra.insert("ad:tags".into(), serde_json::json!(["a", "b"]));
+    /// assert_eq!(image.text("sl:os").as_deref(), Some("Linux"));
+    /// assert_eq!(image.text("hv:ram_minimum").as_deref(), Some("2048"));
+    /// assert_eq!(image.text("ad:tags"), None);
+    /// assert_eq!(image.text("sl:arch"), None);
+    /// ```
     pub fn text(&self, key: &str) -> Option<String> {
         match self.extra.get(key)? {
             Value::String(s) => Some(s.clone()),
@@ -191,7 +213,27 @@ impl ImageList {
 
     /// The list as a HEPiX JSON document: `{"hv:imagelist": {…}}`, dates in RFC 3339 UTC.
     ///
-    /// Parsing the result yields an equal list.
+    /// Parsing the result yields an equal list. A single endorser is written as an object,
+    /// several as an array; `hv:size` is written as a number; unknown keys follow the known ones.
+    ///
+    /// ```
+    /// use vmc_model::{ParseLimits, parse_image_list};
+    /// let payload = br#"{"hv:imagelist": {
+    ///   "dc:identifier": "list-1", "dc:title": "T", "dc:description": "D",
+    ///   "dc:source": "https://example.org/", "dc:date:created": "2027-01-01T01:00:00+01:00",
+    ///   "dc:date:expires": "2027-02-01T00:00:00Z", "hv:version": "7",
+    ///   "hv:uri": "https://example.org/list", "ad:vo": "vo.example.org",
+    ///   "hv:endorser": [{"hv:x509": {"hv:dn": "/CN=E", "hv:ca": "/CN=CA"}}],
+    ///   "hv:images": []}}"#;
+    /// let list = parse_image_list(payload, &ParseLimits::default()).unwrap().list;
+    /// let json = list.to_json();
+    /// let inner = &json["hv:imagelist"];
+    /// assert_eq!(inner["dc:date:created"], "2027-01-01T00:00:00Z");
+    /// assert_eq!(inner["hv:endorser"]["hv:x509"]["hv:dn"], "/CN=E");
+    /// assert_eq!(inner["ad:vo"], "vo.example.org");
+    /// let again = parse_image_list(&list.to_json_bytes(), &ParseLimits::default()).unwrap();
+    /// assert_eq!(again.list, list);
+    /// ```
     pub fn to_json(&self) -> Value {
         let mut map = JsonObject::new();
         map.insert("dc:identifier".into(), self.identifier.as_str().into());
@@ -266,6 +308,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// (unsafe identifier, malformed checksum, unsupported URI scheme) is left out and reported in
 /// [`ParsedList::rejected`].
 ///
+/// The payload must be UTF-8; a UTF-8 byte order mark (`EF BB BF`) at its very start is skipped,
+/// as RFC 8259 §8.1 allows, and is not part of the parsed document (offsets in
+/// [`ListError::NotUtf8`] still count from the first byte of `payload`). The nesting depth is
+/// checked on the raw text before any JSON parsing, so deeply nested input cannot exhaust the
+/// stack.
+///
 /// ```
 /// let payload = br#"{"hv:imagelist": {
 ///   "dc:identifier": "list-1", "dc:title": "T", "dc:description": "D",
@@ -292,6 +340,8 @@ pub fn parse_image_list(payload: &[u8], limits: &ParseLimits) -> Result<ParsedLi
     let text = std::str::from_utf8(payload).map_err(|e| ListError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
+    // RFC 8259 §8.1 lets parsers ignore a byte order mark; some Windows tools write one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     check_depth(text, limits.max_depth)?;
     let doc: Value = serde_json::from_str(text).map_err(|source| ListError::Syntax {
         line: source.line(),
@@ -303,10 +353,12 @@ pub fn parse_image_list(payload: &[u8], limits: &ParseLimits) -> Result<ParsedLi
         location: Location::List,
         expected: "an object holding \"hv:imagelist\"",
     })?;
-    let list_value = root.get("hv:imagelist").ok_or_else(|| ListError::MissingKey {
-        key: "hv:imagelist".into(),
-        location: Location::List,
-    })?;
+    let list_value = root
+        .get("hv:imagelist")
+        .ok_or_else(|| ListError::MissingKey {
+            key: "hv:imagelist".into(),
+            location: Location::List,
+        })?;
     let obj = list_value.as_object().ok_or_else(|| ListError::WrongType {
         key: "hv:imagelist".into(),
         location: Location::List,
@@ -345,12 +397,12 @@ fn parse_list_object(obj: &JsonObject, limits: &ParseLimits) -> Result<ParsedLis
             .get("hv:image")
             .and_then(|i| i.get("dc:identifier"))
             .and_then(Value::as_str);
-        if let Some(id) = id_text {
-            if !seen.insert(id) {
-                return Err(ListError::DuplicateImageId {
-                    identifier: id.into(),
-                });
-            }
+        if let Some(id) = id_text
+            && !seen.insert(id)
+        {
+            return Err(ListError::DuplicateImageId {
+                identifier: id.into(),
+            });
         }
         match parse_image(index, item)? {
             Ok(image) => images.push(image),
@@ -466,45 +518,56 @@ fn parse_image(index: usize, item: &Value) -> Result<Result<Image, ImageError>, 
 }
 
 fn endorsers(value: &Value) -> Result<Vec<EndorserClaim>, ListError> {
-    let items: Vec<&Value> = match value {
-        Value::Array(items) if !items.is_empty() => items.iter().collect(),
-        Value::Object(_) => vec![value],
+    let loc = Location::List;
+    // Each claim is named by its path in error messages: `hv:endorser` for the object form,
+    // `hv:endorser[i]` for the array form.
+    let items: Vec<(String, &Value)> = match value {
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("hv:endorser[{i}]"), item))
+            .collect(),
+        Value::Object(_) => vec![("hv:endorser".to_owned(), value)],
         _ => {
             return Err(wrong(
                 "hv:endorser",
-                &Location::List,
+                &loc,
                 "an object or a non-empty array of objects",
             ));
         }
     };
     items
         .into_iter()
-        .map(|item| {
-            let x509 = item
-                .get("hv:x509")
-                .and_then(Value::as_object)
-                .ok_or_else(|| ListError::MissingKey {
-                    key: "hv:endorser.hv:x509".into(),
-                    location: Location::List,
-                })?;
-            let loc = Location::List;
+        .map(|(path, item)| {
+            let wrapper = item
+                .as_object()
+                .ok_or_else(|| wrong(&path, &loc, "an object holding \"hv:x509\""))?;
+            let x509_path = format!("{path}.hv:x509");
+            let x509 = match wrapper.get("hv:x509") {
+                Some(Value::Object(x509)) => x509,
+                Some(_) => return Err(wrong(&x509_path, &loc, "an object")),
+                None => {
+                    return Err(ListError::MissingKey {
+                        key: x509_path,
+                        location: loc.clone(),
+                    });
+                }
+            };
             let optional = |key: &str| -> Result<Option<String>, ListError> {
                 match x509.get(key) {
                     None | Some(Value::Null) => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => Err(wrong(key, &Location::List, "a string")),
+                    Some(_) => Err(wrong(&format!("{x509_path}.{key}"), &loc, "a string")),
                 }
             };
             Ok(EndorserClaim {
-                dn: string_at(x509, "hv:dn", "hv:endorser.hv:x509.hv:dn", &loc)?,
-                ca: string_at(x509, "hv:ca", "hv:endorser.hv:x509.hv:ca", &loc)?,
+                dn: string_at(x509, "hv:dn", &format!("{x509_path}.hv:dn"), &loc)?,
+                ca: string_at(x509, "hv:ca", &format!("{x509_path}.hv:ca"), &loc)?,
                 creator: optional("dc:creator")?,
                 email: optional("hv:email")?,
                 extra: x509
                     .iter()
-                    .filter(|(k, _)| {
-                        !["hv:dn", "hv:ca", "dc:creator", "hv:email"].contains(&k.as_str())
-                    })
+                    .filter(|(k, _)| !ENDORSER_KEYS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             })
