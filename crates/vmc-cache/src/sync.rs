@@ -188,7 +188,13 @@ impl Vmc {
                     entry.identifier,
                     dir.display()
                 );
-                self.store().forget_cached(&entry.identifier)?;
+                // Recorded as a `corrupt` expiry with no file in <expired>.
+                self.store().record_expired(
+                    &entry.identifier,
+                    ExpiryReason::Corrupt,
+                    "",
+                    self.config().clock.now(),
+                )?;
             }
         }
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use vmc_cache::store::ImageFilter;
-use vmc_cache::{ExpiryReason, SyncOptions};
+use vmc_cache::SyncOptions;
+use vmc_model::ExpiryReason;
 
 use super::{Ctx, print_run};
 use crate::args::CacheCmd;
@@ -95,10 +96,10 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             let mut purged = Vec::new();
             let mut failed = false;
             for e in vmc.store().expired_entries()? {
-                if e.expired_file.is_empty() || min_age.is_some_and(|age| now - e.expired_at < age) {
+                if e.file.is_empty() || min_age.is_some_and(|age| now - e.expired_at < age) {
                     continue;
                 }
-                let path = vmc.config().expired_dir.join(&e.expired_file);
+                let path = vmc.config().expired_dir.join(&e.file);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,8 +109,8 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
                         continue;
                     }
                 }
-                vmc.store().forget_expired(&e.expired_file)?;
-                purged.push(e.expired_file);
+                vmc.store().forget_expired(&e.file)?;
+                purged.push(e.file);
             }
             match ctx.format {
                 Format::Json => output::json(&serde_json::json!({ "purged": purged })),

@@ -1,0 +1,272 @@
+//! Why a fetch or a download failed.
+//!
+//! Every URL stored in an error has its userinfo (user name, password, token) stripped, so
+//! errors can be logged and printed as they are.
+
+use std::io;
+use std::path::PathBuf;
+
+use vmc_model::ErrorCode;
+
+/// A fetch or a download failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The URL cannot be parsed.
+    #[error("invalid url {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The URL's scheme is not `http`, `https` or `file`.
+    #[error("unsupported url scheme {scheme:?} in {url}")]
+    UnsupportedScheme {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The scheme found.
+        scheme: String,
+    },
+
+    /// The expected digest is not 128 hexadecimal digits.
+    #[error("expected sha512 {value:?} is not 128 hexadecimal digits")]
+    InvalidDigest {
+        /// The value given.
+        value: String,
+    },
+
+    /// The proxy setting cannot be used.
+    #[error("invalid proxy {proxy}")]
+    InvalidProxy {
+        /// The proxy URL, userinfo stripped.
+        proxy: String,
+        /// Why it was refused, when the HTTP library said.
+        #[source]
+        source: Option<ureq::Error>,
+    },
+
+    /// The system's root certificates or an extra root certificate cannot be used.
+    #[error("cannot load root certificates from {what}")]
+    RootCertificates {
+        /// Which certificates (a file or "extra roots").
+        what: String,
+        /// The cause.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+
+    /// No connection could be made (name resolution, refused, unreachable).
+    #[error("cannot connect for {url}")]
+    Connect {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The cause.
+        #[source]
+        source: ureq::Error,
+    },
+
+    /// The TLS handshake failed, most often because the server certificate is not trusted
+    /// or does not name the host.
+    #[error("tls handshake failed for {url}")]
+    Tls {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The cause.
+        #[source]
+        source: ureq::Error,
+    },
+
+    /// A connect, read or overall timeout expired.
+    #[error("timed out fetching {url}")]
+    Timeout {
+        /// The URL, userinfo stripped.
+        url: String,
+    },
+
+    /// The server redirected more often than allowed (or in a loop).
+    #[error("too many redirects fetching {url}")]
+    TooManyRedirects {
+        /// The URL, userinfo stripped.
+        url: String,
+    },
+
+    /// The server answered with an HTTP status that is not a success.
+    #[error("http status {code} fetching {url}")]
+    Status {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The HTTP status code.
+        code: u16,
+    },
+
+    /// The connection failed while the request or the body was in transit (reset, broken).
+    #[error("network error fetching {url}")]
+    Network {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server sent a response that is not valid HTTP.
+    #[error("protocol error fetching {url}")]
+    Protocol {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The cause.
+        #[source]
+        source: ureq::Error,
+    },
+
+    /// The body ended before it was complete.
+    #[error("body of {url} ended after {received} of {expected} bytes")]
+    Truncated {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// Bytes of the file present when the body ended.
+        received: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+
+    /// A resumed download got a `Content-Range` that does not continue the partial file.
+    #[error("unexpected content-range {value:?} fetching {url}")]
+    BadContentRange {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The header value received (empty when missing).
+        value: String,
+    },
+
+    /// A body is larger than the limit for it.
+    #[error("body of {url} is over the limit of {limit} bytes")]
+    TooLarge {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// The file's size is not the expected size (announced by the server, or received).
+    #[error("size of {url} is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The expected size.
+        expected: u64,
+        /// The size announced or received (`expected + 1` when the body ran past the end).
+        actual: u64,
+    },
+
+    /// The downloaded file's SHA-512 is not the expected one.
+    #[error("sha512 of {url} is {actual}, expected {expected}")]
+    ChecksumMismatch {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The expected digest (lowercase hex).
+        expected: String,
+        /// The digest of the bytes received (lowercase hex).
+        actual: String,
+    },
+
+    /// A local file could not be read or written.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another failure reported by the HTTP library.
+    #[error("request failed for {url}")]
+    Http {
+        /// The URL, userinfo stripped.
+        url: String,
+        /// The cause.
+        #[source]
+        source: ureq::Error,
+    },
+}
+
+impl FetchError {
+    /// The contract's error code: `checksum_mismatch`, `size_mismatch`, `disk_full` (no space
+    /// left on the device) or `fetch_failed`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FetchError::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
+            FetchError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
+            FetchError::Io { source, .. } if is_disk_full(source) => ErrorCode::DiskFull,
+            _ => ErrorCode::FetchFailed,
+        }
+    }
+
+    /// Whether trying again later may succeed: connection failures, resets, timeouts,
+    /// truncated bodies and 5xx statuses. Never a 4xx status, a size or digest mismatch, a
+    /// TLS verification failure or a local I/O error.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Connect { .. }
+            | FetchError::Timeout { .. }
+            | FetchError::Network { .. }
+            | FetchError::Truncated { .. }
+            | FetchError::BadContentRange { .. } => true,
+            FetchError::Status { code, .. } => (500..600).contains(code) || *code == 408,
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means the file system is full (ENOSPC or EDQUOT).
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(error.raw_os_error(), Some(28 | 122))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_contract() {
+        let url = String::from("http://h/x");
+        let full = FetchError::Io {
+            path: PathBuf::from("/p"),
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(full.code(), ErrorCode::DiskFull);
+        let other = FetchError::Io {
+            path: PathBuf::from("/p"),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(other.code(), ErrorCode::FetchFailed);
+        let size = FetchError::SizeMismatch {
+            url: url.clone(),
+            expected: 1,
+            actual: 2,
+        };
+        assert_eq!(size.code(), ErrorCode::SizeMismatch);
+        assert!(!size.is_transient());
+        let sum = FetchError::ChecksumMismatch {
+            url: url.clone(),
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        assert_eq!(sum.code(), ErrorCode::ChecksumMismatch);
+        assert!(!sum.is_transient());
+        let s500 = FetchError::Status {
+            url: url.clone(),
+            code: 503,
+        };
+        assert!(s500.is_transient());
+        assert_eq!(s500.code(), ErrorCode::FetchFailed);
+        let s404 = FetchError::Status { url, code: 404 };
+        assert!(!s404.is_transient());
+    }
+}

@@ -1,0 +1,259 @@
+//! SHA-512 beside the I/O: buffers go to a hashing thread through a bounded channel and come
+//! back for reuse, so memory stays flat (a few large buffers) whatever the file size, and the
+//! bytes are hashed in the same pass that writes or reads them.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use openssl::sha::Sha512;
+
+/// Size of one buffer: large reads and writes, as the performance notes ask.
+pub(crate) const BUFFER_SIZE: usize = 1 << 20;
+
+/// Buffers in flight at most (so the memory bound is `BUFFERS * BUFFER_SIZE`).
+const BUFFERS: usize = 4;
+
+/// A SHA-512 computed beside the caller, fed with filled buffers.
+pub(crate) struct Hasher {
+    mode: Mode,
+}
+
+enum Mode {
+    /// Hashing in a thread of its own.
+    Threaded {
+        to_worker: Option<SyncSender<(Vec<u8>, usize)>>,
+        from_worker: Receiver<Vec<u8>>,
+        worker: Option<JoinHandle<[u8; 64]>>,
+        spare: Vec<Vec<u8>>,
+        allocated: usize,
+    },
+    /// Hashing in the caller's thread (when no thread could be started).
+    Inline { sha: Box<Sha512>, buffer: Vec<u8> },
+}
+
+impl Hasher {
+    /// Starts a hasher (with its thread when possible).
+    pub(crate) fn new() -> Hasher {
+        let (to_worker, rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        let (tx_back, from_worker) = mpsc::channel::<Vec<u8>>();
+        let spawned = std::thread::Builder::new()
+            .name("vmc-sha512".into())
+            .spawn(move || {
+                let mut sha = Sha512::new();
+                for (buf, len) in rx {
+                    sha.update(&buf[..len.min(buf.len())]);
+                    // The receiver is gone only when the hasher was dropped: nothing to do.
+                    let _ = tx_back.send(buf);
+                }
+                sha.finish()
+            });
+        let mode = match spawned {
+            Ok(worker) => Mode::Threaded {
+                to_worker: Some(to_worker),
+                from_worker,
+                worker: Some(worker),
+                spare: Vec::new(),
+                allocated: 0,
+            },
+            Err(error) => {
+                tracing::debug!(%error, "cannot start a hashing thread, hashing inline");
+                Mode::Inline {
+                    sha: Box::new(Sha512::new()),
+                    buffer: Vec::new(),
+                }
+            }
+        };
+        Hasher { mode }
+    }
+
+    /// A buffer to fill (with [`fill`]) and hand back with [`Hasher::submit`]. Its length is
+    /// whatever it was last time (buffers are not cleared, to spare a `memset` per buffer).
+    pub(crate) fn buffer(&mut self) -> Vec<u8> {
+        match &mut self.mode {
+            Mode::Threaded {
+                from_worker,
+                spare,
+                allocated,
+                ..
+            } => {
+                if let Some(buf) = spare.pop() {
+                    buf
+                } else if *allocated < BUFFERS {
+                    *allocated += 1;
+                    Vec::with_capacity(BUFFER_SIZE)
+                } else {
+                    // All buffers are queued for hashing: wait for one. If the worker died
+                    // (it cannot panic in practice), go on with a fresh buffer.
+                    from_worker
+                        .recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BUFFER_SIZE))
+                }
+            }
+            Mode::Inline { buffer, .. } => std::mem::take(buffer),
+        }
+    }
+
+    /// Hashes the first `len` bytes of `buf` (asynchronously when threaded); the buffer comes
+    /// back through [`Hasher::buffer`].
+    pub(crate) fn submit(&mut self, buf: Vec<u8>, len: usize) {
+        match &mut self.mode {
+            Mode::Threaded {
+                to_worker, spare, ..
+            } => {
+                if len == 0 {
+                    spare.push(buf);
+                } else if let Some(tx) = to_worker {
+                    // A send fails only if the worker is gone, which `finish` reports.
+                    let _ = tx.send((buf, len));
+                }
+            }
+            Mode::Inline { sha, buffer } => {
+                sha.update(&buf[..len.min(buf.len())]);
+                *buffer = buf;
+            }
+        }
+    }
+
+    /// Waits for every submitted byte to be hashed and returns the digest (lowercase hex).
+    pub(crate) fn finish(mut self) -> io::Result<String> {
+        let digest = match &mut self.mode {
+            Mode::Threaded {
+                to_worker, worker, ..
+            } => {
+                drop(to_worker.take());
+                let handle = worker
+                    .take()
+                    .ok_or_else(|| io::Error::other("hashing thread already joined"))?;
+                handle
+                    .join()
+                    .map_err(|_| io::Error::other("hashing thread panicked"))?
+            }
+            Mode::Inline { sha, .. } => {
+                let sha = std::mem::replace(sha, Box::new(Sha512::new()));
+                sha.finish()
+            }
+        };
+        Ok(hex::encode(digest))
+    }
+
+    /// Reads `len` bytes of `reader` (or up to its end) into the hash, with the same buffers.
+    /// Returns the bytes read.
+    pub(crate) fn feed(&mut self, reader: &mut impl Read, len: u64) -> io::Result<u64> {
+        let mut done = 0u64;
+        while done < len {
+            let mut buf = self.buffer();
+            let want = usize::try_from(len - done)
+                .unwrap_or(usize::MAX)
+                .min(BUFFER_SIZE);
+            let (n, result) = fill(reader, &mut buf, want);
+            done += n as u64;
+            self.submit(buf, n);
+            result?;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        if let Mode::Threaded {
+            to_worker, worker, ..
+        } = &mut self.mode
+        {
+            drop(to_worker.take());
+            if let Some(handle) = worker.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Reads from `reader` into `buf[..want]` (growing `buf` if it is shorter) until `want` bytes
+/// or the end. Returns the bytes read, and the error that stopped the reading early if any
+/// (the bytes read before it are valid).
+pub(crate) fn fill(
+    reader: &mut impl Read,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> (usize, io::Result<()>) {
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut filled = 0;
+    let result = loop {
+        if filled == want {
+            break Ok(());
+        }
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    (filled, result)
+}
+
+/// The SHA-512 (lowercase hex) of a file, in one pass with large buffers, the reading and the
+/// hashing in two threads.
+pub fn sha512_file(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Hasher::new();
+    hasher.feed(&mut file, u64::MAX)?;
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reference(data: &[u8]) -> String {
+        hex::encode(openssl::sha::sha512(data))
+    }
+
+    #[test]
+    fn threaded_hash_matches_one_shot_hash_across_buffer_boundaries() {
+        let data: Vec<u8> = (0..(BUFFER_SIZE * 5 + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut hasher = Hasher::new();
+        let fed = hasher.feed(&mut &data[..], u64::MAX).unwrap();
+        assert_eq!(fed, data.len() as u64);
+        assert_eq!(hasher.finish().unwrap(), reference(&data));
+    }
+
+    #[test]
+    fn feed_stops_at_the_requested_length() {
+        let data = vec![42u8; 3 * BUFFER_SIZE];
+        let mut hasher = Hasher::new();
+        let len = BUFFER_SIZE as u64 + 7;
+        assert_eq!(hasher.feed(&mut &data[..], len).unwrap(), len);
+        assert_eq!(hasher.finish().unwrap(), reference(&data[..len as usize]));
+    }
+
+    #[test]
+    fn empty_input_hashes_to_the_empty_digest() {
+        let hasher = Hasher::new();
+        assert_eq!(hasher.finish().unwrap(), reference(b""));
+    }
+
+    #[test]
+    fn sha512_file_matches_and_reports_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        assert_eq!(sha512_file(&path).unwrap(), reference(&data));
+        assert!(sha512_file(&dir.path().join("missing")).is_err());
+    }
+}

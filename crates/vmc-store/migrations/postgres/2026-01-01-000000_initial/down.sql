@@ -1,0 +1,10 @@
+DROP TABLE events;
+DROP TABLE cache_entries;
+DROP TABLE image_selections;
+DROP TABLE images;
+ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_current_version_id_fkey;
+DROP TABLE list_versions;
+DROP TABLE endorser_links;
+DROP TABLE subscriptions;
+DROP TABLE identities;
+DROP TABLE endorsers;

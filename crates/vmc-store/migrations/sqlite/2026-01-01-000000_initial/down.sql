@@ -1,0 +1,10 @@
+DROP TABLE events;
+DROP TABLE cache_entries;
+DROP TABLE image_selections;
+DROP TABLE images;
+UPDATE subscriptions SET current_version_id = NULL;
+DROP TABLE list_versions;
+DROP TABLE endorser_links;
+DROP TABLE subscriptions;
+DROP TABLE identities;
+DROP TABLE endorsers;

@@ -1,0 +1,2 @@
+DROP INDEX images_sha512;
+DROP INDEX events_failed;

@@ -1,0 +1,222 @@
+//! What goes into and comes out of the repository API, beside the `vmc-model` types.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use vmc_model::{
+    CertIdentity, EventType, ExpiryReason, Identifier, Image, ImageList, ListVersionInfo,
+    NewImagePolicy, SubscriptionAuth,
+};
+
+/// A subscription to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscription {
+    /// Where the list is fetched from (unique).
+    pub url: String,
+    /// What updates do with images not seen before.
+    pub new_images: NewImagePolicy,
+    /// Credentials for the URL (never printed: `Debug` redacts them).
+    pub auth: Option<SubscriptionAuth>,
+    /// Whether updates and syncs use it.
+    pub enabled: bool,
+}
+
+/// Changes to a subscription's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    /// A new policy for new images.
+    pub new_images: Option<NewImagePolicy>,
+    /// `Some(None)` removes the credentials, `Some(Some(_))` replaces them.
+    pub auth: Option<Option<SubscriptionAuth>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// A verified list version to store.
+#[derive(Debug, Clone, Copy)]
+pub struct ListImport<'a> {
+    /// The signed document as fetched.
+    pub raw: &'a [u8],
+    /// sha512 of `raw`, lowercase hex.
+    pub sha512: &'a str,
+    /// The parsed list (holding only the images that passed their own checks).
+    pub list: &'a ImageList,
+    /// The certificate that signed it; must be a stored identity.
+    pub signer: &'a CertIdentity,
+    /// When vmc accepted it.
+    pub imported: DateTime<Utc>,
+    /// Select every image of this list (the first import under policy `subscribe`).
+    pub select_all: bool,
+}
+
+/// What an import stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// The new list version's key.
+    pub version_id: i64,
+    /// Image ids this subscription never carried before, in list order.
+    pub new_images: Vec<Identifier>,
+}
+
+/// A stored list version with its images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredList {
+    /// Its facts.
+    pub info: ListVersionInfo,
+    /// The signed document as fetched.
+    pub raw: Vec<u8>,
+    /// Its images, in list order, as imported.
+    pub images: Vec<Image>,
+    /// The list's `dc:identifier`.
+    pub list_identifier: String,
+    /// The list's `ad:vo`, if any.
+    pub vo: Option<String>,
+}
+
+/// Which images [`crate::Store::images`] returns; the default returns all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFilter {
+    /// Only images of this subscription.
+    pub subscription_id: Option<i64>,
+    /// Only selected images.
+    pub selected_only: bool,
+    /// Only images with this `dc:identifier`.
+    pub identifier: Option<String>,
+    /// Only images with this sha512 (any case).
+    pub sha512: Option<String>,
+}
+
+/// An image of the current version of a subscription, with everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The image as imported.
+    pub image: Image,
+    /// Its subscription.
+    pub subscription_id: i64,
+    /// Its subscription's URL.
+    pub subscription_url: String,
+    /// Its list's `dc:identifier`.
+    pub list_identifier: String,
+    /// Its list's `ad:vo`.
+    pub list_vo: Option<String>,
+    /// The list version it belongs to (the current one).
+    pub list_version_id: i64,
+    /// When that list version expires.
+    pub list_expires: DateTime<Utc>,
+    /// Whether its subscription is enabled.
+    pub subscription_enabled: bool,
+    /// Whether the identity that signed the list version belongs, now, to an endorser linked
+    /// to the subscription.
+    pub endorsed: bool,
+    /// Whether it is selected for caching.
+    pub selected: bool,
+    /// The cached file of this image id, if any (its sha512 may differ from the image's when
+    /// the list now names another file).
+    pub cached: Option<CacheEntry>,
+}
+
+/// A file in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The image id.
+    pub identifier: Identifier,
+    /// Its file name in the cache directory.
+    pub filename: String,
+    /// Its size in bytes (at most 2^63-1).
+    pub size: u64,
+    /// Its sha512, lowercase hex.
+    pub sha512: String,
+    /// The subscription it came from (`None` once that subscription is removed).
+    pub subscription_id: Option<i64>,
+    /// The list version it came from (`None` once that version is pruned or removed).
+    pub list_version_id: Option<i64>,
+    /// When it entered the cache.
+    pub cached_at: DateTime<Utc>,
+}
+
+/// A file moved to the expired directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredEntry {
+    /// The image id.
+    pub identifier: Identifier,
+    /// Its file name in the expired directory.
+    pub file: String,
+    /// Why it left the cache.
+    pub reason: ExpiryReason,
+    /// When it left the cache.
+    pub expired_at: DateTime<Utc>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its sha512, lowercase hex.
+    pub sha512: String,
+}
+
+/// How an event reached its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// No handler is configured.
+    NoHandler,
+    /// The handler ran and succeeded.
+    Delivered,
+    /// The handler failed or timed out.
+    Failed {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl EventOutcome {
+    /// `no_handler`, `delivered` or `failed`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            EventOutcome::NoHandler => "no_handler",
+            EventOutcome::Delivered => "delivered",
+            EventOutcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl fmt::Display for EventOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventOutcome::Failed { message } => write!(f, "failed: {message}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// An event to journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The run it belongs to (`VMCATCHER_EVENT_UUID_SESSION`).
+    pub session: String,
+    /// Its type.
+    pub event_type: EventType,
+    /// The image id it is about, if any.
+    pub identifier: Option<String>,
+    /// What the handler received on stdin.
+    pub payload: serde_json::Value,
+    /// How it was delivered.
+    pub outcome: EventOutcome,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A journalled event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Its key (increasing).
+    pub id: i64,
+    /// The run it belongs to.
+    pub session: String,
+    /// Its type.
+    pub event_type: EventType,
+    /// The image id it is about, if any.
+    pub identifier: Option<String>,
+    /// What the handler received on stdin.
+    pub payload: serde_json::Value,
+    /// How it was delivered.
+    pub outcome: EventOutcome,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
