@@ -117,7 +117,10 @@ impl Config {
     pub fn rewrite_url(&self, url: &str) -> String {
         self.mirrors
             .iter()
-            .find_map(|m| url.strip_prefix(&m.from).map(|rest| format!("{}{rest}", m.to)))
+            .find_map(|m| {
+                url.strip_prefix(&m.from)
+                    .map(|rest| format!("{}{rest}", m.to))
+            })
             .unwrap_or_else(|| url.to_owned())
     }
 }

@@ -95,7 +95,10 @@ impl CacheError {
 }
 
 /// `io::Error` → [`CacheError::Io`] with context.
-pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CacheError {
+pub(crate) fn io(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> CacheError {
     let path = path.into();
     move |source| CacheError::Io {
         action,

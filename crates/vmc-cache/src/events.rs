@@ -114,25 +114,40 @@ impl Dispatcher {
                 vars.push((name.to_owned(), v.replace('\0', "")));
             }
         };
-        put("VMCATCHER_EVENT_TYPE", Some(event.event_type.as_str().to_owned()));
+        put(
+            "VMCATCHER_EVENT_TYPE",
+            Some(event.event_type.as_str().to_owned()),
+        );
         if let Some(image) = &event.image {
-            put("VMCATCHER_EVENT_DC_IDENTIFIER", Some(image.identifier.to_string()));
+            put(
+                "VMCATCHER_EVENT_DC_IDENTIFIER",
+                Some(image.identifier.to_string()),
+            );
             put("VMCATCHER_EVENT_DC_TITLE", Some(image.title.clone()));
-            put("VMCATCHER_EVENT_DC_DESCRIPTION", image.text("dc:description"));
+            put(
+                "VMCATCHER_EVENT_DC_DESCRIPTION",
+                image.text("dc:description"),
+            );
             put("VMCATCHER_EVENT_HV_URI", Some(image.uri.clone()));
             put("VMCATCHER_EVENT_HV_SIZE", Some(image.size.to_string()));
             put("VMCATCHER_EVENT_HV_VERSION", Some(image.version.clone()));
             put("VMCATCHER_EVENT_HV_HYPERVISOR", image.text("hv:hypervisor"));
             put("VMCATCHER_EVENT_HV_FORMAT", image.text("hv:format"));
             put("VMCATCHER_EVENT_SL_ARCH", image.text("sl:arch"));
-            put("VMCATCHER_EVENT_SL_CHECKSUM_SHA512", Some(image.sha512.clone()));
+            put(
+                "VMCATCHER_EVENT_SL_CHECKSUM_SHA512",
+                Some(image.sha512.clone()),
+            );
             put("VMCATCHER_EVENT_SL_COMMENTS", image.text("sl:comments"));
             put("VMCATCHER_EVENT_SL_OS", image.text("sl:os"));
             put("VMCATCHER_EVENT_SL_OSVERSION", image.text("sl:osversion"));
             put("VMCATCHER_EVENT_AD_MPURI", image.text("ad:mpuri"));
         }
         put("VMCATCHER_EVENT_FILENAME", event.filename.clone());
-        put("VMCATCHER_EVENT_IL_DC_IDENTIFIER", event.list_identifier.clone());
+        put(
+            "VMCATCHER_EVENT_IL_DC_IDENTIFIER",
+            event.list_identifier.clone(),
+        );
         put("VMCATCHER_EVENT_VO", event.vo.clone());
         put("VMCATCHER_EVENT_UUID_SESSION", Some(self.session.clone()));
         for (name, value) in &self.dirs {

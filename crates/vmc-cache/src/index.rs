@@ -22,7 +22,11 @@ pub fn entry(cached: &CacheEntry, record: Option<&ImageRecord>) -> Value {
     map.insert("hv:size".into(), cached.size.into());
     map.insert(
         "cached_at".into(),
-        cached.cached_at.format("%Y-%m-%dT%H:%M:%SZ").to_string().into(),
+        cached
+            .cached_at
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+            .into(),
     );
     if let Some(rec) = record {
         let raw = rec.image.to_json();
@@ -43,7 +47,11 @@ pub fn entry(cached: &CacheEntry, record: Option<&ImageRecord>) -> Value {
 }
 
 /// Writes the index for `cached` entries atomically (temporary file, fsync, rename).
-pub fn write(cache_dir: &Path, cached: &[CacheEntry], records: &[ImageRecord]) -> Result<(), CacheError> {
+pub fn write(
+    cache_dir: &Path,
+    cached: &[CacheEntry],
+    records: &[ImageRecord],
+) -> Result<(), CacheError> {
     let mut doc = Map::new();
     for c in cached {
         let rec = records.iter().find(|r| r.image.identifier == c.identifier);

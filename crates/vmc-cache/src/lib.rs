@@ -35,8 +35,8 @@ pub use error::CacheError;
 pub use events::{Dispatcher, Event};
 pub use lock::InstanceLock;
 pub use report::{
-    CheckReport, ExpiryReport, ImageFailure, ListReport, NoProgress, Progress,
-    RejectedImageReport, SyncReport, UpdateStatus,
+    CheckReport, ExpiryReport, ImageFailure, ListReport, NoProgress, Progress, RejectedImageReport,
+    SyncReport, UpdateStatus,
 };
 pub use sync::SyncOptions;
 pub use update::{NewSubscriptionRequest, Source};
@@ -62,7 +62,9 @@ pub struct Vmc {
 
 impl std::fmt::Debug for Vmc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vmc").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Vmc")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 

@@ -110,7 +110,10 @@ mod tests {
         let second = InstanceLock::acquire(&path, Duration::from_millis(250), "vmc cache sync");
         match second {
             Err(CacheError::Locked { holder, .. }) => {
-                assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+                assert!(
+                    holder.contains(&format!("pid {}", std::process::id())),
+                    "{holder}"
+                );
                 assert!(holder.contains("vmc cache sync"));
             }
             other => panic!("expected Locked, got {other:?}"),

@@ -14,12 +14,12 @@ use vmc_fetch::{DownloadOutcome, DownloadRequest, FetchError};
 use vmc_model::{ErrorCode, EventType, ExpiryReason, Identifier, Image};
 use vmc_store::{CacheEntry, ImageFilter, ImageRecord};
 
+use crate::Vmc;
 use crate::error::{CacheError, io};
 use crate::events::{Dispatcher, Event};
 use crate::index;
 use crate::report::{ExpiryReport, ImageFailure, Progress, SyncReport};
 use crate::update::chain;
-use crate::Vmc;
 
 /// Options of [`Vmc::sync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +75,22 @@ fn fsync_dir(dir: &Path) {
 }
 
 fn minimal_image(entry: &CacheEntry) -> Image {
-    Image::new(entry.identifier.clone(), "", "", entry.size, entry.sha512.clone(), "")
+    Image::new(
+        entry.identifier.clone(),
+        "",
+        "",
+        entry.size,
+        entry.sha512.clone(),
+        "",
+    )
 }
 
-fn image_event(event_type: EventType, image: Image, record: Option<&ImageRecord>, filename: Option<String>) -> Event {
+fn image_event(
+    event_type: EventType,
+    image: Image,
+    record: Option<&ImageRecord>,
+    filename: Option<String>,
+) -> Event {
     Event {
         event_type,
         image: Some(image),
@@ -91,7 +103,7 @@ fn image_event(event_type: EventType, image: Image, record: Option<&ImageRecord>
 
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 /// Adapts one download's progress to the caller's [`Progress`].
@@ -122,11 +134,19 @@ impl Vmc {
 
     /// The whole cron job: (re-hash,) update lists, repair, expire, download, with
     /// `ProcessPrefix`/`ProcessPostfix` around it. The caller should hold [`Vmc::lock`].
-    pub fn sync(&self, options: &SyncOptions, progress: &dyn Progress) -> Result<SyncReport, CacheError> {
+    pub fn sync(
+        &self,
+        options: &SyncOptions,
+        progress: &dyn Progress,
+    ) -> Result<SyncReport, CacheError> {
         self.ensure_dirs()?;
         let dispatcher = Dispatcher::new(self.config());
         let mut report = SyncReport::default();
-        dispatcher.fire(self.store(), &Event::process(EventType::ProcessPrefix), self.config().clock.now());
+        dispatcher.fire(
+            self.store(),
+            &Event::process(EventType::ProcessPrefix),
+            self.config().clock.now(),
+        );
         if options.verify {
             self.verify_with(&dispatcher, options.jobs, progress, &mut report)?;
         }
@@ -135,7 +155,11 @@ impl Vmc {
         }
         self.expire_with(&dispatcher, &mut report)?;
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
-        dispatcher.fire(self.store(), &Event::process(EventType::ProcessPostfix), self.config().clock.now());
+        dispatcher.fire(
+            self.store(),
+            &Event::process(EventType::ProcessPostfix),
+            self.config().clock.now(),
+        );
         report.handler_failures = dispatcher.failures();
         Ok(report)
     }
@@ -162,7 +186,11 @@ impl Vmc {
 
     /// Re-hashes every cached file; a corrupt one is expired (reason `corrupt`) and fetched
     /// again by the next download.
-    pub fn verify_cache(&self, jobs: usize, progress: &dyn Progress) -> Result<SyncReport, CacheError> {
+    pub fn verify_cache(
+        &self,
+        jobs: usize,
+        progress: &dyn Progress,
+    ) -> Result<SyncReport, CacheError> {
         self.ensure_dirs()?;
         let dispatcher = Dispatcher::new(self.config());
         let mut report = SyncReport::default();
@@ -207,11 +235,20 @@ impl Vmc {
             let adopt = records.iter().find(|r| {
                 r.image.identifier.as_str() == name
                     && r.selected
-                    && path.metadata().map(|m| m.len() == r.image.size).unwrap_or(false)
+                    && path
+                        .metadata()
+                        .map(|m| m.len() == r.image.size)
+                        .unwrap_or(false)
             });
             match adopt {
-                Some(rec) if vmc_fetch::sha512_file(&path).ok().as_deref() == Some(rec.image.sha512.as_str()) => {
-                    tracing::info!("adopting verified file {} left by an interrupted run", path.display());
+                Some(rec)
+                    if vmc_fetch::sha512_file(&path).ok().as_deref()
+                        == Some(rec.image.sha512.as_str()) =>
+                {
+                    tracing::info!(
+                        "adopting verified file {} left by an interrupted run",
+                        path.display()
+                    );
                     self.store().record_cached(&CacheEntry {
                         identifier: rec.image.identifier.clone(),
                         filename: name,
@@ -222,10 +259,7 @@ impl Vmc {
                         cached_at: self.config().clock.now(),
                     })?;
                 }
-                _ => tracing::warn!(
-                    "leaving alone {}: not a file vmc cached",
-                    path.display()
-                ),
+                _ => tracing::warn!("leaving alone {}: not a file vmc cached", path.display()),
             }
         }
         Ok(())
@@ -251,8 +285,15 @@ impl Vmc {
         reason: ExpiryReason,
     ) -> Result<ExpiryReport, CacheError> {
         let now = self.config().clock.now();
-        let image = record.map(|r| r.image.clone()).unwrap_or_else(|| minimal_image(entry));
-        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, Some(entry.filename.clone()));
+        let image = record
+            .map(|r| r.image.clone())
+            .unwrap_or_else(|| minimal_image(entry));
+        let mut event = image_event(
+            EventType::ExpirePrefix,
+            image.clone(),
+            record,
+            Some(entry.filename.clone()),
+        );
         event.reason = Some(reason.as_str().to_owned());
         dispatcher.fire(self.store(), &event, now);
         let from = self.config().cache_dir.join(&entry.filename);
@@ -265,7 +306,8 @@ impl Vmc {
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
-        self.store().record_expired(&entry.identifier, reason, &name, now)?;
+        self.store()
+            .record_expired(&entry.identifier, reason, &name, now)?;
         tracing::info!("expired {} ({reason})", entry.identifier);
         let mut event = image_event(EventType::ExpirePostfix, image, record, Some(name.clone()));
         event.reason = Some(reason.as_str().to_owned());
@@ -277,7 +319,11 @@ impl Vmc {
         })
     }
 
-    pub(crate) fn expire_with(&self, dispatcher: &Dispatcher, report: &mut SyncReport) -> Result<(), CacheError> {
+    pub(crate) fn expire_with(
+        &self,
+        dispatcher: &Dispatcher,
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
         let records = self.current_records()?;
         self.repair(&records)?;
         let now = self.config().clock.now();
@@ -296,7 +342,9 @@ impl Vmc {
                 .min_by_key(|r| Some(r.subscription_id) != entry.subscription_id);
             let enabled = entry.subscription_id.and_then(|id| subs.get(&id).copied());
             if let Some(reason) = expiry_reason(entry, record, enabled, now) {
-                report.expired.push(self.retire(dispatcher, entry, record, reason)?);
+                report
+                    .expired
+                    .push(self.retire(dispatcher, entry, record, reason)?);
                 changed = true;
             }
         }
@@ -346,7 +394,8 @@ impl Vmc {
                         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                         let Some(record) = next else { break };
                         let result = self.fetch_one(record, reserved, progress);
-                        progress.download_finished(record.image.identifier.as_str(), result.is_ok());
+                        progress
+                            .download_finished(record.image.identifier.as_str(), result.is_ok());
                         if tx.send((record, result)).is_err() {
                             break;
                         }
@@ -364,7 +413,12 @@ impl Vmc {
                         changed = true;
                     }
                     Err(failure) => {
-                        tracing::warn!("{}: {}: {}", failure.identifier, failure.code, failure.message);
+                        tracing::warn!(
+                            "{}: {}: {}",
+                            failure.identifier,
+                            failure.code,
+                            failure.message
+                        );
                         report.failed.push(failure);
                     }
                 }
@@ -394,20 +448,20 @@ impl Vmc {
         let present = partial.metadata().map(|m| m.len()).unwrap_or(0);
         let need = record.image.size.saturating_sub(present);
         let before = reserved.fetch_add(need, Ordering::SeqCst);
-        if let Some(free) = free_bytes(&self.config().partial_dir) {
-            if free < before.saturating_add(need) {
-                reserved.fetch_sub(need, Ordering::SeqCst);
-                return Err(fail(
-                    ErrorCode::DiskFull,
-                    format!(
-                        "{} bytes needed in {}, {} free (other downloads hold {})",
-                        need,
-                        self.config().partial_dir.display(),
-                        free,
-                        before
-                    ),
-                ));
-            }
+        if let Some(free) = free_bytes(&self.config().partial_dir)
+            && free < before.saturating_add(need)
+        {
+            reserved.fetch_sub(need, Ordering::SeqCst);
+            return Err(fail(
+                ErrorCode::DiskFull,
+                format!(
+                    "{} bytes needed in {}, {} free (other downloads hold {})",
+                    need,
+                    self.config().partial_dir.display(),
+                    free,
+                    before
+                ),
+            ));
         }
         let url = self.config().rewrite_url(&record.image.uri);
         let request = DownloadRequest {
@@ -445,7 +499,12 @@ impl Vmc {
         }
         dispatcher.fire(
             self.store(),
-            &image_event(EventType::AvailablePrefix, record.image.clone(), Some(record), Some(id.to_owned())),
+            &image_event(
+                EventType::AvailablePrefix,
+                record.image.clone(),
+                Some(record),
+                Some(id.to_owned()),
+            ),
             self.config().clock.now(),
         );
         std::fs::rename(&partial, &target).map_err(|e| {
@@ -470,7 +529,12 @@ impl Vmc {
         tracing::info!("cached {id}");
         dispatcher.fire(
             self.store(),
-            &image_event(EventType::AvailablePostfix, record.image.clone(), Some(record), Some(id.to_owned())),
+            &image_event(
+                EventType::AvailablePostfix,
+                record.image.clone(),
+                Some(record),
+                Some(id.to_owned()),
+            ),
             self.config().clock.now(),
         );
         Ok(())
@@ -500,12 +564,16 @@ impl Vmc {
                         let Some(entry) = next else { break };
                         let path = self.config().cache_dir.join(&entry.filename);
                         let result = match path.metadata() {
-                            Ok(m) if m.len() != entry.size => {
-                                Err(format!("size is {} bytes, expected {}", m.len(), entry.size))
-                            }
+                            Ok(m) if m.len() != entry.size => Err(format!(
+                                "size is {} bytes, expected {}",
+                                m.len(),
+                                entry.size
+                            )),
                             Ok(_) => match vmc_fetch::sha512_file(&path) {
                                 Ok(sum) if sum == entry.sha512 => Ok(()),
-                                Ok(sum) => Err(format!("sha512 is {sum}, expected {}", entry.sha512)),
+                                Ok(sum) => {
+                                    Err(format!("sha512 is {sum}, expected {}", entry.sha512))
+                                }
                                 Err(e) => Err(format!("cannot read: {e}")),
                             },
                             Err(e) => Err(format!("cannot read: {e}")),
@@ -527,9 +595,13 @@ impl Vmc {
             }
         });
         for (entry, message) in corrupt {
-            let record = records.iter().find(|r| r.image.identifier == entry.identifier);
+            let record = records
+                .iter()
+                .find(|r| r.image.identifier == entry.identifier);
             tracing::warn!("expiring corrupt {}: {message}", entry.identifier);
-            report.expired.push(self.retire(dispatcher, entry, record, ExpiryReason::Corrupt)?);
+            report
+                .expired
+                .push(self.retire(dispatcher, entry, record, ExpiryReason::Corrupt)?);
         }
         self.write_index()?;
         Ok(())

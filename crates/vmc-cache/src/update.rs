@@ -12,10 +12,10 @@ use vmc_model::{
 use vmc_store::{ListImport, NewSubscription};
 use vmc_trust::{Signer, VerifyOptions};
 
+use crate::Vmc;
 use crate::error::CacheError;
 use crate::events::{Dispatcher, Event};
 use crate::report::{CheckReport, ListReport, RejectedImageReport, UpdateStatus};
-use crate::Vmc;
 
 /// Where `subscribe check` reads a list from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,22 +116,28 @@ impl Vmc {
     fn fetch_list(&self, url: &str, auth: Option<&SubscriptionAuth>) -> Result<Vec<u8>, Rejection> {
         let creds = auth.map(to_credentials);
         self.client()
-            .fetch_bytes(&self.config().rewrite_url(url), creds.as_ref(), self.config().max_list_bytes)
+            .fetch_bytes(
+                &self.config().rewrite_url(url),
+                creds.as_ref(),
+                self.config().max_list_bytes,
+            )
             .map_err(|e| reject(e.code(), chain(&e)))
     }
 
     /// Checks 2–6 (signature, chain, revocation, parse, endorser claim).
-    fn verify_and_parse(&self, raw: Vec<u8>, now: DateTime<Utc>) -> Result<Candidate, (Rejection, Option<Signer>)> {
-        let trust = self
-            .trust()
-            .map_err(|e| (reject(ErrorCode::CertificateUntrusted, chain(&e)), None))?;
+    fn verify_and_parse(
+        &self,
+        trust: &vmc_trust::TrustStore,
+        raw: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
         let options = VerifyOptions {
             crl: self.config().crl,
             now,
         };
         let verified = vmc_trust::verify(trust, &raw, &options).map_err(|e| {
             let code = e.code().unwrap_or(ErrorCode::SignatureInvalid);
-            (reject(code, chain(&e)), None)
+            Box::new((reject(code, chain(&e)), None))
         })?;
         if verified.weak_digest {
             tracing::warn!(
@@ -146,7 +152,7 @@ impl Vmc {
         };
         let parsed = match parse_image_list(&verified.payload, &limits) {
             Ok(p) => p,
-            Err(e) => return Err((reject(e.code(), chain(&e)), Some(signer))),
+            Err(e) => return Err(Box::new((reject(e.code(), chain(&e)), Some(signer)))),
         };
         // Check 6: the list must name its signer as (one of) its endorser(s).
         let claims = &parsed.list.endorsers;
@@ -159,7 +165,7 @@ impl Vmc {
                 .map(|c| format!("{} (issuer {})", c.dn, c.ca))
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err((
+            return Err(Box::new((
                 reject(
                     ErrorCode::EndorserMismatch,
                     format!(
@@ -168,7 +174,7 @@ impl Vmc {
                     ),
                 ),
                 Some(signer),
-            ));
+            )));
         }
         let sha512 = sha512_hex(&raw);
         Ok(Candidate {
@@ -209,7 +215,12 @@ impl Vmc {
     }
 
     /// Subscribes to a list: fetches it, runs every check, and stores it only if it passes.
-    pub fn subscribe(&self, request: &NewSubscriptionRequest, dispatcher: &Dispatcher) -> Result<ListReport, CacheError> {
+    pub fn subscribe(
+        &self,
+        request: &NewSubscriptionRequest,
+        dispatcher: &Dispatcher,
+    ) -> Result<ListReport, CacheError> {
+        let trust = self.trust()?;
         if self.store().find_subscription(&request.url)?.is_some() {
             return Err(CacheError::Invalid(format!(
                 "already subscribed to {}",
@@ -242,9 +253,10 @@ impl Vmc {
                 return Ok(report);
             }
         };
-        let candidate = match self.verify_and_parse(raw, now) {
+        let candidate = match self.verify_and_parse(trust, raw, now) {
             Ok(c) => c,
-            Err((e, signer)) => {
+            Err(rejected) => {
+                let (e, signer) = *rejected;
                 report.error = Some(e);
                 report.signer = signer;
                 return Ok(report);
@@ -303,7 +315,8 @@ impl Vmc {
         // All checks passed: store.
         if create_endorser {
             let id = uuid::Uuid::new_v4().to_string();
-            self.store().add_endorser(&id, std::slice::from_ref(&identity))?;
+            self.store()
+                .add_endorser(&id, std::slice::from_ref(&identity))?;
             link_ids.push(id);
         }
         let sub = self.store().add_subscription(&NewSubscription {
@@ -342,7 +355,12 @@ impl Vmc {
         Ok(report)
     }
 
-    fn announce_new_images(&self, list: &ImageList, new: &[vmc_model::Identifier], dispatcher: &Dispatcher) {
+    fn announce_new_images(
+        &self,
+        list: &ImageList,
+        new: &[vmc_model::Identifier],
+        dispatcher: &Dispatcher,
+    ) {
         for id in new {
             if let Some(image) = list.images.iter().find(|i| &i.identifier == id) {
                 let event = Event {
@@ -359,7 +377,12 @@ impl Vmc {
     }
 
     /// Updates one subscription: checks 1–11; on failure records only the last error.
-    pub fn update(&self, sub: &Subscription, dispatcher: &Dispatcher) -> Result<ListReport, CacheError> {
+    pub fn update(
+        &self,
+        sub: &Subscription,
+        dispatcher: &Dispatcher,
+    ) -> Result<ListReport, CacheError> {
+        let trust = self.trust()?;
         let now = self.config().clock.now();
         let mut report = ListReport {
             url: sub.url.clone(),
@@ -371,7 +394,7 @@ impl Vmc {
             new_images: Vec::new(),
             rejected_images: Vec::new(),
         };
-        match self.try_update(sub, now, &mut report, dispatcher) {
+        match self.try_update(trust, sub, now, &mut report, dispatcher) {
             Ok(()) => {}
             Err(rejection) => {
                 tracing::warn!(
@@ -380,7 +403,8 @@ impl Vmc {
                     rejection.code,
                     rejection.message
                 );
-                self.store().record_update_failure(sub.id, &rejection, now)?;
+                self.store()
+                    .record_update_failure(sub.id, &rejection, now)?;
                 report.status = UpdateStatus::Failed;
                 report.error = Some(rejection);
             }
@@ -390,14 +414,18 @@ impl Vmc {
 
     fn try_update(
         &self,
+        trust: &vmc_trust::TrustStore,
         sub: &Subscription,
         now: DateTime<Utc>,
         report: &mut ListReport,
         dispatcher: &Dispatcher,
     ) -> Result<(), Rejection> {
-        let store_err = |e: vmc_store::StoreError| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)));
+        let store_err = |e: vmc_store::StoreError| {
+            reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
+        };
         let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
-        let candidate = self.verify_and_parse(raw, now).map_err(|(e, signer)| {
+        let candidate = self.verify_and_parse(trust, raw, now).map_err(|rejected| {
+            let (e, signer) = *rejected;
             report.signer = signer;
             e
         })?;
@@ -421,23 +449,25 @@ impl Vmc {
             ));
         }
         // Check 8.
-        if let Some(expected) = &sub.identifier {
-            if expected != list.identifier.as_str() {
-                return Err(reject(
-                    ErrorCode::IdentifierMismatch,
-                    format!(
-                        "the list's dc:identifier is {}, but this subscription follows {expected}",
-                        list.identifier
-                    ),
-                ));
-            }
+        if let Some(expected) = &sub.identifier
+            && expected != list.identifier.as_str()
+        {
+            return Err(reject(
+                ErrorCode::IdentifierMismatch,
+                format!(
+                    "the list's dc:identifier is {}, but this subscription follows {expected}",
+                    list.identifier
+                ),
+            ));
         }
         // Check 9.
         self.check_time(list, now)?;
         // Check 10.
         if let Some(current) = &sub.current {
             if current.sha512 == candidate.sha512 {
-                self.store().record_unchanged(sub.id, now).map_err(store_err)?;
+                self.store()
+                    .record_unchanged(sub.id, now)
+                    .map_err(store_err)?;
                 report.status = UpdateStatus::Unchanged;
                 report.identifier = Some(list.identifier.to_string());
                 return Ok(());
@@ -518,13 +548,18 @@ impl Vmc {
 
     /// Runs every check that needs no stored state on a list (1–6 and 9, plus 7 against
     /// `endorser` when given) and stores nothing.
-    pub fn check(&self, source: &Source, endorser: Option<&str>) -> Result<CheckReport, CacheError> {
+    pub fn check(
+        &self,
+        source: &Source,
+        endorser: Option<&str>,
+    ) -> Result<CheckReport, CacheError> {
+        let trust = self.trust()?;
         let endorser = match endorser {
-            Some(key) => Some(
-                self.store()
-                    .find_endorser(key)?
-                    .ok_or_else(|| CacheError::NoSuchEndorser { key: key.to_owned() })?,
-            ),
+            Some(key) => Some(self.store().find_endorser(key)?.ok_or_else(|| {
+                CacheError::NoSuchEndorser {
+                    key: key.to_owned(),
+                }
+            })?),
             None => None,
         };
         let now = self.config().clock.now();
@@ -545,9 +580,10 @@ impl Vmc {
                 return Ok(report);
             }
         };
-        let candidate = match self.verify_and_parse(raw, now) {
+        let candidate = match self.verify_and_parse(trust, raw, now) {
             Ok(c) => c,
-            Err((e, signer)) => {
+            Err(rejected) => {
+                let (e, signer) = *rejected;
                 report.error = Some(e);
                 report.signer = signer;
                 return Ok(report);
@@ -556,16 +592,16 @@ impl Vmc {
         report.signer = Some(candidate.signer.clone());
         report.rejected_images = rejected_images(&candidate.parsed);
         let identity = Self::identity(&candidate.signer);
-        if let Some(e) = &endorser {
-            if !e.identities.contains(&identity) {
-                report.error = Some(reject(
-                    ErrorCode::SignerNotEndorser,
-                    format!(
-                        "the signer {} (issuer {}) is not an identity of endorser {}",
-                        identity.subject, identity.issuer, e.id
-                    ),
-                ));
-            }
+        if let Some(e) = &endorser
+            && !e.identities.contains(&identity)
+        {
+            report.error = Some(reject(
+                ErrorCode::SignerNotEndorser,
+                format!(
+                    "the signer {} (issuer {}) is not an identity of endorser {}",
+                    identity.subject, identity.issuer, e.id
+                ),
+            ));
         }
         if report.error.is_none() {
             report.error = self.check_time(&candidate.parsed.list, now).err();
@@ -586,11 +622,19 @@ fn read_capped(path: &std::path::Path, max: u64) -> Result<Vec<u8>, Rejection> {
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|e| reject(ErrorCode::FetchFailed, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| {
+            reject(
+                ErrorCode::FetchFailed,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
     if bytes.len() as u64 > max {
         return Err(reject(
             ErrorCode::FetchFailed,
-            format!("{} is larger than the list limit of {max} bytes", path.display()),
+            format!(
+                "{} is larger than the list limit of {max} bytes",
+                path.display()
+            ),
         ));
     }
     Ok(bytes)

@@ -161,7 +161,12 @@ pub struct CredentialArgs {
     #[arg(long, value_name = "USER")]
     pub username: Option<String>,
     /// File holding the password for --username (its first line)
-    #[arg(long, value_name = "FILE", conflicts_with = "token_file", requires = "username")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "token_file",
+        requires = "username"
+    )]
     pub password_file: Option<PathBuf>,
     /// File holding a bearer token (its first line)
     #[arg(long, value_name = "FILE")]

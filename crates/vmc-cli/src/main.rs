@@ -48,7 +48,8 @@ fn init_logging(global: &args::GlobalArgs) {
     let filter = env::first(&[env::VMC_LOG])
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let color = env::first(&[env::NO_COLOR]).is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let color = env::first(&[env::NO_COLOR]).is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

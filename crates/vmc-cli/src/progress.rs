@@ -43,26 +43,26 @@ impl Progress for Bars {
         bar.set_style(Self::style());
         bar.set_prefix(id.chars().take(36).collect::<String>());
         bar.set_position(resumed_from);
-        if let Ok(mut bars) = self.bars.lock() {
-            if let Some(old) = bars.insert(id.to_owned(), bar) {
-                old.finish_and_clear();
-            }
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some(old) = bars.insert(id.to_owned(), bar)
+        {
+            old.finish_and_clear();
         }
     }
 
     fn download_progress(&self, id: &str, done: u64) {
-        if let Ok(bars) = self.bars.lock() {
-            if let Some(bar) = bars.get(id) {
-                bar.set_position(done);
-            }
+        if let Ok(bars) = self.bars.lock()
+            && let Some(bar) = bars.get(id)
+        {
+            bar.set_position(done);
         }
     }
 
     fn download_finished(&self, id: &str, _ok: bool) {
-        if let Ok(mut bars) = self.bars.lock() {
-            if let Some(bar) = bars.remove(id) {
-                bar.finish_and_clear();
-            }
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some(bar) = bars.remove(id)
+        {
+            bar.finish_and_clear();
         }
     }
 
@@ -76,10 +76,10 @@ impl Progress for Bars {
     }
 
     fn verify_file_done(&self, _id: &str, bytes: u64) {
-        if let Ok(v) = self.verify.lock() {
-            if let Some(bar) = v.as_ref() {
-                bar.inc(bytes);
-            }
+        if let Ok(v) = self.verify.lock()
+            && let Some(bar) = v.as_ref()
+        {
+            bar.inc(bytes);
         }
     }
 
@@ -88,10 +88,10 @@ impl Progress for Bars {
 
 impl Drop for Bars {
     fn drop(&mut self) {
-        if let Ok(v) = self.verify.lock() {
-            if let Some(bar) = v.as_ref() {
-                bar.finish_and_clear();
-            }
+        if let Ok(v) = self.verify.lock()
+            && let Some(bar) = v.as_ref()
+        {
+            bar.finish_and_clear();
         }
     }
 }

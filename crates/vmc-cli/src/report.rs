@@ -270,7 +270,11 @@ pub struct ListSummaryJson {
 /// Builds [`CheckJson`].
 pub fn check(r: &CheckReport) -> CheckJson {
     CheckJson {
-        verdict: if r.error.is_none() { "accepted" } else { "rejected" },
+        verdict: if r.error.is_none() {
+            "accepted"
+        } else {
+            "rejected"
+        },
         error: r.error.as_ref().map(ErrorJson::from),
         signer: r.signer.as_ref().map(|s| IdentityJson {
             subject: s.subject.clone(),
@@ -333,7 +337,10 @@ pub fn image(r: &ImageRecord, now: chrono::DateTime<chrono::Utc>) -> ImageJson {
         sha512: r.image.sha512.clone(),
         selected: r.selected,
         available: vmc_cache::sync::is_available(r, now),
-        cached: r.cached.as_ref().is_some_and(|c| c.sha512 == r.image.sha512),
+        cached: r
+            .cached
+            .as_ref()
+            .is_some_and(|c| c.sha512 == r.image.sha512),
     }
 }
 

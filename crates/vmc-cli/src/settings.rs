@@ -21,7 +21,9 @@ pub fn home(global: &GlobalArgs) -> PathBuf {
     if let Some(h) = &global.home {
         return h.clone();
     }
-    let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/vmc");
     }
@@ -34,7 +36,8 @@ pub fn home(global: &GlobalArgs) -> PathBuf {
 
 /// The output format: `--json` or `VMC_OUTPUT=json`.
 pub fn format(global: &GlobalArgs) -> Format {
-    if global.json || env::first(&[env::VMC_OUTPUT]).is_some_and(|v| v.eq_ignore_ascii_case("json")) {
+    if global.json || env::first(&[env::VMC_OUTPUT]).is_some_and(|v| v.eq_ignore_ascii_case("json"))
+    {
         Format::Json
     } else {
         Format::Text
@@ -62,10 +65,26 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
             .or_else(|| env::first(&[fallback]).map(PathBuf::from))
             .unwrap_or(default)
     };
-    config.ca_dir = dir(&global.ca_dir, env::VMCATCHER_DIR_CERT, config.ca_dir.clone());
-    config.cache_dir = dir(&global.cache_dir, env::VMCATCHER_CACHE_DIR_CACHE, config.cache_dir.clone());
-    config.partial_dir = dir(&global.partial_dir, env::VMCATCHER_CACHE_DIR_DOWNLOAD, config.partial_dir.clone());
-    config.expired_dir = dir(&global.expired_dir, env::VMCATCHER_CACHE_DIR_EXPIRE, config.expired_dir.clone());
+    config.ca_dir = dir(
+        &global.ca_dir,
+        env::VMCATCHER_DIR_CERT,
+        config.ca_dir.clone(),
+    );
+    config.cache_dir = dir(
+        &global.cache_dir,
+        env::VMCATCHER_CACHE_DIR_CACHE,
+        config.cache_dir.clone(),
+    );
+    config.partial_dir = dir(
+        &global.partial_dir,
+        env::VMCATCHER_CACHE_DIR_DOWNLOAD,
+        config.partial_dir.clone(),
+    );
+    config.expired_dir = dir(
+        &global.expired_dir,
+        env::VMCATCHER_CACHE_DIR_EXPIRE,
+        config.expired_dir.clone(),
+    );
     config.event_handler = global
         .event_handler
         .clone()
@@ -80,7 +99,9 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     config.http = ClientConfig::default().with_proxy_from_env_vars(|name| std::env::var(name).ok());
     for m in &global.mirrors {
         let Some((from, to)) = m.split_once('=') else {
-            bail!("--mirror {m:?}: expected FROM=TO, e.g. https://appliances.example.org/=http://mirror.site/");
+            bail!(
+                "--mirror {m:?}: expected FROM=TO, e.g. https://appliances.example.org/=http://mirror.site/"
+            );
         };
         config.mirrors.push(Mirror {
             from: from.to_owned(),

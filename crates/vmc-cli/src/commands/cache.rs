@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use vmc_cache::store::ImageFilter;
 use vmc_cache::SyncOptions;
+use vmc_cache::store::ImageFilter;
 use vmc_model::ExpiryReason;
 
 use super::{Ctx, print_run};
@@ -15,7 +15,11 @@ use crate::{Outcome, UsageError, report};
 
 /// Parses `30d`, `12h`, `90m`, `45s` (or a plain number of seconds).
 pub fn parse_duration(text: &str) -> Result<TimeDelta, UsageError> {
-    let bad = || UsageError(format!("{text:?} is not a duration such as 30d, 12h, 90m or 45s"));
+    let bad = || {
+        UsageError(format!(
+            "{text:?} is not a duration such as 30d, 12h, 90m or 45s"
+        ))
+    };
     let (digits, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, "s"), |i| text.split_at(i));
@@ -120,12 +124,18 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Ok(if failed { Outcome::Failed } else { Outcome::Success })
+            Ok(if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Success
+            })
         }
         CacheCmd::Events { failed } => {
             for e in vmc.store().events(failed, None)? {
                 let (outcome, message) = match &e.outcome {
-                    vmc_cache::store::EventOutcome::Failed { message } => ("failed", Some(message.clone())),
+                    vmc_cache::store::EventOutcome::Failed { message } => {
+                        ("failed", Some(message.clone()))
+                    }
                     other => (other.as_str(), None),
                 };
                 match ctx.format {

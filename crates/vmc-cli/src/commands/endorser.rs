@@ -13,7 +13,9 @@ fn find(ctx: &Ctx, key: &str) -> anyhow::Result<Endorser> {
         .vmc
         .store()
         .find_endorser(key)?
-        .ok_or_else(|| CacheError::NoSuchEndorser { key: key.to_owned() })?)
+        .ok_or_else(|| CacheError::NoSuchEndorser {
+            key: key.to_owned(),
+        })?)
 }
 
 fn show(ctx: &Ctx, e: &Endorser) -> anyhow::Result<()> {

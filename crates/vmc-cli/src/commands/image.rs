@@ -12,8 +12,7 @@ use crate::{Outcome, UsageError, report};
 fn identifiers(ctx: &Ctx, keys: &[String]) -> anyhow::Result<Vec<Identifier>> {
     let mut ids = Vec::new();
     for key in keys {
-        let id = Identifier::new(key.clone())
-            .map_err(|e| UsageError(format!("{e}")))?;
+        let id = Identifier::new(key.clone()).map_err(|e| UsageError(format!("{e}")))?;
         let found = ctx.vmc.store().images(&ImageFilter {
             identifier: Some(key.clone()),
             ..ImageFilter::default()
@@ -125,7 +124,10 @@ fn report_selection(ctx: &Ctx, ids: &[Identifier], selected: bool) {
         })),
         Format::Text => {
             for id in ids {
-                output::line(format!("{}\t{id}", if selected { "selected" } else { "unselected" }));
+                output::line(format!(
+                    "{}\t{id}",
+                    if selected { "selected" } else { "unselected" }
+                ));
             }
         }
     }

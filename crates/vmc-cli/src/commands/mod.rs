@@ -29,10 +29,12 @@ pub struct Ctx {
 impl Ctx {
     /// A subscription by list identifier or URL.
     pub fn subscription(&self, key: &str) -> anyhow::Result<Subscription> {
-        self.vmc
-            .store()
-            .find_subscription(key)?
-            .ok_or_else(|| vmc_cache::CacheError::NoSuchSubscription { key: key.to_owned() }.into())
+        self.vmc.store().find_subscription(key)?.ok_or_else(|| {
+            vmc_cache::CacheError::NoSuchSubscription {
+                key: key.to_owned(),
+            }
+            .into()
+        })
     }
 }
 
@@ -62,12 +64,18 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
         Format::Json => output::json(&report::run(r)),
         Format::Text => {
             for s in &r.subscriptions {
-                let name = s.identifier.clone().unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
+                let name = s
+                    .identifier
+                    .clone()
+                    .unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
                 match &s.error {
                     None => output::line(format!(
                         "{}\t{name}{}",
                         s.status.as_str(),
-                        s.version.as_ref().map(|v| format!(" (version {v})")).unwrap_or_default()
+                        s.version
+                            .as_ref()
+                            .map(|v| format!(" (version {v})"))
+                            .unwrap_or_default()
                     )),
                     Some(e) => output::line(format!("failed\t{name}\t{}: {}", e.code, e.message)),
                 }
@@ -86,15 +94,14 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
                 output::line(format!("expired\t{}\t{}", e.identifier, e.reason));
             }
             for f in &r.failed {
-                output::line(format!("failed\t{}\t{}: {}", f.identifier, f.code, f.message));
+                output::line(format!(
+                    "failed\t{}\t{}: {}",
+                    f.identifier, f.code, f.message
+                ));
             }
         }
     }
-    let failed_lists = r
-        .subscriptions
-        .iter()
-        .filter(|s| s.error.is_some())
-        .count();
+    let failed_lists = r.subscriptions.iter().filter(|s| s.error.is_some()).count();
     tracing::info!(
         "{what}: {} lists ({} failed), {} cached, {} expired, {} failed, {} downloaded, {} handler failures",
         r.subscriptions.len(),

@@ -75,7 +75,11 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             Ok(print_run(ctx, &r, "subscribe add"))
         }
         SubscribeCmd::List => {
-            let subs: Vec<_> = store.subscriptions()?.iter().map(report::subscription).collect();
+            let subs: Vec<_> = store
+                .subscriptions()?
+                .iter()
+                .map(report::subscription)
+                .collect();
             match ctx.format {
                 Format::Json => output::json(&subs),
                 Format::Text => {
@@ -85,7 +89,10 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
                             s.identifier.as_deref().unwrap_or("-"),
                             if s.enabled { "enabled" } else { "disabled" },
                             s.version.as_deref().unwrap_or("-"),
-                            s.last_error.as_ref().map(|e| e.code.as_str()).unwrap_or("ok"),
+                            s.last_error
+                                .as_ref()
+                                .map(|e| e.code.as_str())
+                                .unwrap_or("ok"),
                             s.url
                         ));
                     }
@@ -99,16 +106,41 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             match ctx.format {
                 Format::Json => output::json(&json),
                 Format::Text => {
-                    output::line(format!("identifier  {}", json.identifier.as_deref().unwrap_or("-")));
+                    output::line(format!(
+                        "identifier  {}",
+                        json.identifier.as_deref().unwrap_or("-")
+                    ));
                     output::line(format!("url         {}", json.url));
-                    output::line(format!("title       {}", json.title.as_deref().unwrap_or("-")));
+                    output::line(format!(
+                        "title       {}",
+                        json.title.as_deref().unwrap_or("-")
+                    ));
                     output::line(format!("enabled     {}", json.enabled));
                     output::line(format!("new images  {}", json.new_images));
-                    output::line(format!("version     {}", json.version.as_deref().unwrap_or("-")));
-                    output::line(format!("created     {}", json.created.as_deref().unwrap_or("-")));
-                    output::line(format!("expires     {}", json.expires.as_deref().unwrap_or("-")));
-                    output::line(format!("updated     {}", json.updated.as_deref().unwrap_or("-")));
-                    output::line(format!("credentials {}", if json.has_credentials { "stored" } else { "none" }));
+                    output::line(format!(
+                        "version     {}",
+                        json.version.as_deref().unwrap_or("-")
+                    ));
+                    output::line(format!(
+                        "created     {}",
+                        json.created.as_deref().unwrap_or("-")
+                    ));
+                    output::line(format!(
+                        "expires     {}",
+                        json.expires.as_deref().unwrap_or("-")
+                    ));
+                    output::line(format!(
+                        "updated     {}",
+                        json.updated.as_deref().unwrap_or("-")
+                    ));
+                    output::line(format!(
+                        "credentials {}",
+                        if json.has_credentials {
+                            "stored"
+                        } else {
+                            "none"
+                        }
+                    ));
                     match &json.last_error {
                         None => output::line("last error  none"),
                         Some(e) => output::line(format!("last error  {}: {}", e.code, e.message)),
@@ -120,11 +152,15 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
         SubscribeCmd::Remove { subscription } => {
             let s = ctx.subscription(&subscription)?;
             store.remove_subscription(s.id)?;
-            let name = s.identifier.unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
+            let name = s
+                .identifier
+                .unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
             if ctx.format == Format::Json {
                 output::json(&serde_json::json!({ "removed": name }));
             } else {
-                output::line(format!("removed subscription {name}; its images expire at the next sync"));
+                output::line(format!(
+                    "removed subscription {name}; its images expire at the next sync"
+                ));
             }
             Ok(Outcome::Success)
         }
@@ -190,13 +226,19 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
                     json.identifier.as_deref().unwrap_or(&json.url),
                     if json.enabled { "enabled" } else { "disabled" },
                     json.new_images,
-                    if json.has_credentials { "stored" } else { "none" }
+                    if json.has_credentials {
+                        "stored"
+                    } else {
+                        "none"
+                    }
                 )),
             }
             Ok(Outcome::Success)
         }
         SubscribeCmd::Check { source, endorser } => {
-            let r = ctx.vmc.check(&Source::parse(&source), endorser.as_deref())?;
+            let r = ctx
+                .vmc
+                .check(&Source::parse(&source), endorser.as_deref())?;
             let json = report::check(&r);
             match ctx.format {
                 Format::Json => output::json(&json),
@@ -223,7 +265,11 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
                     }
                 }
             }
-            Ok(if r.error.is_none() { Outcome::Success } else { Outcome::Failed })
+            Ok(if r.error.is_none() {
+                Outcome::Success
+            } else {
+                Outcome::Failed
+            })
         }
     }
 }
