@@ -19,6 +19,7 @@
 //! ```
 
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod index;

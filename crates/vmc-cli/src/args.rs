@@ -106,6 +106,9 @@ pub enum Command {
     /// The files: sync (the cron job), download, expire, verify, list, purge, events
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Check this site's set-up (CA directory, CRLs, database, directories, disk, handler,
+    /// lock, subscriptions) and say how to fix each problem
+    Doctor,
 }
 
 /// `vmc endorser …`

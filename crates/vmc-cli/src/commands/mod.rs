@@ -1,6 +1,7 @@
 //! One function per command; each returns whether everything asked for succeeded.
 
 mod cache;
+mod doctor;
 mod endorser;
 mod image;
 mod subscribe;
@@ -41,6 +42,9 @@ impl Ctx {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let config = settings::config(&cli.global).map_err(|e| UsageError(format!("{e:#}")))?;
+    if matches!(cli.command, Command::Doctor) {
+        return Ok(doctor::run(&config, settings::format(&cli.global)));
+    }
     let db = settings::redact_database_url(&config.database_url);
     let vmc = Vmc::open(config).with_context(|| format!("cannot open the database {db}"))?;
     let ctx = Ctx {
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Subscribe(cmd) => subscribe::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Cache(cmd) => cache::run(&ctx, cmd),
+        Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
     }
 }
 

@@ -1,0 +1,416 @@
+//! `vmc doctor`: checks a site's set-up and says, for each problem, how to fix it. Works from a
+//! [`Config`] alone, so it can report a database that does not open instead of failing.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::TimeDelta;
+use vmc_store::{ImageFilter, Store};
+use vmc_trust::TrustStore;
+
+use crate::Config;
+use crate::lock::InstanceLock;
+use crate::sync::is_available;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// All is well.
+    Ok,
+    /// Works now, but needs attention soon.
+    Warn,
+    /// Broken: vmc will fail or refuse lists.
+    Fail,
+}
+
+impl Status {
+    /// `ok`, `warn` or `fail`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked, e.g. `ca_dir`, `crl`, `database`.
+    pub name: &'static str,
+    /// The outcome.
+    pub status: Status,
+    /// What was found.
+    pub message: String,
+    /// How to fix it (for `warn` and `fail`).
+    pub fix: Option<String>,
+}
+
+fn check(
+    name: &'static str,
+    status: Status,
+    message: impl Into<String>,
+    fix: Option<&str>,
+) -> Check {
+    Check {
+        name,
+        status,
+        message: message.into(),
+        fix: fix.map(str::to_owned),
+    }
+}
+
+/// How close to `dc:date:expires` a list must be to be reported.
+pub const EXPIRY_WARNING: TimeDelta = TimeDelta::days(7);
+
+/// Runs every check.
+pub fn diagnose(config: &Config) -> Vec<Check> {
+    let now = config.clock.now();
+    let mut checks = Vec::new();
+    // CA directory and CRLs.
+    match TrustStore::load(&config.ca_dir) {
+        Err(e) => checks.push(check(
+            "ca_dir",
+            Status::Fail,
+            crate::update::chain(&e),
+            Some("install the IGTF CA bundle (e.g. the ca-policy-egi-core package) or point --ca-dir / VMC_CA_DIR at it"),
+        )),
+        Ok(trust) => {
+            let status = if trust.ca_count() == 0 { Status::Fail } else { Status::Ok };
+            checks.push(check(
+                "ca_dir",
+                status,
+                format!(
+                    "{}: {} CAs, {} CRLs loaded, {} files skipped",
+                    config.ca_dir.display(),
+                    trust.ca_count(),
+                    trust.crl_count(),
+                    trust.skipped().len()
+                ),
+                (status == Status::Fail).then_some("the directory holds no CA certificate (<hash>.0); install the CA bundle"),
+            ));
+            for skipped in trust.skipped() {
+                checks.push(check(
+                    "ca_dir",
+                    Status::Warn,
+                    format!("skipped {}: {}", skipped.path.display(), skipped.reason),
+                    Some("remove or replace the file"),
+                ));
+            }
+            let status = trust.crl_status(now);
+            let missing: Vec<_> = status.iter().filter(|c| !c.present).collect();
+            let stale: Vec<_> = status.iter().filter(|c| c.present && c.stale).collect();
+            let crl_matters = config.crl != vmc_trust::CrlMode::Off;
+            for c in &stale {
+                checks.push(check(
+                    "crl",
+                    if crl_matters { Status::Fail } else { Status::Warn },
+                    format!(
+                        "the CRL of {} is stale (next update {})",
+                        c.ca_subject,
+                        c.next_update.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    ),
+                    Some("run fetch-crl (and make sure its cron job or timer is enabled)"),
+                ));
+            }
+            if !missing.is_empty() {
+                let names: Vec<_> = missing.iter().map(|c| c.ca_subject.as_str()).collect();
+                checks.push(check(
+                    "crl",
+                    if config.crl == vmc_trust::CrlMode::Require { Status::Fail } else { Status::Warn },
+                    format!("{} CAs have no CRL: {}", missing.len(), names.join(", ")),
+                    Some("run fetch-crl to download the CRLs, or use --crl if-present"),
+                ));
+            }
+            if stale.is_empty() && missing.is_empty() {
+                checks.push(check("crl", Status::Ok, format!("{} CRLs current", trust.crl_count()), None));
+            }
+        }
+    }
+    // Database.
+    let store = match Store::open(&config.database_url) {
+        Ok(store) => {
+            checks.push(check(
+                "database",
+                Status::Ok,
+                format!("{} database opens and is migrated", store.backend()),
+                None,
+            ));
+            Some(store)
+        }
+        Err(e) => {
+            checks.push(check(
+                "database",
+                Status::Fail,
+                format!("cannot open the database: {}", crate::update::chain(&e)),
+                Some("check --database / VMC_DATABASE and the permissions of its directory"),
+            ));
+            None
+        }
+    };
+    // Directories: one filesystem, so that renames are atomic.
+    let dirs: [(&str, &PathBuf); 3] = [
+        ("cache", &config.cache_dir),
+        ("partial", &config.partial_dir),
+        ("expired", &config.expired_dir),
+    ];
+    let mut devices = Vec::new();
+    for (name, dir) in dirs {
+        match existing_ancestor(dir).and_then(|p| p.metadata().ok()) {
+            Some(m) => devices.push((name, m.dev())),
+            None => checks.push(check(
+                "directories",
+                Status::Fail,
+                format!("the {name} directory {} cannot be created", dir.display()),
+                Some("create it, or choose another with the --*-dir options"),
+            )),
+        }
+    }
+    if devices.len() == 3 {
+        if devices.iter().all(|(_, d)| *d == devices[0].1) {
+            checks.push(check(
+                "directories",
+                Status::Ok,
+                "cache, partial and expired are on one filesystem (renames are atomic)",
+                None,
+            ));
+        } else {
+            checks.push(check(
+                "directories",
+                Status::Fail,
+                "cache, partial and expired are not on one filesystem: moves into the cache would not be atomic",
+                Some("put the three directories on the same filesystem"),
+            ));
+        }
+    }
+    // Free space against the selected images still to download.
+    if let Some(store) = &store
+        && let Ok(records) = store.images(&ImageFilter {
+            selected_only: true,
+            ..ImageFilter::default()
+        })
+    {
+        let needed: u64 = records
+            .iter()
+            .filter(|r| is_available(r, now) && r.cached.is_none())
+            .map(|r| r.image.size)
+            .sum();
+        let free = existing_ancestor(&config.partial_dir).and_then(|p| {
+            nix::sys::statvfs::statvfs(&p)
+                .ok()
+                .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+        });
+        match free {
+            Some(free) if free < needed => checks.push(check(
+                "disk",
+                Status::Fail,
+                format!("{needed} bytes of selected images to download, {free} free"),
+                Some("free space, or unselect images with `vmc image unsubscribe`"),
+            )),
+            Some(free) => checks.push(check(
+                "disk",
+                Status::Ok,
+                format!("{needed} bytes to download, {free} free"),
+                None,
+            )),
+            None => {}
+        }
+    }
+    // Event handler.
+    if let Some(handler) = &config.event_handler {
+        let program = handler.split_whitespace().next().unwrap_or("");
+        let found = find_program(program);
+        checks.push(match found {
+            Some(path) => check(
+                "event_handler",
+                Status::Ok,
+                format!("{program} found at {}", path.display()),
+                None,
+            ),
+            None => check(
+                "event_handler",
+                Status::Fail,
+                format!("the event handler program {program:?} is not an executable file"),
+                Some("fix --event-handler / VMC_EVENT_HANDLER, or make the file executable"),
+            ),
+        });
+    }
+    // Instance lock.
+    match InstanceLock::holder(&config.lock_file) {
+        Some(holder) => checks.push(check(
+            "lock",
+            Status::Warn,
+            format!("held now by {holder}"),
+            Some("wait for that run to finish; a dead holder never blocks (the kernel releases its lock)"),
+        )),
+        None => {
+            let leftover = std::fs::read_to_string(&config.lock_file).unwrap_or_default();
+            let message = if leftover.trim().is_empty() {
+                "not held".to_owned()
+            } else {
+                format!("not held (the last holder ended without cleaning up: {})", leftover.trim())
+            };
+            checks.push(check("lock", Status::Ok, message, None));
+        }
+    }
+    // Subscriptions.
+    if let Some(store) = &store
+        && let Ok(subs) = store.subscriptions()
+    {
+        for sub in subs.iter().filter(|s| s.enabled) {
+            let name = sub
+                .identifier
+                .clone()
+                .unwrap_or_else(|| vmc_fetch::redact_url(&sub.url));
+            if let Some(current) = &sub.current {
+                if current.expires <= now {
+                    checks.push(check(
+                        "subscription",
+                        Status::Fail,
+                        format!("{name}: the list expired at {}; its images expire", current.expires.to_rfc3339()),
+                        Some("ask the endorser to publish a new list, then run `vmc subscribe update`"),
+                    ));
+                } else if current.expires - now < EXPIRY_WARNING {
+                    checks.push(check(
+                        "subscription",
+                        Status::Warn,
+                        format!(
+                            "{name}: the list expires at {}",
+                            current.expires.to_rfc3339()
+                        ),
+                        Some("make sure `vmc cache sync` runs and the endorser republishes"),
+                    ));
+                }
+            }
+            if let Some(e) = &sub.last_error {
+                checks.push(check(
+                    "subscription",
+                    Status::Warn,
+                    format!("{name}: last update failed: {}: {}", e.code, e.message),
+                    Some("see `vmc subscribe check URL` for details"),
+                ));
+            }
+        }
+    }
+    checks
+}
+
+fn existing_ancestor(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    abs.ancestors().find(|p| p.exists()).map(Path::to_path_buf)
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_executable(&p).then_some(p);
+    }
+    // Shell builtins and PATH lookups: /bin/sh -c resolves them.
+    if matches!(
+        program,
+        "sh" | "bash" | "exec" | "env" | "true" | ":" | "echo" | "cat"
+    ) {
+        return Some(PathBuf::from(program));
+    }
+    [
+        "/usr/local/bin",
+        "/usr/bin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/sbin",
+        "/sbin",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(program))
+    .find(|p| is_executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Clock;
+
+    fn interop(dir: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/interop/openssl-cli/pki")
+            .join(dir)
+    }
+
+    fn config(home: &Path, ca_dir: &str) -> Config {
+        let mut c = Config::with_home(home);
+        c.ca_dir = interop(ca_dir);
+        c.clock = Clock::fixed("2027-06-01T00:00:00Z".parse().unwrap());
+        c
+    }
+
+    fn find<'a>(checks: &'a [Check], name: &str, status: Status) -> Option<&'a Check> {
+        checks.iter().find(|c| c.name == name && c.status == status)
+    }
+
+    #[test]
+    fn a_healthy_site_passes() {
+        let home = tempfile::tempdir().unwrap();
+        let checks = diagnose(&config(home.path(), "ca-dir"));
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:#?}");
+        assert!(
+            find(&checks, "ca_dir", Status::Ok)
+                .unwrap()
+                .message
+                .contains("2 CAs, 2 CRLs")
+        );
+    }
+
+    #[test]
+    fn a_stale_crl_is_reported_with_its_fix() {
+        let home = tempfile::tempdir().unwrap();
+        let checks = diagnose(&config(home.path(), "ca-dir-stale"));
+        let stale = find(&checks, "crl", Status::Fail).expect("stale CRL reported");
+        assert!(stale.message.contains("stale"), "{stale:?}");
+        assert!(stale.fix.as_deref().unwrap_or("").contains("fetch-crl"));
+    }
+
+    #[test]
+    fn missing_crls_fail_in_require_mode_and_warn_otherwise() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = config(home.path(), "ca-dir-nocrl");
+        assert!(find(&diagnose(&c), "crl", Status::Fail).is_some());
+        c.crl = vmc_trust::CrlMode::IfPresent;
+        let checks = diagnose(&c);
+        assert!(find(&checks, "crl", Status::Fail).is_none());
+        assert!(find(&checks, "crl", Status::Warn).is_some());
+    }
+
+    #[test]
+    fn a_missing_ca_dir_and_a_missing_handler_fail() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = config(home.path(), "no-such-dir");
+        c.event_handler = Some("/no/such/handler --flag".into());
+        let checks = diagnose(&c);
+        assert!(find(&checks, "ca_dir", Status::Fail).is_some());
+        assert!(find(&checks, "event_handler", Status::Fail).is_some());
+        c.event_handler = Some("sh -c true".into());
+        assert!(find(&diagnose(&c), "event_handler", Status::Ok).is_some());
+    }
+
+    #[test]
+    fn a_held_lock_is_named() {
+        let home = tempfile::tempdir().unwrap();
+        let c = config(home.path(), "ca-dir");
+        let _held =
+            InstanceLock::acquire(&c.lock_file, std::time::Duration::ZERO, "vmc cache sync")
+                .unwrap();
+        let checks = diagnose(&c);
+        let lock = find(&checks, "lock", Status::Warn).expect("held lock reported");
+        assert!(lock.message.contains("vmc cache sync"), "{lock:?}");
+    }
+}
