@@ -133,3 +133,24 @@ impl Store {
         conn::write_tx(&mut conn, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Store>();
+    }
+
+    #[test]
+    fn keep_versions_is_at_least_one() {
+        let mut store = Store::open(":memory:").unwrap();
+        assert_eq!(store.keep_versions(), DEFAULT_KEEP_VERSIONS);
+        store.set_keep_versions(0);
+        assert_eq!(store.keep_versions(), 1);
+        store.set_keep_versions(9);
+        assert_eq!(store.keep_versions(), 9);
+    }
+}

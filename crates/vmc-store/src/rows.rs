@@ -410,3 +410,80 @@ pub(crate) struct NewEventRow<'a> {
     pub(crate) failure: Option<&'a str>,
     pub(crate) at: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_rows_never_show_credentials() {
+        let row = SubscriptionRow {
+            id: 1,
+            url: "https://example.org/list".into(),
+            list_identifier: None,
+            title: None,
+            enabled: true,
+            new_images: "refuse".into(),
+            auth_kind: Some("basic".into()),
+            auth_user: Some("the-user".into()),
+            auth_secret: Some("the-secret".into()),
+            current_version_id: None,
+            updated: None,
+            last_error_code: None,
+            last_error_message: None,
+        };
+        let shown = format!("{row:?}");
+        assert!(
+            !shown.contains("the-secret") && !shown.contains("the-user"),
+            "{shown}"
+        );
+        let model = row.into_model(None).unwrap();
+        assert_eq!(
+            model.auth,
+            Some(SubscriptionAuth::Basic {
+                username: "the-user".into(),
+                password: "the-secret".into()
+            })
+        );
+    }
+
+    #[test]
+    fn inconsistent_credentials_are_corrupt_without_showing_them() {
+        let bearer = SubscriptionAuth::Bearer {
+            token: "tok".into(),
+        };
+        let (kind, user, secret) = auth_to_db(Some(&bearer));
+        assert_eq!((kind, user, secret), (Some("bearer"), None, Some("tok")));
+        let row = SubscriptionRow {
+            id: 1,
+            url: "u".into(),
+            list_identifier: None,
+            title: None,
+            enabled: true,
+            new_images: "refuse".into(),
+            auth_kind: Some("basic".into()),
+            auth_user: None,
+            auth_secret: Some("hidden".into()),
+            current_version_id: None,
+            updated: None,
+            last_error_code: None,
+            last_error_message: None,
+        };
+        let err = row.into_model(None).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }));
+        assert!(!format!("{err} {err:?}").contains("hidden"));
+    }
+
+    #[test]
+    fn sizes_beyond_bigint_are_refused() {
+        assert_eq!(size_to_db("s", i64::MAX as u64).unwrap(), i64::MAX);
+        assert!(matches!(
+            size_to_db("s", u64::MAX),
+            Err(StoreError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            size_from_db("s", -1),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -41,4 +41,3 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
-mod perf_scratch;
