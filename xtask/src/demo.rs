@@ -131,7 +131,7 @@ pub fn run(args: &[String]) -> Result<()> {
     heading(6, "Clean up");
     if keep {
         let path = root.keep();
-        println!("kept the demo home: {}", path.display());
+        println!("server stopped; kept the demo home: {}", path.display());
         println!(
             "  (VMC_HOME={}/home VMC_CA_DIR={}/certificates)",
             path.display(),
@@ -763,10 +763,9 @@ impl Demo {
                 field("VMCATCHER_EVENT_DC_IDENTIFIER"),
                 field("reason"),
             );
-            println!(
-                "  {kind:<17} {:<17} {reason}",
-                if id.is_empty() { "-" } else { id.as_str() }
-            );
+            let shown_id = if id.is_empty() { "-" } else { id.as_str() };
+            let row = format!("  {kind:<17} {shown_id:<17} {reason}");
+            println!("{}", row.trim_end());
             events.push((kind, id, reason));
         }
         self.events_shown = lines.len();
