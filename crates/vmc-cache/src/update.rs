@@ -75,7 +75,11 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut source = error.source();
     while let Some(s) = source {
         let s_text = s.to_string();
-        if !text.contains(&s_text) {
+        // OpenSSL's error stacks (`error:10800065:PKCS7 routines:…:file.c:1093:`) say nothing
+        // an administrator can act on; they stay in the debug log.
+        if s_text.starts_with("error:") {
+            tracing::debug!("{text}: {s_text}");
+        } else if !text.contains(&s_text) {
             text.push_str(": ");
             text.push_str(&s_text);
         }
@@ -397,7 +401,7 @@ impl Vmc {
         match self.try_update(trust, sub, now, &mut report, dispatcher) {
             Ok(()) => {}
             Err(rejection) => {
-                tracing::warn!(
+                tracing::info!(
                     "{}: {}: {}",
                     vmc_fetch::redact_url(&sub.url),
                     rejection.code,

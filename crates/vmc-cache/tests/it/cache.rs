@@ -1,0 +1,371 @@
+//! Cache policy scenarios against a generated PKI and generated lists: selection, every expiry
+//! reason, corruption, foreign files, crash repair and `cache.index`.
+
+use chrono::Duration;
+use serde_json::Value;
+use vmc_cache::{NoProgress, SyncOptions, SyncReport, Vmc};
+use vmc_model::{ErrorCode, ExpiryReason, Identifier, NewImagePolicy};
+use vmc_store::SubscriptionChange;
+
+use crate::{Gen, GenImage, LIST_PATH, cached_ids, sha512_hex};
+
+fn images() -> Vec<GenImage> {
+    vec![
+        GenImage::new("img-a", 1, 4096),
+        GenImage::new("img-b", 2, 20_000),
+        GenImage::new("img-c", 3, 70_001),
+    ]
+}
+
+/// A generated environment subscribed to version "1" of `images` with `policy`.
+fn setup(images: &[GenImage], policy: NewImagePolicy) -> (Gen, Vmc) {
+    let env = Gen::new();
+    env.publish("1", images);
+    let vmc = env.open();
+    env.subscribe(&vmc, policy);
+    (env, vmc)
+}
+
+fn sync(vmc: &Vmc) -> SyncReport {
+    vmc.sync(&SyncOptions::default(), &NoProgress).unwrap()
+}
+
+fn id(s: &str) -> Identifier {
+    Identifier::new(s).unwrap()
+}
+
+/// Asserts that `report` expired exactly `image` for `reason`, and that the file moved; unless
+/// the image was replaced, it must be gone from the cache.
+fn assert_expired(env: &Gen, vmc: &Vmc, report: &SyncReport, image: &str, reason: ExpiryReason) {
+    assert_eq!(report.expired.len(), 1, "{:?}", report.expired);
+    let e = &report.expired[0];
+    assert_eq!(e.identifier, image);
+    assert_eq!(e.reason, reason);
+    assert!(env.expired_dir().join(&e.expired_file).is_file());
+    if reason != ExpiryReason::Replaced {
+        assert!(!env.cache_dir().join(image).exists());
+        assert!(!cached_ids(vmc).contains(&image.to_owned()));
+    }
+    assert!(
+        vmc.store()
+            .expired_entries()
+            .unwrap()
+            .iter()
+            .any(|x| x.identifier.as_str() == image && x.reason == reason)
+    );
+}
+
+#[test]
+fn first_sync_downloads_selected_images_only() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Accept);
+    assert!(vmc.store().set_selected(&[id("img-b")], true).unwrap() > 0);
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert_eq!(report.downloaded, vec!["img-b".to_owned()]);
+    assert_eq!(report.bytes_downloaded, 20_000);
+    assert_eq!(cached_ids(&vmc), vec!["img-b".to_owned()]);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-b")).unwrap(),
+        imgs[1].bytes
+    );
+    assert_eq!(env.server.requests(&imgs[0].path()), 0);
+    assert_eq!(env.server.requests(&imgs[2].path()), 0);
+    // A second sync has nothing to do.
+    let again = sync(&vmc);
+    assert!(again.downloaded.is_empty() && again.expired.is_empty());
+    assert_eq!(env.server.requests(&imgs[1].path()), 1);
+}
+
+#[test]
+fn unselected_image_expires() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    let report = sync(&vmc);
+    assert_expired(&env, &vmc, &report, "img-a", ExpiryReason::Unselected);
+    assert_eq!(
+        cached_ids(&vmc),
+        vec!["img-b".to_owned(), "img-c".to_owned()]
+    );
+}
+
+#[test]
+fn image_removed_from_the_list_expires() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    env.publish("2", &imgs[1..]);
+    let report = sync(&vmc);
+    assert_eq!(
+        report.subscriptions[0].status,
+        vmc_cache::UpdateStatus::Updated
+    );
+    assert_expired(&env, &vmc, &report, "img-a", ExpiryReason::Removed);
+}
+
+#[test]
+fn replaced_image_expires_and_its_new_file_is_downloaded() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    let mut v2 = imgs.clone();
+    v2[2] = GenImage::new("img-c", 33, 50_000);
+    env.publish("2", &v2);
+    let report = sync(&vmc);
+    assert_expired(&env, &vmc, &report, "img-c", ExpiryReason::Replaced);
+    // The expired file is the old one.
+    assert_eq!(
+        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        imgs[2].bytes
+    );
+    assert_eq!(report.downloaded, vec!["img-c".to_owned()]);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-c")).unwrap(),
+        v2[2].bytes
+    );
+    let entry = vmc
+        .store()
+        .cache_entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identifier.as_str() == "img-c")
+        .unwrap();
+    assert_eq!(entry.sha512, sha512_hex(&v2[2].bytes));
+}
+
+#[test]
+fn images_of_an_expired_list_expire() {
+    let imgs = images();
+    let env = Gen::new();
+    env.publish_until("1", &imgs[..2], env.now + Duration::days(1));
+    let vmc = env.open();
+    env.subscribe(&vmc, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 2);
+    env.set_now(env.now + Duration::days(2));
+    let report = sync(&vmc);
+    assert_eq!(
+        report.subscriptions[0].error.as_ref().map(|e| e.code),
+        Some(ErrorCode::ListExpired)
+    );
+    let mut reasons: Vec<(String, ExpiryReason)> = report
+        .expired
+        .iter()
+        .map(|e| (e.identifier.clone(), e.reason))
+        .collect();
+    reasons.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reasons,
+        vec![
+            ("img-a".to_owned(), ExpiryReason::ListExpired),
+            ("img-b".to_owned(), ExpiryReason::ListExpired),
+        ]
+    );
+    assert!(cached_ids(&vmc).is_empty());
+    assert!(report.downloaded.is_empty());
+}
+
+fn assert_all_unendorsed(env: &Gen, vmc: &Vmc, report: &SyncReport, n: usize) {
+    assert_eq!(report.expired.len(), n, "{:?}", report.expired);
+    for e in &report.expired {
+        assert_eq!(e.reason, ExpiryReason::Unendorsed, "{e:?}");
+        assert!(env.expired_dir().join(&e.expired_file).is_file());
+    }
+    assert!(cached_ids(vmc).is_empty());
+    assert!(report.downloaded.is_empty());
+}
+
+#[test]
+fn removing_the_endorser_expires_its_images_as_unendorsed() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 2);
+    vmc.store().remove_endorser("e1").unwrap();
+    let report = sync(&vmc);
+    assert_eq!(
+        report.subscriptions[0].error.as_ref().map(|e| e.code),
+        Some(ErrorCode::SignerNotEndorser)
+    );
+    assert_all_unendorsed(&env, &vmc, &report, 2);
+}
+
+#[test]
+fn unlinking_the_endorser_expires_its_images_as_unendorsed() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 2);
+    let sub = vmc
+        .store()
+        .find_subscription(&env.server.url(LIST_PATH))
+        .unwrap()
+        .unwrap();
+    vmc.store().unlink("e1", sub.id).unwrap();
+    let report = sync(&vmc);
+    assert_all_unendorsed(&env, &vmc, &report, 2);
+}
+
+#[test]
+fn disabling_the_subscription_expires_its_images_as_unendorsed() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 2);
+    let sub = vmc
+        .store()
+        .find_subscription(&env.server.url(LIST_PATH))
+        .unwrap()
+        .unwrap();
+    vmc.store()
+        .update_subscription(
+            sub.id,
+            &SubscriptionChange {
+                enabled: Some(false),
+                ..SubscriptionChange::default()
+            },
+        )
+        .unwrap();
+    let lists_before = env.server.requests(LIST_PATH);
+    let report = sync(&vmc);
+    // A disabled subscription is not updated.
+    assert!(report.subscriptions.is_empty());
+    assert_eq!(env.server.requests(LIST_PATH), lists_before);
+    assert_all_unendorsed(&env, &vmc, &report, 2);
+}
+
+#[test]
+fn corrupt_file_is_expired_and_fetched_again() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    let mut bytes = imgs[1].bytes.clone();
+    bytes[100] ^= 0xff;
+    std::fs::write(env.cache_dir().join("img-b"), &bytes).unwrap();
+    let report = vmc.verify_cache(2, &NoProgress).unwrap();
+    assert_eq!(report.verified, 3);
+    assert_expired(&env, &vmc, &report, "img-b", ExpiryReason::Corrupt);
+    assert_eq!(
+        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        bytes
+    );
+    let fetched = vmc.download(2, &NoProgress).unwrap();
+    assert_eq!(fetched.downloaded, vec!["img-b".to_owned()]);
+    assert_eq!(env.server.requests(&imgs[1].path()), 2);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-b")).unwrap(),
+        imgs[1].bytes
+    );
+    // A clean cache verifies without expiring anything.
+    let clean = vmc.verify_cache(2, &NoProgress).unwrap();
+    assert_eq!(clean.verified, 3);
+    assert!(clean.expired.is_empty());
+}
+
+#[test]
+fn files_vmc_did_not_write_are_left_alone() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    let notes = env.cache_dir().join("notes.txt");
+    std::fs::write(&notes, b"mine").unwrap();
+    // A file with a selected image's name but other contents blocks that image only.
+    let squatter = env.cache_dir().join("img-b");
+    std::fs::write(&squatter, b"not the image").unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed[0].identifier, "img-b");
+    assert_eq!(report.failed[0].code, ErrorCode::FetchFailed);
+    assert_eq!(std::fs::read(&squatter).unwrap(), b"not the image");
+    // Expiring everything still leaves both files alone.
+    vmc.store()
+        .set_selected(&[id("img-a"), id("img-b")], false)
+        .unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.expired.len(), 1, "{:?}", report.expired);
+    assert_eq!(report.expired[0].identifier, "img-a");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"mine");
+    assert_eq!(std::fs::read(&squatter).unwrap(), b"not the image");
+    assert!(cached_ids(&vmc).is_empty());
+    let expired: Vec<_> = std::fs::read_dir(env.expired_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert!(expired[0].starts_with("img-a."));
+}
+
+#[test]
+fn cached_file_deleted_behind_vmcs_back_is_fetched_again() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    std::fs::remove_file(env.cache_dir().join("img-a")).unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert_eq!(env.server.requests(&imgs[0].path()), 2);
+    assert_eq!(env.server.requests(&imgs[1].path()), 1);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-a")).unwrap(),
+        imgs[0].bytes
+    );
+    assert_eq!(cached_ids(&vmc).len(), 3);
+}
+
+#[test]
+fn verified_file_without_a_record_is_adopted_without_downloading() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    // As if a crash happened between the rename into the cache and the database record.
+    std::fs::write(env.cache_dir().join("img-a"), &imgs[0].bytes).unwrap();
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert_eq!(report.downloaded, vec!["img-b".to_owned()]);
+    assert_eq!(env.server.requests(&imgs[0].path()), 0);
+    assert_eq!(
+        cached_ids(&vmc),
+        vec!["img-a".to_owned(), "img-b".to_owned()]
+    );
+    let entry = vmc
+        .store()
+        .cache_entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identifier.as_str() == "img-a")
+        .unwrap();
+    assert_eq!(entry.sha512, sha512_hex(&imgs[0].bytes));
+    assert_eq!(entry.filename, "img-a");
+}
+
+#[test]
+fn cache_index_describes_the_cached_images() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 2);
+    let read_index = || -> serde_json::Map<String, Value> {
+        let text = std::fs::read(env.cache_dir().join("cache.index")).unwrap();
+        serde_json::from_slice::<Value>(&text)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let index = read_index();
+    let mut keys: Vec<&String> = index.keys().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["img-a", "img-b"]);
+    for img in &imgs[..2] {
+        let e = &index[img.id];
+        assert_eq!(e["filename"], img.id);
+        assert_eq!(e["hv:imagelist.dc:identifier"], env.list_id);
+        assert_eq!(e["sl:checksum:sha512"], sha512_hex(&img.bytes).as_str());
+        assert_eq!(e["hv:image.dc:identifier"], img.id);
+        assert_eq!(e["hv:image.dc:title"], img.title.as_str());
+        assert_eq!(e["hv:image.hv:uri"], env.server.url(&img.path()).as_str());
+        assert_eq!(e["hv:image.hv:size"], img.bytes.len() as u64);
+    }
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    assert_eq!(sync(&vmc).expired.len(), 1);
+    let index = read_index();
+    assert_eq!(index.keys().collect::<Vec<_>>(), vec!["img-b"]);
+}
