@@ -28,7 +28,13 @@ pub struct GlobalArgs {
     pub home: Option<PathBuf>,
     /// Database URL: sqlite:///abs/path, sqlite://rel/path, a plain path, or postgres://…
     /// (also VMCATCHER_RDBMS) [default: sqlite://<home>/vmc.db]
-    #[arg(long, global = true, value_name = "URL", env = env::VMC_DATABASE)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = env::VMC_DATABASE,
+        hide_env_values = true
+    )]
     pub database: Option<String>,
     /// CA directory: <hash>.0 CA certificates and <hash>.r0 CRLs (also VMCATCHER_DIR_CERT)
     /// [default: /etc/grid-security/certificates]
