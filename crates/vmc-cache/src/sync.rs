@@ -101,6 +101,17 @@ fn image_event(
     }
 }
 
+fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
+    ImageFailure {
+        identifier: id.to_owned(),
+        code: ErrorCode::FetchFailed,
+        message: format!(
+            "{} exists but is not a file vmc cached; move it away to let vmc cache this image",
+            path.display()
+        ),
+    }
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -375,6 +386,18 @@ impl Vmc {
             .iter()
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
+            .filter(|r| {
+                // A file vmc did not write holds the name: refuse before spending a download.
+                let squatter = self.config().cache_dir.join(r.image.identifier.as_str());
+                if squatter.exists() {
+                    report
+                        .failed
+                        .push(squatter_failure(&squatter, r.image.identifier.as_str()));
+                    false
+                } else {
+                    true
+                }
+            })
             .collect();
         if wanted.is_empty() {
             return Ok(());
@@ -489,13 +512,7 @@ impl Vmc {
         let partial = self.config().partial_dir.join(id);
         let target = self.config().cache_dir.join(id);
         if target.exists() {
-            return Err(fail(
-                ErrorCode::FetchFailed,
-                format!(
-                    "{} exists but is not a file vmc cached; move it away to let vmc cache this image",
-                    target.display()
-                ),
-            ));
+            return Err(squatter_failure(&target, id));
         }
         dispatcher.fire(
             self.store(),

@@ -276,6 +276,8 @@ fn files_vmc_did_not_write_are_left_alone() {
     assert_eq!(report.failed[0].identifier, "img-b");
     assert_eq!(report.failed[0].code, ErrorCode::FetchFailed);
     assert_eq!(std::fs::read(&squatter).unwrap(), b"not the image");
+    // Refused before downloading: no bytes are spent on an image that cannot be cached.
+    assert_eq!(env.server.requests(&imgs[1].path()), 0);
     // Expiring everything still leaves both files alone.
     vmc.store()
         .set_selected(&[id("img-a"), id("img-b")], false)
