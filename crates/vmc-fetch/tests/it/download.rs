@@ -451,12 +451,12 @@ fn stalled_body_times_out_and_is_resumed() {
     let data = body(600_000, 17);
     server.add(
         "/img",
-        Route::new(data.clone()).fault_for(Fault::StallAt(200_000, Duration::from_secs(5)), 2),
+        Route::new(data.clone()).fault_for(Fault::StallAt(200_000, Duration::from_secs(60)), 2),
     );
     let (_dir, dest) = partial();
     let quick = |retries| {
         Client::new(ClientConfig {
-            read_timeout: Duration::from_millis(300),
+            read_timeout: Duration::from_millis(800),
             retries,
             ..config()
         })
