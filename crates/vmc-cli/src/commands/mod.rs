@@ -107,32 +107,25 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
         }
     }
     let failed_lists = r.subscriptions.iter().filter(|s| s.error.is_some()).count();
-    tracing::info!(
-        "{what}: {} lists ({} failed), {} cached, {} expired, {} failed, {} downloaded, {} handler failures",
+    let summary = format!(
+        "vmc {what}: {} lists ({failed_lists} failed), {} images cached, {} expired, {} failed, {} downloaded{}",
         r.subscriptions.len(),
-        failed_lists,
         r.downloaded.len(),
         r.expired.len(),
         r.failed.len(),
         output::bytes(r.bytes_downloaded),
-        r.handler_failures
+        if r.handler_failures > 0 {
+            format!(", {} handler failures (handler_failed)", r.handler_failures)
+        } else {
+            String::new()
+        }
     );
-    if ctx.format == Format::Text && !ctx.bars {
-        // quiet: nothing more
-    } else if ctx.format == Format::Text {
-        eprintln!(
-            "vmc {what}: {} lists ({failed_lists} failed), {} images cached, {} expired, {} failed, {} downloaded{}",
-            r.subscriptions.len(),
-            r.downloaded.len(),
-            r.expired.len(),
-            r.failed.len(),
-            output::bytes(r.bytes_downloaded),
-            if r.handler_failures > 0 {
-                format!(", {} handler failures (handler_failed)", r.handler_failures)
-            } else {
-                String::new()
-            }
-        );
+    // The one-line summary: on stderr for people; under -q only when something failed, so a
+    // cron job mails only runs that need attention (the exit status says the same).
+    if r.has_failures() {
+        tracing::error!("{summary}");
+    } else if ctx.bars {
+        eprintln!("{summary}");
     }
     if r.has_failures() {
         Outcome::Failed
