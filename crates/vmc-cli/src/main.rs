@@ -8,6 +8,11 @@
     clippy::exit,
     reason = "the binary owns the terminal and the exit status"
 )]
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    reason = "doc comments of the clap types are the terminal help text, not HTML"
+)]
 
 mod args;
 mod commands;
