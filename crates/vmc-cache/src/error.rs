@@ -44,7 +44,10 @@ pub enum CacheError {
         holder: String,
     },
     /// No subscription matches.
-    #[error("no subscription {key:?} (give its list identifier or URL)")]
+    #[error(
+        "no subscription {:?} (give its list identifier or URL)",
+        vmc_fetch::redact_url(key)
+    )]
     NoSuchSubscription {
         /// What was asked for.
         key: String,

@@ -60,7 +60,7 @@ impl InstanceLock {
             std::process::id(),
             host.trim(),
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
-            who
+            redact_urls(who)
         );
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
@@ -89,6 +89,20 @@ impl InstanceLock {
             }
         }
     }
+}
+
+/// `who` with the credentials of any URL in it removed: the note is printed by other runs.
+fn redact_urls(who: &str) -> String {
+    who.split(' ')
+        .map(|word| {
+            if word.contains("://") {
+                vmc_fetch::redact_url(word)
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Drop for InstanceLock {
@@ -122,6 +136,24 @@ mod tests {
         drop(first);
         assert!(InstanceLock::holder(&path).is_none());
         InstanceLock::acquire(&path, Duration::ZERO, "again").unwrap();
+    }
+
+    #[test]
+    fn the_holder_note_carries_no_url_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmc.lock");
+        let _held = InstanceLock::acquire(
+            &path,
+            Duration::ZERO,
+            "vmc subscribe update https://TOKEN:x-oauth-basic@h.example/l --json",
+        )
+        .unwrap();
+        let note = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            note.contains("vmc subscribe update https://h.example/l --json"),
+            "{note}"
+        );
+        assert!(!note.contains("TOKEN"), "{note}");
     }
 
     #[test]

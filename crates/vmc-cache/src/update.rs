@@ -53,16 +53,16 @@ pub struct NewSubscriptionRequest {
 }
 
 /// A list that passed checks 1–6 and 9.
-struct Candidate {
-    raw: Vec<u8>,
-    sha512: String,
-    signer: Signer,
-    parsed: ParsedList,
+pub(crate) struct Candidate {
+    pub(crate) raw: Vec<u8>,
+    pub(crate) sha512: String,
+    pub(crate) signer: Signer,
+    pub(crate) parsed: ParsedList,
 }
 
-type Rejection = LastError;
+pub(crate) type Rejection = LastError;
 
-fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
+pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
     LastError {
         code,
         message: message.into(),
@@ -102,7 +102,7 @@ fn sha512_hex(bytes: &[u8]) -> String {
     hex::encode(Sha512::digest(bytes))
 }
 
-fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
+pub(crate) fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
     parsed
         .rejected
         .iter()
@@ -117,7 +117,11 @@ fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
 }
 
 impl Vmc {
-    fn fetch_list(&self, url: &str, auth: Option<&SubscriptionAuth>) -> Result<Vec<u8>, Rejection> {
+    pub(crate) fn fetch_list(
+        &self,
+        url: &str,
+        auth: Option<&SubscriptionAuth>,
+    ) -> Result<Vec<u8>, Rejection> {
         let creds = auth.map(to_credentials);
         self.client()
             .fetch_bytes(
@@ -129,7 +133,7 @@ impl Vmc {
     }
 
     /// Checks 2–6 (signature, chain, revocation, parse, endorser claim).
-    fn verify_and_parse(
+    pub(crate) fn verify_and_parse(
         &self,
         trust: &vmc_trust::TrustStore,
         raw: Vec<u8>,
@@ -158,6 +162,27 @@ impl Vmc {
             Ok(p) => p,
             Err(e) => return Err(Box::new((reject(e.code(), chain(&e)), Some(signer)))),
         };
+        // The database keeps sizes as signed 64-bit integers: a larger hv:size (no real image
+        // is 8 EiB) is a malformed list, not a database failure.
+        if let Some(image) = parsed
+            .list
+            .images
+            .iter()
+            .find(|i| i64::try_from(i.size).is_err())
+        {
+            return Err(Box::new((
+                reject(
+                    ErrorCode::ListMalformed,
+                    format!(
+                        "image {:?}: hv:size {} is over the largest supported size ({} bytes)",
+                        image.identifier.as_str(),
+                        image.size,
+                        i64::MAX
+                    ),
+                ),
+                Some(signer),
+            )));
+        }
         // Check 6: the list must name its signer as (one of) its endorser(s).
         let claims = &parsed.list.endorsers;
         if !claims
@@ -190,7 +215,7 @@ impl Vmc {
     }
 
     /// Check 9: created not in the future (with skew), expires in the future.
-    fn check_time(&self, list: &ImageList, now: DateTime<Utc>) -> Result<(), Rejection> {
+    pub(crate) fn check_time(&self, list: &ImageList, now: DateTime<Utc>) -> Result<(), Rejection> {
         let skew = TimeDelta::from_std(self.config().created_skew).unwrap_or(TimeDelta::zero());
         if list.created > now + skew {
             return Err(reject(
@@ -211,7 +236,7 @@ impl Vmc {
         Ok(())
     }
 
-    fn identity(signer: &Signer) -> CertIdentity {
+    pub(crate) fn identity(signer: &Signer) -> CertIdentity {
         CertIdentity {
             subject: signer.subject.clone(),
             issuer: signer.issuer.clone(),

@@ -115,6 +115,46 @@ pub enum Command {
     /// Check this site's set-up (CA directory, CRLs, database, directories, disk, handler,
     /// lock, subscriptions) and say how to fix each problem
     Doctor,
+    /// Import a vmcatcher installation: endorsers, subscriptions, image selection, its newest
+    /// signed lists (verified again) and the cached files whose sha512 matches
+    ImportVmcatcher(ImportArgs),
+    /// Write the man pages into DIR (for packagers)
+    #[command(hide = true)]
+    GenerateMan {
+        /// Output directory
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL (for packagers)
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `vmc import-vmcatcher`
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// vmcatcher's database: its SQLAlchemy URL (sqlite:////abs/path, sqlite:///rel/path) or
+    /// a file path. vmc's own database stays --database
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = env::VMCATCHER_RDBMS,
+        hide_env_values = true
+    )]
+    pub vmcatcher_database: String,
+    /// vmcatcher's cache directory, with its cache.index: files whose sha512 matches the
+    /// verified list are adopted (hard-linked, or recorded in place when it is vmc's cache
+    /// directory too) [default: none, no files adopted]
+    #[arg(long, value_name = "DIR", env = env::VMCATCHER_CACHE_DIR_CACHE)]
+    pub vmcatcher_cache: Option<PathBuf>,
+    /// Do not fetch a list whose stored copy fails a check (it is fetched by the next update)
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// Lock options
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// `vmc endorser …`
@@ -306,6 +346,10 @@ pub enum CacheCmd {
         /// Re-hash the cache first
         #[arg(long)]
         verify: bool,
+        /// Write Prometheus metrics of the run to FILE (node_exporter textfile collector:
+        /// name it *.prom in its directory), replaced atomically
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<PathBuf>,
         /// Lock options
         #[command(flatten)]
         lock: LockArgs,

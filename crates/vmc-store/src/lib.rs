@@ -42,6 +42,7 @@ mod schema;
 mod time;
 pub mod types;
 mod url;
+pub mod vmcatcher;
 
 use std::fmt;
 use std::sync::Mutex;

@@ -4,6 +4,7 @@
 
 mod cache;
 mod events;
+mod import;
 mod manifest;
 
 use std::path::{Path, PathBuf};

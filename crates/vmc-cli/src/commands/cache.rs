@@ -1,10 +1,12 @@
 //! `vmc cache …`
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
-use vmc_cache::SyncOptions;
+use vmc_cache::metrics::{self, CacheTotals, SyncMetrics};
 use vmc_cache::store::ImageFilter;
+use vmc_cache::{CacheError, SyncOptions, SyncReport};
 use vmc_model::ExpiryReason;
 
 use super::{Ctx, print_run};
@@ -35,21 +37,76 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, UsageError> {
     TimeDelta::try_seconds(seconds).ok_or_else(bad)
 }
 
+/// Writes the metrics file of a sync (see `vmc_cache::metrics`); says whether it could. A run
+/// that found the lock taken writes nothing: the holder will.
+fn write_metrics(
+    ctx: &Ctx,
+    path: &Path,
+    result: &Result<SyncReport, CacheError>,
+    elapsed: Duration,
+) -> bool {
+    if matches!(result, Err(CacheError::Locked { .. })) {
+        return true;
+    }
+    let vmc = &ctx.vmc;
+    let empty = SyncReport::default();
+    let (report, success) = match result {
+        Ok(r) => (r, !r.has_failures()),
+        Err(_) => (&empty, false),
+    };
+    let cache = vmc.store().cache_entries().ok().map(|entries| CacheTotals {
+        images: entries.len(),
+        bytes: entries.iter().map(|e| e.size).sum(),
+    });
+    let previous_success = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| metrics::last_success(&text));
+    let text = metrics::render(&SyncMetrics {
+        report,
+        success,
+        duration: elapsed,
+        now: vmc.config().clock.now(),
+        previous_success,
+        cache,
+    });
+    match metrics::write_textfile(path, &text) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("metrics file: {:#}", anyhow::Error::from(e));
+            false
+        }
+    }
+}
+
 /// Runs a cache command.
 pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
     let vmc = &ctx.vmc;
     let bars = Bars::new(ctx.bars && ctx.format == Format::Text);
     match cmd {
-        CacheCmd::Sync { jobs, verify, lock } => {
-            let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;
-            let options = SyncOptions {
-                jobs: usize::from(jobs),
-                verify,
-                update_lists: true,
-            };
-            let r = vmc.sync(&options, &bars)?;
+        CacheCmd::Sync {
+            jobs,
+            verify,
+            metrics_file,
+            lock,
+        } => {
+            let started = Instant::now();
+            let result = vmc
+                .lock(Duration::from_secs(lock.lock_wait), &ctx.who)
+                .and_then(|_lock| {
+                    let options = SyncOptions {
+                        jobs: usize::from(jobs),
+                        verify,
+                        update_lists: true,
+                    };
+                    vmc.sync(&options, &bars)
+                });
             drop(bars);
-            Ok(print_run(ctx, &r, "cache sync"))
+            let metrics_ok = match &metrics_file {
+                Some(path) => write_metrics(ctx, path, &result, started.elapsed()),
+                None => true,
+            };
+            let outcome = print_run(ctx, &result?, "cache sync");
+            Ok(if metrics_ok { outcome } else { Outcome::Failed })
         }
         CacheCmd::Download { jobs, lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;

@@ -3,7 +3,9 @@
 mod cache;
 mod doctor;
 mod endorser;
+mod generate;
 mod image;
+mod import;
 mod subscribe;
 
 use anyhow::Context;
@@ -41,6 +43,11 @@ impl Ctx {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::GenerateMan { dir } => return generate::man(dir),
+        Command::GenerateCompletions { shell } => return generate::completions(*shell),
+        _ => {}
+    }
     let config = settings::config(&cli.global).map_err(|e| UsageError(format!("{e:#}")))?;
     if matches!(cli.command, Command::Doctor) {
         return Ok(doctor::run(&config, settings::format(&cli.global)));
@@ -59,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Cache(cmd) => cache::run(&ctx, cmd),
         Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
+        Command::ImportVmcatcher(args) => import::run(&ctx, &args),
+        Command::GenerateMan { .. } | Command::GenerateCompletions { .. } => Ok(Outcome::Success),
     }
 }
 

@@ -33,6 +33,7 @@ const COMMANDS: &[&[&str]] = &[
     &["cache", "purge"],
     &["cache", "events"],
     &["doctor"],
+    &["import-vmcatcher"],
 ];
 
 #[test]

@@ -9,3 +9,4 @@ mod flow;
 mod help;
 mod lock;
 mod secrets;
+mod vmcatcher;

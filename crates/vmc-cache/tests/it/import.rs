@@ -1,0 +1,422 @@
+//! Migration from vmcatcher: a database with vmcatcher's schema built here, holding the
+//! interop list as the stored signed list, and a vmcatcher cache directory with its
+//! `cache.index`; the import verifies the list again and adopts only files whose sha512 matches.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use vmc_cache::import::{Adoption, ImportOptions, SkipReason, SubscriptionStatus};
+use vmc_cache::store::ImageFilter;
+use vmc_cache::store::vmcatcher::SCHEMA_SQL;
+use vmc_cache::{Clock, Config, Mirror, Vmc};
+use vmc_model::{ErrorCode, NewImagePolicy, SubscriptionAuth};
+use vmc_testkit::server::TestServer;
+
+use crate::interop;
+
+const SUBJECT: &str = "/C=XX/O=InteropGrid/OU=Images/CN=Interop Endorser";
+const ISSUER: &str = "/C=XX/O=InteropGrid/CN=Interop Root CA";
+const LIST_ID: &str = "4a58acb9-e7f1-4128-9edf-8c2df3696d7c";
+const IMAGE0: &str = "f3cba9bb-ce26-4020-b238-77a60f7fe90c";
+const IMAGE1: &str = "a8cf1898-4ce2-49a2-973c-01fba99f95d8";
+const IMAGE2: &str = "71f63e65-6e0d-4669-8260-abbe8c6eb38e";
+/// The list URL vmcatcher recorded (as the lists were published).
+const LIST_URL: &str = "http://127.0.0.1:8000/lists/good.smime";
+
+fn fixtures() -> PathBuf {
+    interop().join("openssl-cli")
+}
+
+/// A vmcatcher database at `path`: the interop endorser (plus one with no name), the interop
+/// subscription with `update_mode` and credentials, `list` as its stored signed list, and
+/// image definitions (IMAGE0 and IMAGE2 and an image the list lacks selected, IMAGE1 not).
+fn vmcatcher_db(path: &Path, list: &str, update_mode: i64, user: &str, password: &str) {
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    conn.batch_execute(SCHEMA_SQL).unwrap();
+    diesel::sql_query(
+        "INSERT INTO subscription (id, identifier, description, uri, authorised, \
+         imagelist_latest, updated, \"trustAnchor\", \"userName\", password, \"updateMode\") \
+         VALUES (1, ?, 'Interop list', ?, 1, 7, '2027-05-31 12:00:00', 0, ?, ?, ?)",
+    )
+    .bind::<Text, _>(LIST_ID)
+    .bind::<Text, _>(LIST_URL)
+    .bind::<Text, _>(user)
+    .bind::<Text, _>(password)
+    .bind::<BigInt, _>(update_mode)
+    .execute(&mut conn)
+    .unwrap();
+    conn.batch_execute(&format!(
+        r#"
+        INSERT INTO endorser (id, identifier) VALUES (1, 'Interop Endorser'), (2, '');
+        INSERT INTO "endorserPrincible" (id, hv_dn, hv_ca, endorser)
+            VALUES (1, '{SUBJECT}', '{ISSUER}', 1), (2, '/C=XX/CN=Someone Else', '{ISSUER}', 2);
+        INSERT INTO "subscriptionAuth" (id, subscription, endorser, authorised)
+            VALUES (1, 1, 1, 1), (2, 1, 2, 0);
+        INSERT INTO "ImageDefinition" (id, identifier, latest, cache, subscription)
+            VALUES (1, '{IMAGE0}', 1, 1, 1), (2, '{IMAGE1}', 2, 0, 1), (3, '{IMAGE2}', 3, 1, 1),
+                   (4, 'gone-image', 0, 1, 1);
+        "#
+    ))
+    .unwrap();
+    let data = std::fs::read_to_string(fixtures().join("lists").join(list)).unwrap();
+    diesel::sql_query(
+        "INSERT INTO \"imageListInstance\" (id, data, data_hash, expired, sub_auth, imported, \
+         created, expires, version) VALUES (7, ?, 'x', NULL, 1, '2027-05-31 12:00:00', \
+         '2027-05-01 00:00:00', '2027-07-01 00:00:00', '1')",
+    )
+    .bind::<Text, _>(data)
+    .execute(&mut conn)
+    .unwrap();
+}
+
+/// A vmcatcher cache directory: IMAGE0 intact, IMAGE1 with its bytes changed, and an index
+/// that also names IMAGE2 without its file and an image no list carries.
+fn vmcatcher_cache(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fixtures().join("images/image0.img"), dir.join(IMAGE0)).unwrap();
+    let mut bytes = std::fs::read(fixtures().join("images/image1.img")).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(dir.join(IMAGE1), bytes).unwrap();
+    let index = serde_json::json!({
+        IMAGE0: {"uuid": IMAGE0, "filename": IMAGE0, "sha512": "ignored", "size": 262_144},
+        IMAGE1: {"uuid": IMAGE1, "filename": IMAGE1, "size": 524_288},
+        IMAGE2: {"uuid": IMAGE2},
+        "c2a4b1d0-0000-4000-8000-000000000000": {"uuid": "c2a4b1d0-0000-4000-8000-000000000000"},
+    });
+    std::fs::write(dir.join("cache.index"), index.to_string()).unwrap();
+}
+
+fn config(home: &Path) -> Config {
+    let mut config = Config::with_home(home);
+    config.ca_dir = fixtures().join("pki/ca-dir");
+    config.clock = Clock::fixed(Utc.with_ymd_and_hms(2027, 6, 1, 0, 0, 0).unwrap());
+    config
+}
+
+fn selected(vmc: &Vmc) -> Vec<String> {
+    let mut ids: Vec<String> = vmc
+        .store()
+        .images(&ImageFilter {
+            selected_only: true,
+            ..ImageFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.image.identifier.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "good.smime", 0, "", "");
+    let old_cache = tmp.path().join("vmcatcher-cache");
+    vmcatcher_cache(&old_cache);
+    let home = tmp.path().join("home");
+    let vmc = Vmc::open(config(&home)).unwrap();
+
+    let report = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db.clone(),
+            cache_dir: Some(old_cache.clone()),
+            fetch_rejected: false,
+        })
+        .unwrap();
+
+    // Endorsers: named as in vmcatcher, an unnamed one by its key.
+    let ids: Vec<&str> = report.endorsers.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["Interop Endorser", "vmcatcher-2"]);
+    let stored = vmc
+        .store()
+        .find_endorser("Interop Endorser")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.identities[0].subject, SUBJECT);
+    assert_eq!(stored.identities[0].issuer, ISSUER);
+
+    // The subscription: the stored list verified and current; only the authorised link.
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Imported, "{sub:?}");
+    assert_eq!(sub.endorsers, ["Interop Endorser"]);
+    assert!(
+        sub.notes.iter().any(|n| n.contains("not authorised")),
+        "{sub:?}"
+    );
+    assert_eq!(sub.new_images, NewImagePolicy::Refuse);
+    let current = vmc.store().find_subscription(LIST_ID).unwrap().unwrap();
+    assert_eq!(current.url, LIST_URL);
+    assert!(current.enabled);
+    assert_eq!(current.auth, None);
+    assert_eq!(
+        current.current.unwrap().version,
+        sub.version.clone().unwrap()
+    );
+    assert!(current.last_error.is_none());
+
+    // The selection as vmcatcher had it; the image the list lacks is reported.
+    let mut want = vec![IMAGE0.to_owned(), IMAGE2.to_owned()];
+    want.sort();
+    assert_eq!(selected(&vmc), want);
+    assert_eq!(sub.unavailable, ["gone-image"]);
+
+    // Files: IMAGE0 adopted, IMAGE1 (changed bytes) and the missing one left alone.
+    assert_eq!(report.adopted.len(), 1, "{report:?}");
+    assert_eq!(report.adopted[0].identifier, IMAGE0);
+    assert_ne!(report.adopted[0].how, Adoption::InPlace);
+    let reason = |id: &str| {
+        report
+            .skipped
+            .iter()
+            .find(|s| s.identifier == id)
+            .map(|s| s.reason)
+    };
+    assert_eq!(reason(IMAGE1), Some(SkipReason::ChecksumMismatch));
+    assert_eq!(reason(IMAGE2), Some(SkipReason::Missing));
+    assert_eq!(
+        reason("c2a4b1d0-0000-4000-8000-000000000000"),
+        Some(SkipReason::NotListed)
+    );
+    assert!(report.has_failures(), "a mismatching file is a failure");
+
+    let cached = vmc.store().cache_entries().unwrap();
+    assert_eq!(cached.len(), 1);
+    assert_eq!(cached[0].identifier.as_str(), IMAGE0);
+    let adopted = home.join("cache").join(IMAGE0);
+    assert_eq!(
+        std::fs::read(&adopted).unwrap(),
+        std::fs::read(fixtures().join("images/image0.img")).unwrap()
+    );
+    // vmcatcher's files stay; no temporary file is left in vmc's cache.
+    assert!(old_cache.join(IMAGE0).is_file() && old_cache.join(IMAGE1).is_file());
+    let mut names: Vec<String> = std::fs::read_dir(home.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cache.index", IMAGE0]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("cache/cache.index")).unwrap()).unwrap();
+    assert_eq!(index[IMAGE0]["hv:imagelist.dc:identifier"], LIST_ID);
+
+    // Importing again changes nothing and says so.
+    let again = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db,
+            cache_dir: Some(old_cache),
+            fetch_rejected: false,
+        })
+        .unwrap();
+    assert_eq!(again.subscriptions[0].status, SubscriptionStatus::Existing);
+    assert!(again.adopted.is_empty());
+    assert_eq!(
+        again
+            .skipped
+            .iter()
+            .find(|s| s.identifier == IMAGE0)
+            .map(|s| s.reason),
+        Some(SkipReason::AlreadyCached)
+    );
+    assert_eq!(vmc.store().cache_entries().unwrap().len(), 1);
+}
+
+#[test]
+fn files_already_in_the_vmc_cache_directory_are_adopted_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "good.smime", 3, "site", "s3cret");
+    let home = tmp.path().join("home");
+    // The site keeps VMCATCHER_CACHE_DIR_CACHE: vmc's cache is vmcatcher's.
+    vmcatcher_cache(&home.join("cache"));
+    let vmc = Vmc::open(config(&home)).unwrap();
+    let report = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db,
+            cache_dir: Some(home.join("cache")),
+            fetch_rejected: false,
+        })
+        .unwrap();
+    assert_eq!(report.adopted.len(), 1);
+    assert_eq!(report.adopted[0].how, Adoption::InPlace);
+    // updateMode 3 (accept and subscribe) and the credentials carry over.
+    let sub = vmc.store().find_subscription(LIST_ID).unwrap().unwrap();
+    assert_eq!(sub.new_images, NewImagePolicy::Subscribe);
+    assert_eq!(
+        sub.auth,
+        Some(SubscriptionAuth::Basic {
+            username: "site".into(),
+            password: "s3cret".into()
+        })
+    );
+    // The subscribe policy does not select what vmcatcher had not selected.
+    let mut want = vec![IMAGE0.to_owned(), IMAGE2.to_owned()];
+    want.sort();
+    assert_eq!(selected(&vmc), want);
+    // The changed file stays where it was, unrecorded.
+    assert!(home.join("cache").join(IMAGE1).is_file());
+    let cached: Vec<String> = vmc
+        .store()
+        .cache_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.identifier.to_string())
+        .collect();
+    assert_eq!(cached, [IMAGE0]);
+}
+
+#[test]
+fn a_tampered_stored_list_is_not_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    let old_cache = tmp.path().join("vmcatcher-cache");
+    vmcatcher_cache(&old_cache);
+    let vmc = Vmc::open(config(&tmp.path().join("home"))).unwrap();
+    let report = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db,
+            cache_dir: Some(old_cache),
+            fetch_rejected: false,
+        })
+        .unwrap();
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Failed);
+    let error = sub.stored_list_error.as_ref().unwrap();
+    assert_eq!(error.code, ErrorCode::SignatureInvalid, "{error:?}");
+    assert_eq!(
+        sub.error.as_ref().unwrap().code,
+        ErrorCode::SignatureInvalid
+    );
+    assert!(report.has_failures());
+    // Subscribed (the next update retries), the error recorded, nothing current or cached.
+    let stored = vmc.store().find_subscription(LIST_URL).unwrap().unwrap();
+    assert!(stored.current.is_none());
+    assert_eq!(stored.last_error.unwrap().code, ErrorCode::SignatureInvalid);
+    assert!(vmc.store().cache_entries().unwrap().is_empty());
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.identifier == IMAGE0 && s.reason == SkipReason::NotListed)
+    );
+    let mut unavailable = sub.unavailable.clone();
+    unavailable.sort();
+    let mut want = vec![
+        IMAGE0.to_owned(),
+        IMAGE2.to_owned(),
+        "gone-image".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(unavailable, want);
+}
+
+#[test]
+fn a_rejected_stored_list_is_fetched_again_when_asked() {
+    let server = TestServer::start();
+    server.serve_dir("/lists", fixtures().join("lists"));
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    let mut config = config(&tmp.path().join("home"));
+    config.mirrors.push(Mirror {
+        from: "http://127.0.0.1:8000".into(),
+        to: server.base_url(),
+    });
+    let vmc = Vmc::open(config).unwrap();
+    let report = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db,
+            cache_dir: None,
+            fetch_rejected: true,
+        })
+        .unwrap();
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Fetched, "{sub:?}");
+    assert_eq!(
+        sub.stored_list_error.as_ref().unwrap().code,
+        ErrorCode::SignatureInvalid
+    );
+    assert!(sub.error.is_none());
+    assert!(!report.has_failures(), "{report:?}");
+    assert_eq!(server.requests("/lists/good.smime"), 1);
+    let stored = vmc.store().find_subscription(LIST_ID).unwrap().unwrap();
+    assert!(stored.current.is_some() && stored.last_error.is_none());
+    let mut want = vec![IMAGE0.to_owned(), IMAGE2.to_owned()];
+    want.sort();
+    assert_eq!(selected(&vmc), want);
+    // The import delivers no event: vmcatcher's handler saw these images already.
+    assert!(vmc.store().events(false, None).unwrap().is_empty());
+}
+
+#[test]
+fn a_missing_vmcatcher_database_is_a_setup_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vmc = Vmc::open(config(&tmp.path().join("home"))).unwrap();
+    let err = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: tmp.path().join("nope.db"),
+            cache_dir: None,
+            fetch_rejected: false,
+        })
+        .unwrap_err();
+    assert!(err.is_setup(), "{err}");
+    assert!(!tmp.path().join("nope.db").exists());
+}
+
+/// Imports `db` with the interop lists served where vmcatcher fetched them, fetching when the
+/// stored list fails.
+fn import_fetching(tmp: &Path, db: PathBuf, serve: &str) -> vmc_cache::import::ImportReport {
+    let server = TestServer::start();
+    server.add(
+        "/lists/good.smime",
+        vmc_testkit::server::Route::new(
+            std::fs::read(fixtures().join("lists").join(serve)).unwrap(),
+        ),
+    );
+    let mut config = config(&tmp.join("home"));
+    config.mirrors.push(Mirror {
+        from: "http://127.0.0.1:8000".into(),
+        to: server.base_url(),
+    });
+    let vmc = Vmc::open(config).unwrap();
+    vmc.import_vmcatcher(&ImportOptions {
+        database: db,
+        cache_dir: None,
+        fetch_rejected: true,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_fetched_list_must_be_the_list_vmcatcher_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    let report = import_fetching(tmp.path(), db, "other-identifier.smime");
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Failed, "{sub:?}");
+    assert_eq!(
+        sub.error.as_ref().unwrap().code,
+        ErrorCode::IdentifierMismatch
+    );
+}
+
+#[test]
+fn a_fetched_list_older_than_what_vmcatcher_accepted_is_a_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    conn.batch_execute("UPDATE \"imageListInstance\" SET version = '99.0';")
+        .unwrap();
+    drop(conn);
+    let report = import_fetching(tmp.path(), db, "good.smime");
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Failed, "{sub:?}");
+    assert_eq!(sub.error.as_ref().unwrap().code, ErrorCode::VersionRollback);
+}
