@@ -128,6 +128,50 @@ fn first_part<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// Splits `bytes` as OpenSSL's MIME reader does (`BIO_gets` into a 1024-byte buffer): at each
+/// line feed, and after 1023 bytes of a longer line.
+fn openssl_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .iter()
+            .take(1023)
+            .position(|&b| b == b'\n')
+            .map_or(rest.len().min(1023), |p| p + 1);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Whether the header blocks OpenSSL's S/MIME reader parses are ASCII: the top-level block,
+/// and the block after every line starting with `--` but the first one of the body (one of
+/// them starts the signature part, whatever boundary OpenSSL settles on).
+///
+/// OpenSSL copies header values into its error queue, and the Rust bindings panic on error
+/// data that is not UTF-8 (a line cut at 1023 bytes can split a character), so such messages
+/// must never reach it. Real S/MIME headers are 7-bit (RFC 2045).
+fn smime_headers_are_ascii(text: &[u8]) -> bool {
+    let mut in_block = true;
+    let mut delimiters = 0usize;
+    for piece in openssl_lines(text) {
+        if in_block {
+            if matches!(piece.first(), None | Some(b'\r' | b'\n' | 0)) {
+                in_block = false;
+            } else if !piece.is_ascii() {
+                return false;
+            }
+        } else if piece.starts_with(b"--") {
+            delimiters += 1;
+            in_block = delimiters > 1;
+        }
+    }
+    true
+}
+
 fn skip_leading_space(bytes: &[u8]) -> &[u8] {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let start = bytes
@@ -155,6 +199,9 @@ pub(crate) fn parse(message: &[u8]) -> Result<Parsed, TrustError> {
             return Err(not_signed("MIME headers without a Content-Type"));
         };
         let (media, params) = content_type(value);
+        if !smime_headers_are_ascii(text) {
+            return Err(malformed("S/MIME headers that are not ASCII", None));
+        }
         match media.as_str() {
             "multipart/signed" => {
                 let (p7, canonical) = Pkcs7::from_smime(text)
@@ -240,6 +287,31 @@ mod tests {
         assert_eq!(first_part(b"--b\nno end", "b"), None);
         // a line that merely starts with the boundary text is not a delimiter
         assert_eq!(first_part(b"--b\n--bx\n--b\n", "b"), Some(&b"--bx"[..]));
+    }
+
+    #[test]
+    fn non_ascii_smime_headers_never_reach_openssl() {
+        // Found by fuzzing: OpenSSL quotes a bad signature-part Content-Type in its error
+        // queue, and the bindings panicked on the byte 0xc3 there.
+        let msg = b"MIME-Version: 1.0\nContent-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\"; micalg=\"sha-256\"; boundary=\"----B\"\n\nThis is an S/MIME signed message\n\n------B\n{\"x\": \"\xc3\xa9\"}\n------B\nContent-Type: application/x-pkcs7-sig\xc3nature; name=\"smime.p7s\"\nContent-Transfer-Encoding: base64\n\nMIIB\n\n------B--\n\n";
+        assert!(matches!(
+            parse(msg),
+            Err(TrustError::MalformedSignature { .. })
+        ));
+        // A line cut at 1023 bytes inside a character: the top-level block must be ASCII.
+        let mut long = b"MIME-Version: 1.0\nContent-Type: application/pkcs7-mime; x=\"".to_vec();
+        long.extend("é".repeat(600).as_bytes());
+        long.extend(b"\"\n\nMIIB\n");
+        assert!(matches!(
+            parse(&long),
+            Err(TrustError::MalformedSignature { .. })
+        ));
+        // Non-ASCII content in the signed part is fine.
+        assert!(smime_headers_are_ascii(
+            b"Content-Type: multipart/signed; boundary=b\n\n--b\n\xc3\xa9\xff\n--b\nContent-Type: application/pkcs7-signature\n\nMIIB\n--b--\n"
+        ));
+        let pieces: Vec<usize> = openssl_lines(&[b'a'; 2500]).map(<[u8]>::len).collect();
+        assert_eq!(pieces, [1023, 1023, 454]);
     }
 
     #[test]
