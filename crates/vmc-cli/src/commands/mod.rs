@@ -58,7 +58,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         vmc,
         format: settings::format(&cli.global),
         bars: !cli.global.quiet,
-        who: std::env::args().collect::<Vec<_>>().join(" "),
+        // The lock note names the command; URLs in it lose their credentials.
+        who: std::env::args()
+            .map(|a| {
+                if a.contains("://") {
+                    vmc_cache::fetch::redact_url(&a)
+                } else {
+                    a
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     match cli.command {
         Command::Endorser(cmd) => endorser::run(&ctx, cmd),
