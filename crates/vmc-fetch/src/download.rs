@@ -328,6 +328,10 @@ impl Job<'_> {
                     Ok((len, state.validator))
                 }
             }
+            // A complete file whose state is gone: a finished download whose process died
+            // before the file was moved on (the state file goes first). `attempt` re-hashes
+            // it and keeps it only if it is the image.
+            None if len == self.size && len > 0 => Ok((len, None)),
             _ => {
                 if len > 0 {
                     tracing::info!(url = self.url, dest = %self.dest.display(),

@@ -445,6 +445,27 @@ fn complete_partial_file_is_verified_without_fetching_again() {
     assert!(!state_path(&dest).exists());
 }
 
+/// Regression: a download that finished (state file removed) but whose process died before
+/// the file was moved on must not be fetched again.
+#[test]
+fn complete_partial_file_without_state_is_kept_when_it_verifies() {
+    let server = TestServer::start();
+    let data = body(300_000, 18);
+    server.add("/img", Route::new(data.clone()));
+    let (_dir, dest) = partial();
+    let c = client(0);
+    download(&c, &server.url("/img"), &dest, &data).unwrap();
+    assert!(!state_path(&dest).exists());
+    let outcome = download(&c, &server.url("/img"), &dest, &data).unwrap();
+    assert_eq!(server.requests("/img"), 1, "the verified file was fetched again");
+    assert_eq!(outcome.bytes_transferred, 0);
+    // A complete-looking file that is not the image is still replaced.
+    fs::write(&dest, vec![0u8; data.len()]).unwrap();
+    download(&c, &server.url("/img"), &dest, &data).unwrap();
+    assert_eq!(server.requests("/img"), 2);
+    assert_eq!(fs::read(&dest).unwrap(), data);
+}
+
 #[test]
 fn stalled_body_times_out_and_is_resumed() {
     let server = TestServer::start();
