@@ -457,7 +457,11 @@ fn complete_partial_file_without_state_is_kept_when_it_verifies() {
     download(&c, &server.url("/img"), &dest, &data).unwrap();
     assert!(!state_path(&dest).exists());
     let outcome = download(&c, &server.url("/img"), &dest, &data).unwrap();
-    assert_eq!(server.requests("/img"), 1, "the verified file was fetched again");
+    assert_eq!(
+        server.requests("/img"),
+        1,
+        "the verified file was fetched again"
+    );
     assert_eq!(outcome.bytes_transferred, 0);
     // A complete-looking file that is not the image is still replaced.
     fs::write(&dest, vec![0u8; data.len()]).unwrap();
