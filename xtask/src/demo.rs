@@ -15,7 +15,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,11 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use vmc_model::{EndorserClaim, Identifier, Image, ImageList, JsonObject, Version};
 use vmc_testkit::pki::{CaDirOptions, Leaf, TestPki};
 use vmc_testkit::server::{Route, TestServer};
 
 use crate::cmd;
+use crate::feed::{self, ImageSpec, ListHeader};
 
 /// Usage text of `cargo xtask demo`.
 pub const USAGE: &str = "\
@@ -40,29 +39,6 @@ Usage: cargo xtask demo [OPTIONS]
 Options:
       --keep  keep the demo's home directory (its path is printed) instead of deleting it
   -h, --help  print this help";
-
-/// Environment variables that would change what the demo's `vmc` commands do; they are removed
-/// from the environment of every `vmc` the demo runs.
-const CLEARED_ENV: &[&str] = &[
-    "VMC_HOME",
-    "VMC_DATABASE",
-    "VMCATCHER_RDBMS",
-    "VMC_CA_DIR",
-    "VMCATCHER_DIR_CERT",
-    "VMC_CACHE_DIR",
-    "VMCATCHER_CACHE_DIR_CACHE",
-    "VMC_PARTIAL_DIR",
-    "VMCATCHER_CACHE_DIR_DOWNLOAD",
-    "VMC_EXPIRED_DIR",
-    "VMCATCHER_CACHE_DIR_EXPIRE",
-    "VMC_EVENT_HANDLER",
-    "VMCATCHER_CACHE_EVENT",
-    "VMC_CRL",
-    "VMC_OUTPUT",
-    "VMC_NOW",
-    "VMC_LOG",
-    "VMC_EVENT_LOG",
-];
 
 /// One `vmc` command may run this long before it is killed and the demo fails.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
@@ -114,7 +90,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut build = cmd::cargo_command(&["build", "-p", "vmc-cli", "--quiet"]);
     println!("$ {}", cmd::display(&build));
     cmd::run(&mut build).context("demo step 1 (build vmc) went wrong")?;
-    let bin = vmc_binary();
+    let bin = feed::vmc_binary("debug");
     ensure!(
         bin.is_file(),
         "demo step 1 (build vmc) went wrong: {} is missing after the build",
@@ -162,25 +138,6 @@ fn ok(fact: &str) {
     println!("  ok: {fact}");
 }
 
-/// The debug `vmc` binary in the target directory.
-fn vmc_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(
-            || cmd::project_root().join("target"),
-            |dir| {
-                if dir.is_absolute() {
-                    dir
-                } else {
-                    cmd::project_root().join(dir)
-                }
-            },
-        );
-    target
-        .join("debug")
-        .join(format!("vmc{}", std::env::consts::EXE_SUFFIX))
-}
-
 /// One demo image: its metadata and its bytes.
 struct DemoImage {
     /// `dc:identifier`.
@@ -202,30 +159,6 @@ impl DemoImage {
     fn path(&self) -> String {
         format!("/images/{}.img", self.id)
     }
-}
-
-/// Deterministic pseudo-random bytes (splitmix64), standing in for a disk image.
-fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Lowercase hex sha512 of `bytes`.
-fn sha512_hex(bytes: &[u8]) -> String {
-    openssl::sha::sha512(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What a `vmc` command printed and how it ended.
@@ -292,8 +225,8 @@ impl Demo {
             .iter()
             .zip(1u64..)
             .map(|(&(id, title, os_name, os_version, mib), seed)| {
-                let bytes = pseudo_random_bytes(seed, mib << 20);
-                let sha512 = sha512_hex(&bytes);
+                let bytes = feed::pseudo_random_bytes(seed, mib << 20);
+                let sha512 = feed::sha512_hex(&bytes);
                 DemoImage {
                     id,
                     title,
@@ -321,7 +254,10 @@ impl Demo {
             "{step}: the example handler {} is missing",
             handler_path.display()
         );
-        let handler = format!("sh {}", shell_word(&handler_path.display().to_string()));
+        let handler = format!(
+            "sh {}",
+            feed::shell_word(&handler_path.display().to_string())
+        );
         let event_log = home.join("events.jsonl");
         let demo = Demo {
             bin,
@@ -470,7 +406,7 @@ impl Demo {
             let bytes =
                 fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             ensure!(
-                sha512_hex(&bytes) == self.images[DROPPED].sha512,
+                feed::sha512_hex(&bytes) == self.images[DROPPED].sha512,
                 "{} is not the image that was cached",
                 path.display()
             );
@@ -577,60 +513,37 @@ impl Demo {
         let mut images = Vec::new();
         for &index in indexes {
             let image = &self.images[index];
-            let mut entry = Image::new(
-                Identifier::new(image.id)?,
-                image.title,
-                self.server.url(&image.path()),
-                image.bytes.len() as u64,
-                image.sha512.clone(),
-                "1",
-            );
-            let extra: [(&str, &str); 7] = [
-                (
-                    "dc:description",
-                    "pseudo-random bytes standing in for a disk image",
-                ),
-                ("hv:format", "raw"),
-                ("hv:hypervisor", "QEMU,KVM"),
-                ("sl:arch", "x86_64"),
-                ("sl:os", "Linux"),
-                ("sl:osname", image.os_name),
-                ("sl:osversion", image.os_version),
-            ];
-            for (key, value) in extra {
-                entry.extra.insert(key.into(), value.into());
-            }
-            images.push(entry);
+            let spec = ImageSpec {
+                id: image.id,
+                title: image.title,
+                url: self.server.url(&image.path()),
+                size: image.bytes.len() as u64,
+                sha512: image.sha512.clone(),
+                os_name: image.os_name,
+                os_version: image.os_version,
+            };
+            images.push(spec.to_image()?);
         }
-        let mut extra = JsonObject::new();
-        extra.insert("ad:vo".into(), "demo.vo.example.org".into());
-        let list = ImageList {
-            identifier: Identifier::new(LIST_ID)?,
-            title: "vmc demo image list".into(),
-            description: "Images published by `cargo xtask demo`".into(),
+        let header = ListHeader {
+            identifier: LIST_ID,
+            title: "vmc demo image list",
+            description: "Images published by `cargo xtask demo`",
+            vo: "demo.vo.example.org",
             source: self.server.base_url(),
-            created,
-            expires: created + TimeDelta::days(30),
-            version: Version::new(version),
             uri: self.server.url(LIST_PATH),
-            endorsers: vec![EndorserClaim {
-                dn: leaf.subject_one_line(),
-                ca: leaf.issuer_one_line(),
-                creator: Some("vmc demo".into()),
-                email: Some("demo@example.org".into()),
-                extra: JsonObject::new(),
-            }],
-            images,
-            extra,
+            version,
+            created,
+            creator: "vmc demo",
+            email: "demo@example.org",
         };
-        Ok(list.to_json_bytes())
+        Ok(header.list(leaf, images)?.to_json_bytes())
     }
 
     /// A `vmc` command with the demo's environment, not yet started.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command.args(args);
-        for name in CLEARED_ENV {
+        for name in feed::CLEARED_ENV {
             command.env_remove(name);
         }
         command
@@ -651,7 +564,7 @@ impl Demo {
         shown.args(args);
         let shown = cmd::display(&shown);
         println!("$ {shown}");
-        let (code, stdout, stderr) = run_bounded(self.command(args), &shown)?;
+        let (code, stdout, stderr) = feed::run_bounded(self.command(args), &shown, COMMAND_LIMIT)?;
         print!("{stdout}");
         print!("{stderr}");
         if code != Some(expected) {
@@ -683,7 +596,7 @@ impl Demo {
         let mut shown = Command::new("vmc");
         shown.args(args);
         let shown = cmd::display(&shown);
-        let (code, stdout, stderr) = run_bounded(self.command(args), &shown)?;
+        let (code, stdout, stderr) = feed::run_bounded(self.command(args), &shown, COMMAND_LIMIT)?;
         ensure!(code == Some(0), "`{shown}` failed: {stderr}");
         Ok(stdout)
     }
@@ -712,7 +625,7 @@ impl Demo {
             let bytes =
                 fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             ensure!(
-                sha512_hex(&bytes) == image.sha512,
+                feed::sha512_hex(&bytes) == image.sha512,
                 "{} does not have the listed sha512",
                 path.display()
             );
@@ -774,18 +687,6 @@ impl Demo {
     }
 }
 
-/// Quotes `word` for `/bin/sh` when it needs it.
-fn shell_word(word: &str) -> String {
-    let plain = word
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// Changes one hex digit of `checksum` inside the signed message (after signing).
 fn tamper(signed: &[u8], checksum: &str) -> Result<Vec<u8>> {
     let needle = checksum.as_bytes();
@@ -809,77 +710,9 @@ fn file_names(dir: &Path) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-/// Runs `command` (stdout and stderr piped) for at most [`COMMAND_LIMIT`]; returns its exit
-/// code and output. A command that runs longer is killed and the demo fails.
-fn run_bounded(mut command: Command, shown: &str) -> Result<(Option<i32>, String, String)> {
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + COMMAND_LIMIT;
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("cannot wait for `{shown}`"))?
-        {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "`{shown}` did not finish within {} s and was killed",
-                COMMAND_LIMIT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    Ok((status.code(), stdout, stderr))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pseudo_random_bytes_are_deterministic_and_sized() {
-        let a = pseudo_random_bytes(1, 1000);
-        assert_eq!(a.len(), 1000);
-        assert_eq!(a, pseudo_random_bytes(1, 1000));
-        assert_ne!(a, pseudo_random_bytes(2, 1000));
-        assert_eq!(&pseudo_random_bytes(1, 2000)[..1000], &a[..]);
-    }
-
-    #[test]
-    fn sha512_hex_matches_a_known_digest() {
-        assert_eq!(
-            sha512_hex(b"abc"),
-            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
-             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
-        );
-    }
 
     #[test]
     fn tamper_changes_exactly_one_byte_of_the_checksum() {
@@ -887,12 +720,5 @@ mod tests {
         let out = tamper(&signed, "abc0ff").unwrap();
         assert_eq!(out, b"head 0bc0ff tail");
         assert!(tamper(&signed, "ffff").is_err());
-    }
-
-    #[test]
-    fn shell_words_are_quoted_only_when_needed() {
-        assert_eq!(shell_word("/work/main/x.sh"), "/work/main/x.sh");
-        assert_eq!(shell_word("/a b/x.sh"), "'/a b/x.sh'");
-        assert_eq!(shell_word("/it's"), r"'/it'\''s'");
     }
 }

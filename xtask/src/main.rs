@@ -9,9 +9,13 @@
     reason = "xtask is a developer tool that reports progress on the terminal"
 )]
 
+mod bench;
 mod ci;
 mod cmd;
 mod demo;
+mod dist;
+mod feed;
+mod fuzz;
 
 use std::process::ExitCode;
 
@@ -32,6 +36,12 @@ struct Subcommand {
 /// All subcommands; to add one, add a module and a row here.
 const COMMANDS: &[Subcommand] = &[
     Subcommand {
+        name: "bench",
+        usage: bench::USAGE,
+        about: "benchmark vmc against sha512sum, openssl and curl on a local nginx",
+        run: bench::run,
+    },
+    Subcommand {
         name: "ci",
         usage: ci::USAGE,
         about: "run the CI checks: fmt, clippy, test, doc (stops at the first failure)",
@@ -42,6 +52,18 @@ const COMMANDS: &[Subcommand] = &[
         usage: demo::USAGE,
         about: "run the offline demo: subscribe, select, sync, expiry and a refused list",
         run: demo::run,
+    },
+    Subcommand {
+        name: "dist",
+        usage: dist::USAGE,
+        about: "build vmc and generate man pages, shell completions and systemd units (--deb: package)",
+        run: dist::run,
+    },
+    Subcommand {
+        name: "fuzz",
+        usage: fuzz::USAGE,
+        about: "run the cargo-fuzz targets (list parser, signed messages) for a while each",
+        run: fuzz::run,
     },
 ];
 
