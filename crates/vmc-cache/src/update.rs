@@ -390,11 +390,13 @@ impl Vmc {
         new: &[vmc_model::Identifier],
         dispatcher: &Dispatcher,
     ) {
+        let by_id: std::collections::HashMap<&vmc_model::Identifier, &vmc_model::Image> =
+            list.images.iter().map(|i| (&i.identifier, i)).collect();
         for id in new {
-            if let Some(image) = list.images.iter().find(|i| &i.identifier == id) {
+            if let Some(image) = by_id.get(id) {
                 let event = Event {
                     event_type: EventType::SubscriptionImageNew,
-                    image: Some(image.clone()),
+                    image: Some((*image).clone()),
                     list_identifier: Some(list.identifier.to_string()),
                     vo: list.vo().map(str::to_owned),
                     filename: None,
