@@ -508,6 +508,8 @@ fn redirects_are_followed_and_loops_refused() {
     let (_dir, dest) = partial();
     download(&client(0), &server.url("/old"), &dest, &data).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), data);
+    // A fresh destination: a complete, verified file there would be kept without a request.
+    fs::remove_file(&dest).unwrap();
     let err = download(&client(3), &server.url("/loop1"), &dest, &data).unwrap_err();
     assert!(
         matches!(err, FetchError::TooManyRedirects { .. }),
