@@ -117,6 +117,13 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
             for e in &r.expired {
                 output::line(format!("expired\t{}\t{}", e.identifier, e.reason));
             }
+            if r.verified > 0 {
+                output::line(format!(
+                    "verified\t{} {}",
+                    r.verified,
+                    if r.verified == 1 { "file" } else { "files" }
+                ));
+            }
             for f in &r.failed {
                 output::line(format!(
                     "failed\t{}\t{}: {}",
