@@ -214,6 +214,18 @@ impl Vmc {
         })
     }
 
+    /// Checks 1–6 on a fetch result: the rejection, with the signer once the signature
+    /// verified.
+    fn candidate(
+        &self,
+        trust: &vmc_trust::TrustStore,
+        raw: Result<Vec<u8>, Rejection>,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
+        let raw = raw.map_err(|e| Box::new((e, None)))?;
+        self.verify_and_parse(trust, raw, now)
+    }
+
     /// Check 9: created not in the future (with skew), expires in the future.
     pub(crate) fn check_time(&self, list: &ImageList, now: DateTime<Utc>) -> Result<(), Rejection> {
         let skew = TimeDelta::from_std(self.config().created_skew).unwrap_or(TimeDelta::zero());
@@ -275,14 +287,8 @@ impl Vmc {
             new_images: Vec::new(),
             rejected_images: Vec::new(),
         };
-        let raw = match self.fetch_list(&request.url, request.auth.as_ref()) {
-            Ok(raw) => raw,
-            Err(e) => {
-                report.error = Some(e);
-                return Ok(report);
-            }
-        };
-        let candidate = match self.verify_and_parse(trust, raw, now) {
+        let raw = self.fetch_list(&request.url, request.auth.as_ref());
+        let candidate = match self.candidate(trust, raw, now) {
             Ok(c) => c,
             Err(rejected) => {
                 let (e, signer) = *rejected;
@@ -604,14 +610,7 @@ impl Vmc {
             Source::Url(url) => self.fetch_list(url, None),
             Source::File(path) => read_capped(path, self.config().max_list_bytes),
         };
-        let raw = match raw {
-            Ok(r) => r,
-            Err(e) => {
-                report.error = Some(e);
-                return Ok(report);
-            }
-        };
-        let candidate = match self.verify_and_parse(trust, raw, now) {
+        let candidate = match self.candidate(trust, raw, now) {
             Ok(c) => c,
             Err(rejected) => {
                 let (e, signer) = *rejected;
