@@ -371,3 +371,18 @@ fn cache_index_describes_the_cached_images() {
     let index = read_index();
     assert_eq!(index.keys().collect::<Vec<_>>(), vec!["img-b"]);
 }
+
+#[test]
+fn an_image_larger_than_the_free_space_fails_disk_full_before_downloading() {
+    let mut imgs = images();
+    // 4 EiB: more than any test machine's partial directory holds.
+    imgs[1].declared_size = Some(1 << 62);
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(report.failed[0].identifier, "img-b");
+    assert_eq!(report.failed[0].code, ErrorCode::DiskFull);
+    assert_eq!(env.server.requests(&imgs[1].path()), 0);
+    assert!(!env.cache_dir().join("img-b").exists());
+}

@@ -60,6 +60,8 @@ pub(crate) struct GenImage {
     pub(crate) id: &'static str,
     pub(crate) title: String,
     pub(crate) bytes: Vec<u8>,
+    /// The `hv:size` the list claims, when it is not the real length.
+    pub(crate) declared_size: Option<u64>,
 }
 
 impl GenImage {
@@ -68,6 +70,7 @@ impl GenImage {
             id,
             title: format!("Image {id}"),
             bytes: image_bytes(seed, len),
+            declared_size: None,
         }
     }
 
@@ -145,7 +148,7 @@ impl Gen {
                     Identifier::new(g.id).unwrap(),
                     g.title.clone(),
                     self.server.url(&g.path()),
-                    g.bytes.len() as u64,
+                    g.declared_size.unwrap_or(g.bytes.len() as u64),
                     sha512_hex(&g.bytes),
                     "1.0",
                 )
