@@ -85,7 +85,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         bail!("no command given");
     };
     if matches!(first.as_str(), "-h" | "--help" | "help") {
-        println!("{}", help());
+        print_help(&help());
         return Ok(());
     }
     let Some(command) = COMMANDS.iter().find(|c| c.name == first) else {
@@ -93,10 +93,16 @@ fn dispatch(args: &[String]) -> Result<()> {
         bail!("unknown command `{first}`");
     };
     if rest.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}", command.usage);
+        print_help(command.usage);
         return Ok(());
     }
     (command.run)(rest)
+}
+
+/// Prints help text on stdout. A closed pipe (`cargo xtask --help | head -3`) is not an error.
+fn print_help(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// The top-level help: usage and the list of subcommands.

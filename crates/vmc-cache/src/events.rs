@@ -174,6 +174,39 @@ impl Dispatcher {
 
     /// Runs the handler for `event` (if one is configured) and journals the outcome.
     pub fn fire(&self, store: &Store, event: &Event, now: DateTime<Utc>) -> Delivery {
+        let record = self.deliver(event, now);
+        let outcome = record.outcome.clone();
+        let id = store.record_event(&record).unwrap_or_else(|e| {
+            tracing::error!("cannot journal event {}: {e}", event.event_type);
+            0
+        });
+        Delivery { id, outcome }
+    }
+
+    /// [`fire`](Self::fire) for several events, in order. Without a handler they are journalled
+    /// in one transaction (a list of 10,000 new images is one commit, not 10,000); with one,
+    /// each outcome is journalled as soon as its handler has run.
+    pub fn fire_all(&self, store: &Store, events: &[Event], now: DateTime<Utc>) -> Vec<Delivery> {
+        if self.handler.is_some() {
+            return events.iter().map(|e| self.fire(store, e, now)).collect();
+        }
+        let records: Vec<NewEvent> = events.iter().map(|e| self.deliver(e, now)).collect();
+        let ids = store.record_events(&records).unwrap_or_else(|e| {
+            tracing::error!("cannot journal {} events: {e}", records.len());
+            vec![0; records.len()]
+        });
+        records
+            .into_iter()
+            .zip(ids)
+            .map(|(record, id)| Delivery {
+                id,
+                outcome: record.outcome,
+            })
+            .collect()
+    }
+
+    /// Runs the handler, if any, and returns the journal record of the outcome.
+    fn deliver(&self, event: &Event, now: DateTime<Utc>) -> NewEvent {
         let payload = self.payload(event);
         let outcome = match &self.handler {
             None => EventOutcome::NoHandler,
@@ -191,22 +224,14 @@ impl Dispatcher {
                     .unwrap_or("")
             );
         }
-        let record = NewEvent {
+        NewEvent {
             session: self.session.clone(),
             event_type: event.event_type,
             identifier: event.image.as_ref().map(|i| i.identifier.to_string()),
             payload,
-            outcome: outcome.clone(),
+            outcome,
             at: now,
-        };
-        let id = match store.record_event(&record) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!("cannot journal event {}: {e}", event.event_type);
-                0
-            }
-        };
-        Delivery { id, outcome }
+        }
     }
 
     fn run(&self, cmd: &str, event: &Event, payload: &Value) -> EventOutcome {

@@ -54,12 +54,13 @@ use vmc_fetch::Client;
 use vmc_store::Store;
 use vmc_trust::TrustStore;
 
-/// An open vmc instance: configuration, database, HTTP client, and (loaded on first use) the
-/// CA directory.
+/// An open vmc instance: configuration, database, and (each built on first use) the CA
+/// directory and the HTTP client. Commands that never verify a list nor make a request pay for
+/// neither.
 pub struct Vmc {
     config: Config,
     store: Store,
-    client: Client,
+    client: OnceLock<Client>,
     trust: OnceLock<TrustStore>,
 }
 
@@ -72,24 +73,15 @@ impl std::fmt::Debug for Vmc {
 }
 
 impl Vmc {
-    /// Opens (and migrates) the database and builds the HTTP client. The CA directory is
-    /// loaded when a list is first verified.
+    /// Opens (and migrates) the database. The CA directory is loaded when a list is first
+    /// verified, and the HTTP client is built for the first request.
     pub fn open(config: Config) -> Result<Vmc, CacheError> {
         let store = Store::open(&config.database_url)?;
-        // Grid image servers carry IGTF host certificates: TLS trusts the CA directory too.
-        // A missing CA directory is not an error here (not every command verifies lists).
-        let trust = OnceLock::new();
-        let mut http = config.http.clone();
-        if let Ok(loaded) = TrustStore::load(&config.ca_dir) {
-            http.extra_roots.extend(loaded.root_certificates());
-            let _ = trust.set(loaded);
-        }
-        let client = Client::new(http).map_err(CacheError::Http)?;
         Ok(Vmc {
             config,
             store,
-            client,
-            trust,
+            client: OnceLock::new(),
+            trust: OnceLock::new(),
         })
     }
 
@@ -103,9 +95,20 @@ impl Vmc {
         &self.store
     }
 
-    /// The HTTP client.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The HTTP client, built on first use. Grid image servers carry IGTF host certificates,
+    /// so TLS trusts the CA directory's roots beside the system's; a CA directory that cannot
+    /// be loaded leaves the system roots alone (not every request needs it, and list
+    /// verification reports it). Fails on an unusable proxy or root certificate.
+    pub fn client(&self) -> Result<&Client, vmc_fetch::FetchError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let mut http = self.config.http.clone();
+        if let Ok(trust) = self.trust() {
+            http.extra_roots.extend(trust.root_certificates());
+        }
+        let client = Client::new(http)?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The CA directory, loaded once. Unreadable files in it are skipped and logged.

@@ -496,7 +496,7 @@ impl Vmc {
         };
         let result = self
             .client()
-            .download(&request, &DownloadProgress { id, progress });
+            .and_then(|client| client.download(&request, &DownloadProgress { id, progress }));
         reserved.fetch_sub(need, Ordering::SeqCst);
         result.map_err(|e: FetchError| fail(e.code(), chain(&e)))
     }

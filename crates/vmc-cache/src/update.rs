@@ -124,11 +124,13 @@ impl Vmc {
     ) -> Result<Vec<u8>, Rejection> {
         let creds = auth.map(to_credentials);
         self.client()
-            .fetch_bytes(
-                &self.config().rewrite_url(url),
-                creds.as_ref(),
-                self.config().max_list_bytes,
-            )
+            .and_then(|client| {
+                client.fetch_bytes(
+                    &self.config().rewrite_url(url),
+                    creds.as_ref(),
+                    self.config().max_list_bytes,
+                )
+            })
             .map_err(|e| reject(e.code(), chain(&e)))
     }
 
@@ -398,19 +400,19 @@ impl Vmc {
     ) {
         let by_id: std::collections::HashMap<&vmc_model::Identifier, &vmc_model::Image> =
             list.images.iter().map(|i| (&i.identifier, i)).collect();
-        for id in new {
-            if let Some(image) = by_id.get(id) {
-                let event = Event {
-                    event_type: EventType::SubscriptionImageNew,
-                    image: Some((*image).clone()),
-                    list_identifier: Some(list.identifier.to_string()),
-                    vo: list.vo().map(str::to_owned),
-                    filename: None,
-                    reason: None,
-                };
-                dispatcher.fire(self.store(), &event, self.config().clock.now());
-            }
-        }
+        let events: Vec<Event> = new
+            .iter()
+            .filter_map(|id| by_id.get(id))
+            .map(|image| Event {
+                event_type: EventType::SubscriptionImageNew,
+                image: Some((*image).clone()),
+                list_identifier: Some(list.identifier.to_string()),
+                vo: list.vo().map(str::to_owned),
+                filename: None,
+                reason: None,
+            })
+            .collect();
+        dispatcher.fire_all(self.store(), &events, self.config().clock.now());
     }
 
     /// Updates one subscription: checks 1–11; on failure records only the last error.

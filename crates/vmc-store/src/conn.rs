@@ -16,6 +16,9 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 #[cfg(feature = "postgres")]
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
+/// The oldest SQLite that works: `RETURNING` came with 3.35.0.
+const SQLITE_MIN_VERSION: &str = "3.35.0";
+
 /// How long a SQLite writer waits for another one before giving up (milliseconds).
 pub(crate) const BUSY_TIMEOUT_MS: u32 = 30_000;
 
@@ -26,7 +29,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x766d_6373_746f_7265;
 /// A connection to either backend; queries are written once against it.
 #[derive(diesel::MultiConnection)]
 pub(crate) enum AnyConnection {
-    /// SQLite (bundled).
+    /// SQLite (the system's library, or compiled in with `bundled-sqlite`).
     Sqlite(SqliteConnection),
     /// PostgreSQL (cargo feature `postgres`).
     #[cfg(feature = "postgres")]
@@ -77,6 +80,22 @@ fn open_sqlite(url: &str, name: &str) -> Result<AnyConnection, StoreError> {
         url: redact_url(url),
         source,
     })?;
+    use diesel::RunQueryDsl;
+    let version: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "sqlite_version()",
+    ))
+    .get_result(&mut conn)
+    .map_err(|source| StoreError::Configure {
+        url: redact_url(url),
+        source,
+    })?;
+    if !sqlite_is_recent(&version) {
+        return Err(StoreError::SqliteTooOld {
+            url: redact_url(url),
+            found: version,
+            required: SQLITE_MIN_VERSION,
+        });
+    }
     // One statement each, in this order: the timeout first so that the others wait for a
     // busy database instead of failing.
     for pragma in [
@@ -96,6 +115,22 @@ fn open_sqlite(url: &str, name: &str) -> Result<AnyConnection, StoreError> {
         .map_err(|e| migration_error(url, e))?;
     log_applied(url, &applied);
     Ok(AnyConnection::Sqlite(conn))
+}
+
+/// Whether `found` (`sqlite_version()`, e.g. `3.40.1`) is at least [`SQLITE_MIN_VERSION`]. A
+/// version that does not parse is let through: the migrations then say what fails.
+fn sqlite_is_recent(found: &str) -> bool {
+    fn parse(v: &str) -> Option<[u32; 3]> {
+        let mut parts = [0; 3];
+        for (i, n) in v.trim().split('.').enumerate() {
+            *parts.get_mut(i)? = n.parse().ok()?;
+        }
+        Some(parts)
+    }
+    match (parse(found), parse(SQLITE_MIN_VERSION)) {
+        (Some(found), Some(min)) => found >= min,
+        _ => true,
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -200,5 +235,33 @@ fn finish<T>(
                 Err(rollback) => Err(rollback.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_versions_before_returning_are_refused() {
+        for old in ["3.34.1", "3.8.11", "2.99.99", "3.34"] {
+            assert!(!sqlite_is_recent(old), "{old}");
+        }
+        for recent in [
+            "3.35.0",
+            "3.35",
+            "3.35.5",
+            "3.40.1",
+            "3.100.0",
+            "4.0.0",
+            "not a version",
+        ] {
+            assert!(sqlite_is_recent(recent), "{recent}");
+        }
+    }
+
+    #[test]
+    fn the_linked_sqlite_is_recent_enough() {
+        assert!(open(":memory:").is_ok());
     }
 }

@@ -52,6 +52,19 @@ pub enum StoreError {
         #[source]
         source: diesel::result::Error,
     },
+    /// The SQLite library vmc is linked with is older than the schema needs.
+    #[error(
+        "SQLite {found} is too old for database {url}: vmc needs SQLite {required} or newer \
+         (upgrade libsqlite3, or build vmc with the bundled-sqlite feature)"
+    )]
+    SqliteTooOld {
+        /// The URL, password redacted.
+        url: String,
+        /// The linked library's version.
+        found: String,
+        /// The oldest version that works.
+        required: &'static str,
+    },
     /// Applying the embedded schema migrations failed.
     #[error("cannot migrate database {url} to the current schema")]
     Migration {

@@ -249,3 +249,28 @@ proptest! {
         prop_assert_eq!(parsed.list, list);
     }
 }
+
+#[test]
+fn numbers_in_unknown_keys_are_written_back_digit_for_digit() {
+    // Shortest round-trip forms that serde_json's default (fast, approximate) float parser
+    // reads one unit in the last place off; the `float_roundtrip` feature reads them exactly.
+    let numbers = [
+        "1.0715660391465826e-75",
+        "-1.81996730402717e-179",
+        "-1.603964615428183e+143",
+        "1.5860846119992697e-265",
+    ];
+    let mut doc = base_list();
+    for (i, n) in numbers.iter().enumerate() {
+        let value: Value = serde_json::from_str(n).unwrap();
+        image_obj(&mut doc, 0).insert(format!("x:n{i}"), value);
+    }
+    let list = accept(&doc).list;
+    let written = String::from_utf8(list.to_json_bytes()).unwrap();
+    for n in numbers {
+        assert!(
+            written.contains(n),
+            "{n} not written back as is:\n{written}"
+        );
+    }
+}

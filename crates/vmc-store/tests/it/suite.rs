@@ -1245,14 +1245,22 @@ fn events_are_journalled_with_their_outcome(db: &TestDb) {
             message: "timed out after 300 s".into(),
         },
     ];
+    // Two one at a time, then three in one batch.
     let mut ids = Vec::new();
-    for (n, outcome) in outcomes.iter().enumerate() {
+    for (n, outcome) in outcomes.iter().enumerate().take(2) {
         ids.push(
             store
                 .record_event(&event(n as i64, outcome.clone()))
                 .unwrap(),
         );
     }
+    let batch: Vec<_> = (2..5)
+        .map(|n| event(n as i64, outcomes[n].clone()))
+        .collect();
+    let batch_ids = store.record_events(&batch).unwrap();
+    assert_eq!(batch_ids.len(), 3);
+    ids.extend(batch_ids);
+    assert_eq!(store.record_events(&[]).unwrap(), Vec::<i64>::new());
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
 
     let all = store.events(false, None).unwrap();
