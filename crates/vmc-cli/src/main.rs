@@ -25,7 +25,9 @@ mod settings;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How a command ended.
 pub enum Outcome {
@@ -50,18 +52,29 @@ fn init_logging(global: &args::GlobalArgs) {
             _ => "debug",
         }
     };
-    let filter = env::first(&[env::VMC_LOG])
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+    // VMC_LOG: a level (`debug`) or per-crate levels (`warn,vmc_fetch=trace`).
+    let custom = env::first(&[env::VMC_LOG]).map(|f| (f.parse::<Targets>(), f));
+    let filter = match &custom {
+        Some((Ok(targets), _)) => targets.clone(),
+        _ => default.parse().unwrap_or_default(),
+    };
     let color = env::first(&[env::NO_COLOR]).is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .without_time()
-        .with_target(false)
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(color)
+                .without_time()
+                .with_target(false),
+        )
+        .with(filter)
         .init();
+    if let Some((Err(e), value)) = custom {
+        tracing::warn!(
+            "VMC_LOG={value:?} ignored: {e}; expected e.g. `debug` or `warn,vmc_fetch=trace`"
+        );
+    }
 }
 
 fn exit_status(error: &anyhow::Error) -> u8 {
