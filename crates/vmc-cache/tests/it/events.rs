@@ -348,3 +348,31 @@ fn subscription_image_new_fires_once_per_new_image() {
         .collect();
     assert_eq!(announced, vec!["new-a", "new-b"]);
 }
+
+#[test]
+fn more_new_images_than_one_journal_batch_are_all_announced() {
+    // 1,201 new images: three journal batches, the last one partial.
+    let imgs: Vec<GenImage> = (0..1202)
+        .map(|i| {
+            let id: &'static str = Box::leak(format!("many-{i:04}").into_boxed_str());
+            GenImage::new(id, (i % 251) as u8, 1)
+        })
+        .collect();
+    let env = Gen::new();
+    env.publish("1", &imgs[..1]);
+    let vmc = env.open();
+    env.subscribe(&vmc, NewImagePolicy::Accept);
+    env.publish("2", &imgs);
+    let report = vmc.sync(&SyncOptions::default(), &NoProgress).unwrap();
+    assert_eq!(report.subscriptions[0].new_images.len(), 1201);
+    let announced: Vec<String> = vmc
+        .store()
+        .events(false, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::SubscriptionImageNew)
+        .map(|e| e.identifier.unwrap())
+        .collect();
+    let expected: Vec<String> = imgs.iter().map(|i| i.id.to_owned()).collect();
+    assert_eq!(announced, expected, "every new image once, in list order");
+}
