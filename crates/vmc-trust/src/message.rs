@@ -103,29 +103,88 @@ fn content_type(value: &str) -> (String, Vec<(String, String)>) {
     (media, params)
 }
 
-/// The bytes of the first body part of a multipart body, exactly as they are: from after the
-/// first delimiter line up to the line break before the next delimiter (which belongs to
-/// the delimiter, RFC 2046).
-fn first_part<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
+/// The body parts of a multipart body, each exactly as it is: from after a delimiter line up
+/// to the line break before the next delimiter (which belongs to the delimiter, RFC 2046).
+/// `None` when the closing delimiter (`--boundary--`) is missing, as OpenSSL requires it too.
+fn body_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
     let delimiter = format!("--{boundary}");
-    let is_delimiter = |line: &[u8]| {
-        trim_eol(line)
-            .strip_prefix(delimiter.as_bytes())
-            .is_some_and(|rest| rest.iter().all(|b| b.is_ascii_whitespace()) || rest == b"--")
+    // 0: not a delimiter, 1: a delimiter, 2: the closing delimiter.
+    let kind = |line: &[u8]| match trim_eol(line).strip_prefix(delimiter.as_bytes()) {
+        Some(b"--") => 2,
+        Some(rest) if rest.iter().all(|b| b.is_ascii_whitespace()) => 1,
+        _ => 0,
     };
+    let mut parts = Vec::new();
     let mut start = None;
     for (offset, line) in lines(body) {
-        match start {
-            None if is_delimiter(line) => start = Some(offset + line.len()),
-            Some(s) if is_delimiter(line) => {
-                let part = body.get(s..offset)?;
-                let part = part.strip_suffix(b"\n").unwrap_or(part);
-                return Some(part.strip_suffix(b"\r").unwrap_or(part));
-            }
-            _ => {}
+        let kind = kind(line);
+        if kind == 0 {
+            continue;
         }
+        if let Some(s) = start {
+            let part = body.get(s..offset)?;
+            let part = part.strip_suffix(b"\n").unwrap_or(part);
+            parts.push(part.strip_suffix(b"\r").unwrap_or(part));
+        }
+        if kind == 2 {
+            return Some(parts);
+        }
+        start = Some(offset + line.len());
     }
     None
+}
+
+/// The form OpenSSL's MIME reader gives a text part (the detached content
+/// `SMIME_read_PKCS7` returns). It reads the part with the line break that precedes the next
+/// delimiter in [`openssl_lines`], removes every piece's trailing run of CRs and LFs, and joins
+/// the pieces, putting CRLF after those whose run held a line feed, except the last.
+fn openssl_canonical(part: &[u8]) -> Vec<u8> {
+    let mut region = Vec::with_capacity(part.len() + part.len() / 32 + 1);
+    region.extend_from_slice(part);
+    region.push(b'\n');
+    let mut out = Vec::with_capacity(region.len());
+    let mut eol = false;
+    for (i, piece) in openssl_lines(&region).enumerate() {
+        let kept = piece
+            .iter()
+            .rposition(|&b| b != b'\r' && b != b'\n')
+            .map_or(0, |p| p + 1);
+        if i > 0 && eol {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(&piece[..kept]);
+        eol = piece[kept..].contains(&b'\n');
+    }
+    out
+}
+
+/// The PKCS#7 structure of a `multipart/signed` signature part: headers naming a PKCS#7
+/// signature, then base64 (whatever `Content-Transfer-Encoding` says, as in OpenSSL).
+fn signature_part(part: &[u8]) -> Result<Pkcs7, TrustError> {
+    let Some((headers, body_offset)) = mime_headers(part) else {
+        return Err(malformed("the signature part has no MIME headers", None));
+    };
+    let media = headers
+        .iter()
+        .find(|(name, _)| name == "content-type")
+        .map(|(_, value)| content_type(value).0)
+        .unwrap_or_default();
+    if media != "application/pkcs7-signature" && media != "application/x-pkcs7-signature" {
+        return Err(malformed(
+            format!("the signature part has type {media:?}, not application/pkcs7-signature"),
+            None,
+        ));
+    }
+    let base64: String = part
+        .get(body_offset..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .map(|&b| char::from(b))
+        .collect();
+    let der = openssl::base64::decode_block(&base64)
+        .map_err(|e| malformed("cannot decode the base64 of the signature part", Some(e)))?;
+    Pkcs7::from_der(&der).map_err(|e| malformed("cannot decode the S/MIME signature part", Some(e)))
 }
 
 /// Splits `bytes` as OpenSSL's MIME reader does (`BIO_gets` into a 1024-byte buffer): at each
@@ -204,22 +263,29 @@ pub(crate) fn parse(message: &[u8]) -> Result<Parsed, TrustError> {
         }
         match media.as_str() {
             "multipart/signed" => {
-                let (p7, canonical) = Pkcs7::from_smime(text)
-                    .map_err(|e| malformed("cannot decode the S/MIME signature part", Some(e)))?;
-                let mut candidates = Vec::new();
-                let boundary = params.iter().find(|(k, _)| k == "boundary");
-                if let Some(raw) = boundary
-                    .and_then(|(_, b)| first_part(text.get(body_offset..).unwrap_or_default(), b))
-                {
-                    candidates.push(raw.to_vec());
-                }
-                if let Some(canonical) = canonical
-                    && !candidates.contains(&canonical)
-                {
+                // Taken apart here rather than by `SMIME_read_PKCS7`, which reads the whole
+                // message line by line through a BIO (a quarter of the update of a 7 MB list).
+                let Some((_, boundary)) = params.iter().find(|(k, _)| k == "boundary") else {
+                    return Err(malformed("multipart/signed without a boundary", None));
+                };
+                let body = text.get(body_offset..).unwrap_or_default();
+                let Some(parts) = body_parts(body, boundary) else {
+                    return Err(malformed(
+                        "multipart/signed without its closing delimiter",
+                        None,
+                    ));
+                };
+                let [content, signature] = parts.as_slice() else {
+                    return Err(malformed(
+                        format!("multipart/signed with {} parts, not 2", parts.len()),
+                        None,
+                    ));
+                };
+                let p7 = signature_part(signature)?;
+                let mut candidates = vec![content.to_vec()];
+                let canonical = openssl_canonical(content);
+                if canonical != *content {
                     candidates.push(canonical);
-                }
-                if candidates.is_empty() {
-                    return Err(malformed("multipart/signed without a content part", None));
                 }
                 (MessageFormat::SmimeDetached, p7, Some(candidates))
             }
@@ -279,14 +345,114 @@ mod tests {
     }
 
     #[test]
-    fn first_part_keeps_bytes_and_drops_the_delimiter_line_break() {
+    fn body_parts_keep_bytes_and_drop_the_delimiter_line_break() {
         let body = b"preamble\n--b\r\nline1\r\nline2\n\r\n--b\r\nsig\r\n--b--\r\n";
-        assert_eq!(first_part(body, "b"), Some(&b"line1\r\nline2\n"[..]));
+        assert_eq!(
+            body_parts(body, "b"),
+            Some(vec![&b"line1\r\nline2\n"[..], &b"sig"[..]])
+        );
         let lf = b"--b\nx\ny\n--b\nsig\n--b--\n";
-        assert_eq!(first_part(lf, "b"), Some(&b"x\ny"[..]));
-        assert_eq!(first_part(b"--b\nno end", "b"), None);
+        assert_eq!(body_parts(lf, "b"), Some(vec![&b"x\ny"[..], &b"sig"[..]]));
+        // the closing delimiter is required
+        assert_eq!(body_parts(b"--b\nno end", "b"), None);
+        assert_eq!(body_parts(b"--b\nx\n--b\nsig\n", "b"), None);
         // a line that merely starts with the boundary text is not a delimiter
-        assert_eq!(first_part(b"--b\n--bx\n--b\n", "b"), Some(&b"--bx"[..]));
+        assert_eq!(
+            body_parts(b"--b\n--bx\n--b--\n", "b"),
+            Some(vec![&b"--bx"[..]])
+        );
+    }
+
+    #[test]
+    fn canonical_form_is_openssls_crlf_text_form() {
+        assert_eq!(openssl_canonical(b"a\nb\r\nc"), b"a\r\nb\r\nc");
+        // trailing runs of CR and LF go, a line feed among them makes one CRLF
+        assert_eq!(openssl_canonical(b"a\r\r\n\nb"), b"a\r\n\r\nb");
+        assert_eq!(openssl_canonical(b"a\n\nb"), b"a\r\n\r\nb");
+        assert_eq!(openssl_canonical(b"a\n"), b"a\r\n");
+        assert_eq!(openssl_canonical(b"a"), b"a");
+        assert_eq!(openssl_canonical(b""), b"");
+        // lines longer than 1023 bytes come in pieces joined without a line break, and a CR
+        // at the end of a piece is dropped, as OpenSSL's reader does
+        let mut long = vec![b'x'; 1022];
+        long.push(b'\r');
+        long.extend_from_slice(b"yz\nw");
+        let mut expected = vec![b'x'; 1022];
+        expected.extend_from_slice(b"yz\r\nw");
+        assert_eq!(openssl_canonical(&long), expected);
+    }
+
+    #[test]
+    fn content_and_canonical_form_match_openssls_reader() {
+        use chrono::TimeZone;
+        use vmc_testkit::pki::{Ca, Validity};
+        let now = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let ca = Ca::root("/CN=Canonical Test CA", Validity::around(now, 1));
+        let signer = ca.issue_leaf("/CN=Canonical Test Signer", Validity::around(now, 2));
+        let signed = signer.sign_smime(b"{}");
+        let (headers, offset) = mime_headers(&signed).unwrap();
+        let (_, ctype) = headers.iter().find(|(n, _)| n == "content-type").unwrap();
+        let (_, params) = content_type(ctype);
+        let (_, boundary) = params.iter().find(|(k, _)| k == "boundary").unwrap();
+        let parts = body_parts(&signed[offset..], boundary).unwrap();
+        let head = &signed[..offset];
+        // Contents with every kind of line ending, empty lines, and lines around the 1023-byte
+        // piece size of OpenSSL's reader; the same signature part each time (not verified).
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..400 {
+            let mut content = Vec::new();
+            let len = (round * 7) % 3000;
+            while content.len() < len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                match seed % 9 {
+                    0 => content.push(b'\n'),
+                    1 => content.push(b'\r'),
+                    2 => content.extend_from_slice(b"\r\n"),
+                    3 => {
+                        content.extend(std::iter::repeat_n(b'y', 1000 + (seed >> 8) as usize % 60))
+                    }
+                    _ => content.push(b'a' + (seed >> 8) as u8 % 26),
+                }
+            }
+            let nl = if round % 3 == 0 { "\n" } else { "\r\n" };
+            let mut message = head.to_vec();
+            message.extend_from_slice(format!("--{boundary}{nl}").as_bytes());
+            message.extend_from_slice(&content);
+            message.extend_from_slice(format!("{nl}--{boundary}{nl}").as_bytes());
+            message.extend_from_slice(parts[1]);
+            message.extend_from_slice(format!("{nl}--{boundary}--{nl}").as_bytes());
+            let (_, from_openssl) = Pkcs7::from_smime(&message).unwrap();
+            let ours = body_parts(&message[offset..], boundary).unwrap();
+            // (With LF framing a content ending in CR loses it: CR LF before a delimiter is
+            // the delimiter's line break.)
+            if nl == "\r\n" || !content.ends_with(b"\r") {
+                assert_eq!(ours[0], &content[..], "round {round}: the raw part");
+            }
+            assert_eq!(
+                Some(openssl_canonical(ours[0])),
+                from_openssl,
+                "round {round}: content {content:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signature_part_needs_a_pkcs7_signature_type_and_base64() {
+        let err = |part: &[u8]| match signature_part(part) {
+            Err(TrustError::MalformedSignature { reason, .. }) => reason,
+            other => panic!("{:?}", other.map(|_| ())),
+        };
+        assert!(err(b"no headers").contains("no MIME headers"));
+        assert!(err(b"Content-Type: text/plain\n\nAAAA").contains("text/plain"));
+        assert!(
+            err(b"Content-Type: application/pkcs7-signature\n\n!!notbase64!!").contains("base64")
+        );
+        assert!(
+            err(b"Content-Type: application/x-pkcs7-signature\n\nAAAA")
+                .contains("cannot decode the S/MIME signature part")
+        );
     }
 
     #[test]
