@@ -184,8 +184,8 @@ impl Dispatcher {
     }
 
     /// [`fire`](Self::fire) for several events, in order. Without a handler they are journalled
-    /// in one transaction (a list of 10,000 new images is one commit, not 10,000); with one,
-    /// each outcome is journalled as soon as its handler has run.
+    /// in one transaction (one commit for the lot, not one per event); with one, each outcome
+    /// is journalled as soon as its handler has run.
     pub fn fire_all(&self, store: &Store, events: &[Event], now: DateTime<Utc>) -> Vec<Delivery> {
         if self.handler.is_some() {
             return events.iter().map(|e| self.fire(store, e, now)).collect();
