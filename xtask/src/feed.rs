@@ -32,6 +32,7 @@ pub const CLEARED_ENV: &[&str] = &[
     "VMC_EVENT_HANDLER",
     "VMCATCHER_CACHE_EVENT",
     "VMC_CRL",
+    "VMC_TIMEOUT",
     "VMC_OUTPUT",
     "VMC_NOW",
     "VMC_LOG",

@@ -56,6 +56,10 @@ pub struct GlobalArgs {
     /// Seconds an event handler may run before its process group is killed
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 300)]
     pub event_timeout: u64,
+    /// Seconds a connection may take to open, or go without data, before the transfer is
+    /// retried (default: 30 to connect, 60 without data)
+    #[arg(long, global = true, value_name = "SECONDS", env = env::VMC_TIMEOUT)]
+    pub timeout: Option<u64>,
     /// CRL checking: require (the CRL of every CA of the chain must be present and current),
     /// if-present, or off
     #[arg(long, global = true, value_name = "MODE", env = env::VMC_CRL)]

@@ -29,6 +29,8 @@ pub const VMC_EVENT_HANDLER: &str = "VMC_EVENT_HANDLER";
 pub const VMCATCHER_CACHE_EVENT: &str = "VMCATCHER_CACHE_EVENT";
 /// CRL mode: `require`, `if-present` or `off`.
 pub const VMC_CRL: &str = "VMC_CRL";
+/// `--timeout`.
+pub const VMC_TIMEOUT: &str = "VMC_TIMEOUT";
 /// `json` selects JSON output.
 pub const VMC_OUTPUT: &str = "VMC_OUTPUT";
 /// Evaluate lists and cache state as if it were this RFC 3339 time (for tests, and to see how

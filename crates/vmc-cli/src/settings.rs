@@ -97,6 +97,13 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     };
     config.rdbms_for_handlers = Some(redact_database_url(&config.database_url));
     config.http = ClientConfig::default().with_proxy_from_env_vars(|name| std::env::var(name).ok());
+    if let Some(seconds) = global.timeout {
+        if seconds == 0 {
+            bail!("--timeout 0: give the seconds a stalled connection may wait, e.g. 60");
+        }
+        config.http.connect_timeout = Duration::from_secs(seconds);
+        config.http.read_timeout = Duration::from_secs(seconds);
+    }
     for m in &global.mirrors {
         let Some((from, to)) = m.split_once('=') else {
             bail!(

@@ -3,8 +3,8 @@
 //! images and lists. Each faulty item fails with a clear error and its code, the run goes on
 //! with the others, and nothing unverified enters the cache.
 //!
-//! The CLI has no timeout flags (its read timeout is the library default, 60 s), so stalls
-//! are tested at the library level with a short `Config::http.read_timeout`.
+//! Stalls are tested at the library level with a short `Config::http.read_timeout`, and once
+//! through the CLI's `--timeout`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -300,6 +300,60 @@ fn cli_sync_survives_every_image_and_list_fault() {
     all.extend(bad.iter().map(|(i, _, _)| i));
     all.push(&missing);
     assert_cache_holds(&w, &all);
+}
+
+#[test]
+fn cli_timeout_gives_up_on_a_stall_the_default_would_wait_out() {
+    let w = World::new();
+    w.cli_endorser();
+    let stalled = Img::new("stalled", 400, SIZE);
+    let plain = Img::new("plain", 401, SIZE);
+    let entries = vec![w.image_entry(&stalled), w.image_entry(&plain)];
+    w.publish("/list", &w.list(LIST_ID, "1", entries));
+    let url = w.server.url("/list");
+    let out = w.run(&[
+        "subscribe",
+        "add",
+        &url,
+        "--endorser",
+        "e1",
+        "--new-images",
+        "subscribe",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // A 5 s pause: the default (60 s without data) would wait it out.
+    w.server.add(
+        &stalled.path(),
+        Route::new(Arc::clone(&stalled.bytes)).fault(Fault::StallAt(1000, Duration::from_secs(5))),
+    );
+    w.server
+        .add(&plain.path(), Route::new(Arc::clone(&plain.bytes)));
+
+    let out = w
+        .cmd()
+        .args(["--timeout", "0", "cache", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--timeout 0"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = w
+        .cmd()
+        .args(["--json", "--timeout", "1", "cache", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (code, message) = &failed["stalled"];
+    assert_eq!(code, "fetch_failed");
+    assert!(message.contains("timed out"), "{message}");
+    assert_cache_holds(&w, &[&plain]);
 }
 
 /// A world whose client gives up fast: one retry after 10 ms, 1 s read timeout, 3 s per list.
