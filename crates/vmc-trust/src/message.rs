@@ -212,7 +212,10 @@ fn openssl_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 ///
 /// OpenSSL copies header values into its error queue, and the Rust bindings panic on error
 /// data that is not UTF-8 (a line cut at 1023 bytes can split a character), so such messages
-/// must never reach it. Real S/MIME headers are 7-bit (RFC 2045).
+/// must never reach it. Only `application/pkcs7-mime` messages still go through OpenSSL's
+/// reader (`multipart/signed` is taken apart here), but the check applies to every MIME
+/// message, so that both layouts refuse non-ASCII headers alike. Real S/MIME headers are
+/// 7-bit (RFC 2045).
 fn smime_headers_are_ascii(text: &[u8]) -> bool {
     let mut in_block = true;
     let mut delimiters = 0usize;
