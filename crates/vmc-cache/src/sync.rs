@@ -402,6 +402,10 @@ impl Vmc {
         if wanted.is_empty() {
             return Ok(());
         }
+        // Build the HTTP client (system roots, CA directory) once, here, rather than in
+        // every worker that would otherwise find it missing at the same time. A failure is
+        // reported per image by the workers, which try again.
+        let _ = self.client();
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
         let (tx, rx) = mpsc::channel::<(&ImageRecord, Result<DownloadOutcome, ImageFailure>)>();

@@ -17,9 +17,9 @@ pub(crate) struct Parsed {
     pub format: MessageFormat,
     /// The PKCS#7 signed-data.
     pub p7: Pkcs7,
-    /// For a detached signature: the candidate contents, most literal first (the bytes of
-    /// the part as they are, then OpenSSL's CRLF-canonical form if different).
-    pub detached: Option<Vec<Vec<u8>>>,
+    /// For a detached signature: the content part's bytes as they are. If the signature does
+    /// not cover them, [`openssl_canonical`] gives the other form a signer may have signed.
+    pub detached: Option<Vec<u8>>,
 }
 
 fn malformed(reason: impl Into<String>, source: Option<openssl::error::ErrorStack>) -> TrustError {
@@ -138,7 +138,7 @@ fn body_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
 /// `SMIME_read_PKCS7` returns). It reads the part with the line break that precedes the next
 /// delimiter in [`openssl_lines`], removes every piece's trailing run of CRs and LFs, and joins
 /// the pieces, putting CRLF after those whose run held a line feed, except the last.
-fn openssl_canonical(part: &[u8]) -> Vec<u8> {
+pub(crate) fn openssl_canonical(part: &[u8]) -> Vec<u8> {
     let mut region = Vec::with_capacity(part.len() + part.len() / 32 + 1);
     region.extend_from_slice(part);
     region.push(b'\n');
@@ -280,17 +280,15 @@ pub(crate) fn parse(message: &[u8]) -> Result<Parsed, TrustError> {
                 };
                 let [content, signature] = parts.as_slice() else {
                     return Err(malformed(
-                        format!("multipart/signed with {} parts, not 2", parts.len()),
+                        format!(
+                            "multipart/signed needs 2 parts (content, signature), found {}",
+                            parts.len()
+                        ),
                         None,
                     ));
                 };
                 let p7 = signature_part(signature)?;
-                let mut candidates = vec![content.to_vec()];
-                let canonical = openssl_canonical(content);
-                if canonical != *content {
-                    candidates.push(canonical);
-                }
-                (MessageFormat::SmimeDetached, p7, Some(candidates))
+                (MessageFormat::SmimeDetached, p7, Some(content.to_vec()))
             }
             "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
                 let (p7, _) = Pkcs7::from_smime(text)
@@ -491,6 +489,33 @@ mod tests {
             parse(msg),
             Err(TrustError::MalformedSignature { .. })
         ));
+        // multipart/signed that OpenSSL's reader refuses too: no boundary, no closing
+        // delimiter, other than two parts
+        for (msg, reason) in [
+            (
+                &b"Content-Type: multipart/signed\n\n--b\nx\n--b\ny\n--b--\n"[..],
+                "without a boundary",
+            ),
+            (
+                b"Content-Type: multipart/signed; boundary=b\n\n--b\nx\n--b\ny\n",
+                "closing delimiter",
+            ),
+            (
+                b"Content-Type: multipart/signed; boundary=b\n\n--b\nx\n--b\ny\n--b\nz\n--b--\n",
+                "found 3",
+            ),
+            (
+                b"Content-Type: multipart/signed; boundary=b\n\n--b\nx\n--b--\n",
+                "found 1",
+            ),
+        ] {
+            match parse(msg) {
+                Err(TrustError::MalformedSignature { reason: got, .. }) => {
+                    assert!(got.contains(reason), "{got}")
+                }
+                other => panic!("{reason}: {:?}", other.map(|p| p.format)),
+            }
+        }
         assert!(matches!(
             parse(b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n"),
             Err(TrustError::MalformedSignature { .. })

@@ -90,20 +90,20 @@ pub fn verify(
         source,
     };
     let payload = match parsed.detached {
-        Some(candidates) => {
-            let mut last_error = None;
-            let mut verified = None;
-            for candidate in candidates {
-                match p7.verify(&no_certs, &empty_store, Some(&candidate), None, flags) {
-                    Ok(()) => {
-                        verified = Some(candidate);
-                        break;
-                    }
-                    Err(e) => last_error = Some(e),
+        // The part as it is (a binary signature), else OpenSSL's CRLF text form of it (what
+        // `openssl smime -sign` signs), computed only when needed.
+        Some(raw) => match p7.verify(&no_certs, &empty_store, Some(&raw), None, flags) {
+            Ok(()) => raw,
+            Err(first) => {
+                let canonical = crate::message::openssl_canonical(&raw);
+                if canonical == raw {
+                    return Err(invalid(Some(first)));
                 }
+                p7.verify(&no_certs, &empty_store, Some(&canonical), None, flags)
+                    .map_err(|e| invalid(Some(e)))?;
+                canonical
             }
-            verified.ok_or_else(|| invalid(last_error))?
-        }
+        },
         None => {
             let mut out = Vec::new();
             p7.verify(&no_certs, &empty_store, None, Some(&mut out), flags)
