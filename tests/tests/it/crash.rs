@@ -98,14 +98,22 @@ fn sync_killed_at_random_moments_loses_nothing_and_resumes() {
                 &w.list(LIST_ID, &version.to_string(), entries.clone()),
             );
         }
+        // At most 1.2 s, and never more than an even share of the time the rest of the big
+        // image needs at the throttled rate: the kills cannot run out of download to
+        // interrupt however the dice fall (a resumed run fetches only what is missing).
+        let missing = (BIG as u64).saturating_sub(partial.metadata().map_or(0, |m| m.len()));
+        let share_ms = missing * 1000 / RATE / (KILLS - kills) as u64;
         let mut child = spawn_sync(&w, &log);
         runs += 1;
-        let delay = Duration::from_millis(rng.range(0, 1200));
+        let delay = Duration::from_millis(rng.range(0, share_ms.min(1200)));
         std::thread::sleep(delay);
         if kill(&mut child) {
             kills += 1;
         }
-        assert!(runs < KILLS * 4, "the syncs keep finishing before the kill");
+        assert!(
+            runs < KILLS * 4,
+            "the syncs keep finishing before the kill ({kills} kills in {runs} runs)"
+        );
     }
     // One more kill close to the end of the big download: the hashing, fsync, rename and
     // database window.
