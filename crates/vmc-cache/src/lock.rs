@@ -32,25 +32,34 @@ impl InstanceLock {
             .open(path)
             .map_err(io("open lock file", path))?;
         let deadline = Instant::now() + wait;
+        // The holder writes its note just after taking the lock and empties the file just
+        // before letting go: a run that finds the lock held but the note empty looks again a
+        // few times before calling the holder unknown.
+        let mut note_retries = NOTE_RETRIES;
         loop {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(TryLockError::WouldBlock) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let holder = holder.trim();
-                    return Err(CacheError::Locked {
-                        path: path.to_path_buf(),
-                        holder: if holder.is_empty() {
-                            "unknown holder".into()
-                        } else {
-                            holder.to_owned()
-                        },
-                    });
-                }
+                Err(TryLockError::WouldBlock) => match read_note(&mut file) {
+                    Some(holder) => {
+                        return Err(CacheError::Locked {
+                            path: path.to_path_buf(),
+                            holder,
+                        });
+                    }
+                    None if note_retries > 0 => {
+                        note_retries -= 1;
+                        std::thread::sleep(NOTE_RETRY_PAUSE);
+                    }
+                    None => {
+                        return Err(CacheError::Locked {
+                            path: path.to_path_buf(),
+                            holder: "unknown holder".into(),
+                        });
+                    }
+                },
                 Err(TryLockError::Error(e)) => return Err(io("lock", path)(e)),
             }
         }
@@ -62,9 +71,10 @@ impl InstanceLock {
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
             redact_urls(who)
         );
-        file.set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
+        // Written over the old content, then cut to length: the file is not empty in between.
+        file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(note.as_bytes()))
+            .and_then(|()| file.set_len(note.len() as u64))
             .map_err(io("write lock file", path))?;
         Ok(InstanceLock {
             file,
@@ -82,13 +92,22 @@ impl InstanceLock {
         let mut file = OpenOptions::new().read(true).write(true).open(path).ok()?;
         match file.try_lock() {
             Ok(()) => None,
-            Err(_) => {
-                let mut s = String::new();
-                file.read_to_string(&mut s).ok()?;
-                Some(s.trim().to_owned())
-            }
+            Err(_) => Some(read_note(&mut file).unwrap_or_else(|| "unknown holder".into())),
         }
     }
+}
+
+/// How many times, and how long apart, a run that finds the lock held with no note looks again.
+const NOTE_RETRIES: u32 = 50;
+const NOTE_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// The holder's note: the first line of the lock file, if there is one yet.
+fn read_note(file: &mut File) -> Option<String> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    let line = text.lines().next().unwrap_or("").trim();
+    (!line.is_empty()).then(|| line.to_owned())
 }
 
 /// `who` with the credentials of any URL in it removed: the note is printed by other runs.
@@ -154,6 +173,36 @@ mod tests {
             "{note}"
         );
         assert!(!note.contains("TOKEN"), "{note}");
+    }
+
+    #[test]
+    fn a_note_written_just_after_the_lock_is_taken_still_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmc.lock");
+        // Another holder that has taken the lock but not yet written its note.
+        let mut holder = File::create(&path).unwrap();
+        holder.lock().unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            holder
+                .write_all(b"pid 4242 on h since now: vmc cache sync\n")
+                .unwrap();
+            holder
+        });
+        let refused = InstanceLock::acquire(&path, Duration::ZERO, "vmc subscribe update");
+        let holder = writer.join().unwrap();
+        match refused {
+            Err(CacheError::Locked { holder, .. }) => {
+                assert!(holder.contains("pid 4242"), "{holder}")
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // A holder that never writes a note is reported as unknown, after a bounded wait.
+        holder.set_len(0).unwrap();
+        match InstanceLock::acquire(&path, Duration::ZERO, "vmc subscribe update") {
+            Err(CacheError::Locked { holder, .. }) => assert_eq!(holder, "unknown holder"),
+            other => panic!("expected Locked, got {other:?}"),
+        }
     }
 
     #[test]
