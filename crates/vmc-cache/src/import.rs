@@ -432,20 +432,7 @@ impl Vmc {
         let candidate = self
             .verify_and_parse(trust, raw, now)
             .map_err(|rejected| rejected.0)?;
-        let identity = Self::identity(&candidate.signer);
-        let linked = self
-            .store()
-            .linked_endorser_for(sub_id, &identity)
-            .map_err(|e| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
-        if linked.is_none() {
-            return Err(reject(
-                ErrorCode::SignerNotEndorser,
-                format!(
-                    "the signer {} (issuer {}) is not an identity of an endorser linked to this subscription",
-                    identity.subject, identity.issuer
-                ),
-            ));
-        }
+        self.check_linked(sub_id, &Self::identity(&candidate.signer))?;
         let list = &candidate.parsed.list;
         if list.identifier.as_str() != expected {
             return Err(reject(

@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha512};
 use vmc_fetch::Credentials;
 use vmc_model::{
-    CertIdentity, ErrorCode, EventType, ImageList, LastError, NewImagePolicy, ParseLimits,
-    ParsedList, Subscription, SubscriptionAuth, parse_image_list,
+    CertIdentity, ErrorCode, EventType, ImageList, LastError, ListVersionInfo, NewImagePolicy,
+    ParseLimits, ParsedList, Subscription, SubscriptionAuth, parse_image_list,
 };
 use vmc_store::{ListImport, NewSubscription};
 use vmc_trust::{Signer, VerifyOptions};
@@ -137,20 +137,20 @@ impl Vmc {
             .map_err(|e| reject(e.code(), chain(&e)))
     }
 
-    /// Checks 2–6 (signature, chain, revocation, parse, endorser claim).
-    pub(crate) fn verify_and_parse(
+    /// Checks 2–4 (signature, chain, revocation).
+    fn verify_signature(
         &self,
         trust: &vmc_trust::TrustStore,
-        raw: Vec<u8>,
+        raw: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
+    ) -> Result<vmc_trust::Verified, Rejection> {
         let options = VerifyOptions {
             crl: self.config().crl,
             now,
         };
-        let verified = vmc_trust::verify(trust, &raw, &options).map_err(|e| {
+        let verified = vmc_trust::verify(trust, raw, &options).map_err(|e| {
             let code = e.code().unwrap_or(ErrorCode::SignatureInvalid);
-            Box::new((reject(code, chain(&e)), None))
+            reject(code, chain(&e))
         })?;
         if verified.weak_digest {
             tracing::warn!(
@@ -158,6 +158,19 @@ impl Vmc {
                 verified.signer.subject
             );
         }
+        Ok(verified)
+    }
+
+    /// Checks 2–6 (signature, chain, revocation, parse, endorser claim).
+    pub(crate) fn verify_and_parse(
+        &self,
+        trust: &vmc_trust::TrustStore,
+        raw: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
+        let verified = self
+            .verify_signature(trust, &raw, now)
+            .map_err(|e| Box::new((e, None)))?;
         let signer = verified.signer;
         let limits = ParseLimits {
             max_bytes: usize::try_from(self.config().max_list_bytes).unwrap_or(usize::MAX),
@@ -233,21 +246,54 @@ impl Vmc {
 
     /// Check 9: created not in the future (with skew), expires in the future.
     pub(crate) fn check_time(&self, list: &ImageList, now: DateTime<Utc>) -> Result<(), Rejection> {
+        self.check_dates(list.created, list.expires, now)
+    }
+
+    /// Check 9 on a list's `dc:date:created` and `dc:date:expires`.
+    fn check_dates(
+        &self,
+        created: DateTime<Utc>,
+        expires: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Rejection> {
         let skew = TimeDelta::from_std(self.config().created_skew).unwrap_or(TimeDelta::zero());
-        if list.created > now + skew {
+        if created > now + skew {
             return Err(reject(
                 ErrorCode::ListNotYetValid,
                 format!(
                     "dc:date:created {} is in the future (now {})",
-                    list.created.to_rfc3339(),
+                    created.to_rfc3339(),
                     now.to_rfc3339()
                 ),
             ));
         }
-        if list.expires <= now {
+        if expires <= now {
             return Err(reject(
                 ErrorCode::ListExpired,
-                format!("dc:date:expires {} has passed", list.expires.to_rfc3339()),
+                format!("dc:date:expires {} has passed", expires.to_rfc3339()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check 7 for an existing subscription: the signer is an identity of an endorser linked
+    /// to it.
+    pub(crate) fn check_linked(
+        &self,
+        sub_id: i64,
+        identity: &CertIdentity,
+    ) -> Result<(), Rejection> {
+        let linked = self
+            .store()
+            .linked_endorser_for(sub_id, identity)
+            .map_err(|e| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+        if linked.is_none() {
+            return Err(reject(
+                ErrorCode::SignerNotEndorser,
+                format!(
+                    "the signer {} (issuer {}) is not an identity of an endorser linked to this subscription",
+                    identity.subject, identity.issuer
+                ),
             ));
         }
         Ok(())
@@ -470,6 +516,11 @@ impl Vmc {
             reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
         };
         let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
+        if let Some(current) = &sub.current
+            && current.sha512 == sha512_hex(&raw)
+        {
+            return self.confirm_unchanged(trust, sub, current, &raw, now, report);
+        }
         let candidate = self.verify_and_parse(trust, raw, now).map_err(|rejected| {
             let (e, signer) = *rejected;
             report.signer = signer;
@@ -479,21 +530,7 @@ impl Vmc {
         report.signer = Some(candidate.signer.clone());
         report.version = Some(list.version.to_string());
         let identity = Self::identity(&candidate.signer);
-        // Check 7.
-        if self
-            .store()
-            .linked_endorser_for(sub.id, &identity)
-            .map_err(store_err)?
-            .is_none()
-        {
-            return Err(reject(
-                ErrorCode::SignerNotEndorser,
-                format!(
-                    "the signer {} (issuer {}) is not an identity of an endorser linked to this subscription",
-                    identity.subject, identity.issuer
-                ),
-            ));
-        }
+        self.check_linked(sub.id, &identity)?;
         // Check 8.
         if let Some(expected) = &sub.identifier
             && expected != list.identifier.as_str()
@@ -508,16 +545,8 @@ impl Vmc {
         }
         // Check 9.
         self.check_time(list, now)?;
-        // Check 10.
+        // Check 10 (the same bytes again were found `unchanged` above).
         if let Some(current) = &sub.current {
-            if current.sha512 == candidate.sha512 {
-                self.store()
-                    .record_unchanged(sub.id, now)
-                    .map_err(store_err)?;
-                report.status = UpdateStatus::Unchanged;
-                report.identifier = Some(list.identifier.to_string());
-                return Ok(());
-            }
             let current_version = vmc_model::Version::new(current.version.clone());
             if list.version.is_older_than(&current_version) {
                 return Err(reject(
@@ -563,6 +592,32 @@ impl Vmc {
         report.new_images = outcome.new_images;
         report.rejected_images = rejected_images(&candidate.parsed);
         self.announce_new_images(list, &report.new_images, dispatcher);
+        Ok(())
+    }
+
+    /// The fetched bytes are those of the current version: `unchanged` once the checks that
+    /// can change their verdict on the same bytes pass again — 2–4 (the CA directory, the
+    /// CRLs and the certificates' validity move on), 7 (endorsers are linked and unlinked) and
+    /// 9 (the clock). 5, 6, 8 and 11 depend on the bytes alone and passed when this version
+    /// was imported, so the list is not parsed again.
+    fn confirm_unchanged(
+        &self,
+        trust: &vmc_trust::TrustStore,
+        sub: &Subscription,
+        current: &ListVersionInfo,
+        raw: &[u8],
+        now: DateTime<Utc>,
+        report: &mut ListReport,
+    ) -> Result<(), Rejection> {
+        let signer = self.verify_signature(trust, raw, now)?.signer;
+        report.signer = Some(signer.clone());
+        report.version = Some(current.version.clone());
+        self.check_linked(sub.id, &Self::identity(&signer))?;
+        self.check_dates(current.created, current.expires, now)?;
+        self.store()
+            .record_unchanged(sub.id, now)
+            .map_err(|e| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+        report.status = UpdateStatus::Unchanged;
         Ok(())
     }
 
