@@ -195,11 +195,7 @@ fn unlinking_the_endorser_expires_its_images_as_unendorsed() {
     let imgs = images();
     let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
     assert_eq!(sync(&vmc).downloaded.len(), 2);
-    let sub = vmc
-        .store()
-        .find_subscription(&env.server.url(LIST_PATH))
-        .unwrap()
-        .unwrap();
+    let sub = env.subscription(&vmc);
     vmc.store().unlink("e1", sub.id).unwrap();
     let report = sync(&vmc);
     assert_all_unendorsed(&env, &vmc, &report, 2);
@@ -210,11 +206,7 @@ fn disabling_the_subscription_expires_its_images_as_unendorsed() {
     let imgs = images();
     let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
     assert_eq!(sync(&vmc).downloaded.len(), 2);
-    let sub = vmc
-        .store()
-        .find_subscription(&env.server.url(LIST_PATH))
-        .unwrap()
-        .unwrap();
+    let sub = env.subscription(&vmc);
     vmc.store()
         .update_subscription(
             sub.id,

@@ -198,6 +198,14 @@ impl Gen {
         );
     }
 
+    /// The subscription to the list, as `vmc`'s store has it now.
+    pub(crate) fn subscription(&self, vmc: &Vmc) -> vmc_model::Subscription {
+        vmc.store()
+            .find_subscription(&self.server.url(LIST_PATH))
+            .unwrap()
+            .unwrap()
+    }
+
     pub(crate) fn cache_dir(&self) -> PathBuf {
         self.home.path().join("cache")
     }

@@ -7,24 +7,14 @@ use vmc_cache::{Dispatcher, ListReport, UpdateStatus, Vmc};
 use vmc_model::{ErrorCode, NewImagePolicy};
 use vmc_testkit::pki::write_crl;
 
-use crate::{Gen, GenImage, LIST_PATH};
+use crate::{Gen, GenImage};
 
 fn update(env: &Gen) -> ListReport {
     // A fresh `Vmc` reads the CA directory as it is now.
     let vmc: Vmc = env.open();
-    let sub = vmc
-        .store()
-        .find_subscription(&env.server.url(LIST_PATH))
-        .unwrap()
-        .unwrap();
+    let sub = env.subscription(&vmc);
     let report = vmc.update(&sub, &Dispatcher::new(vmc.config())).unwrap();
-    let current = vmc
-        .store()
-        .find_subscription(&env.server.url(LIST_PATH))
-        .unwrap()
-        .unwrap()
-        .current
-        .unwrap();
+    let current = env.subscription(&vmc).current.unwrap();
     assert_eq!(
         current.version, "1",
         "the current version never changes here"
@@ -82,11 +72,7 @@ fn the_same_bytes_are_unchanged_only_while_trust_endorsement_and_time_still_hold
 
     // Check 7: the endorser is unlinked.
     let vmc = env.open();
-    let sub = vmc
-        .store()
-        .find_subscription(&env.server.url(LIST_PATH))
-        .unwrap()
-        .unwrap();
+    let sub = env.subscription(&vmc);
     vmc.store().unlink("e1", sub.id).unwrap();
     assert_refused(&update(&env), ErrorCode::SignerNotEndorser);
     vmc.store().link("e1", sub.id).unwrap();
