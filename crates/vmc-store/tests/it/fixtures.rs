@@ -5,7 +5,13 @@ use serde_json::json;
 use vmc_model::{
     CertIdentity, EndorserClaim, Identifier, Image, ImageList, JsonObject, NewImagePolicy, Version,
 };
-use vmc_store::{ListImport, NewSubscription, Store};
+use vmc_store::{CacheEntry, ListImport, NewSubscription, Store};
+
+use crate::db::TestDb;
+
+/// The URL of the one subscription that [`store_with_subscription`] and
+/// [`store_with_linked_subscription`] create.
+pub const LIST_URL: &str = "https://example.org/list";
 
 /// A fixed instant, `secs` after 2027-01-01T00:00:00Z, with some nanoseconds so that
 /// precision loss shows.
@@ -97,6 +103,77 @@ pub fn subscription(store: &Store, url: &str, policy: NewImagePolicy) -> i64 {
         })
         .unwrap()
         .id
+}
+
+/// Adds an enabled subscription with this URL and policy and links the endorser `endorser` to
+/// it, so that its signatures endorse what the subscription imports.
+pub fn linked_subscription(
+    store: &Store,
+    endorser: &str,
+    url: &str,
+    policy: NewImagePolicy,
+) -> i64 {
+    let sub = subscription(store, url, policy);
+    store.link(endorser, sub).unwrap();
+    sub
+}
+
+/// Adds the endorser `s`, who holds the one identity `/CN=S` issued by `/CN=CA` and is linked to
+/// no subscription; returns that identity.
+pub fn add_endorser_s(store: &Store) -> CertIdentity {
+    let signer = identity("/CN=S", "/CN=CA");
+    store
+        .add_endorser("s", std::slice::from_ref(&signer))
+        .unwrap();
+    signer
+}
+
+/// Opens `db` and adds the endorser `s` (see [`add_endorser_s`]) and one subscription of
+/// [`LIST_URL`] with `policy`, *not* linked to `s`. Returns the store, the identity of `s` and
+/// the subscription id.
+pub fn store_with_subscription(db: &TestDb, policy: NewImagePolicy) -> (Store, CertIdentity, i64) {
+    let store = db.open();
+    let signer = add_endorser_s(&store);
+    let sub = subscription(&store, LIST_URL, policy);
+    (store, signer, sub)
+}
+
+/// Like [`store_with_subscription`], but `s` is linked to the subscription, so that the lists
+/// it signs there are endorsed.
+pub fn store_with_linked_subscription(
+    db: &TestDb,
+    policy: NewImagePolicy,
+) -> (Store, CertIdentity, i64) {
+    let store = db.open();
+    let signer = add_endorser_s(&store);
+    let sub = linked_subscription(&store, "s", LIST_URL, policy);
+    (store, signer, sub)
+}
+
+/// Version `version` of the list `L`, signed by `signer`, carrying the single image `img-1`
+/// (digest of `a`s).
+pub fn one_image_list(version: &str, signer: &CertIdentity) -> ImageList {
+    list("L", version, signer, vec![image("img-1", 'a')])
+}
+
+/// Imports [`one_image_list`] of this version under `sub` as signed by `signer`; returns the
+/// version id.
+pub fn import_one_image(store: &Store, sub: i64, version: &str, signer: &CertIdentity) -> i64 {
+    import(store, sub, &one_image_list(version, signer), signer)
+}
+
+/// The cache entry of [`image`]`(identifier, digest)`, downloaded at `at(70)` from list version
+/// `version` of subscription `sub`.
+pub fn cache_entry(identifier: &str, digest: char, sub: i64, version: i64) -> CacheEntry {
+    CacheEntry {
+        identifier: id(identifier),
+        filename: identifier.into(),
+        size: 1024,
+        sha512: sha(digest),
+        subscription_id: Some(sub),
+        list_version_id: Some(version),
+        cached_at: at(70),
+    }
 }
 
 /// Imports `list` under subscription `sub` as signed by `signer`; returns the version id.

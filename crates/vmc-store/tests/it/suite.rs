@@ -8,7 +8,11 @@ use vmc_store::{
 };
 
 use crate::db::TestDb;
-use crate::fixtures::{at, id, identity, image, import, import_with, list, sha, subscription};
+use crate::fixtures::{
+    LIST_URL, add_endorser_s, at, cache_entry, id, identity, image, import, import_one_image,
+    import_with, linked_subscription, list, one_image_list, sha, store_with_linked_subscription,
+    store_with_subscription, subscription,
+};
 
 crate::on_both_backends!(
     endorsers_hold_identities_and_links,
@@ -184,8 +188,7 @@ fn same_subject_under_another_issuer_endorses_nothing(db: &TestDb) {
     store
         .add_endorser("impostor", std::slice::from_ref(&rogue))
         .unwrap();
-    let sub = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
-    store.link("jane", sub).unwrap();
+    let sub = linked_subscription(&store, "jane", LIST_URL, NewImagePolicy::Refuse);
 
     assert_eq!(
         store.linked_endorser_for(sub, &genuine).unwrap().as_deref(),
@@ -193,12 +196,7 @@ fn same_subject_under_another_issuer_endorses_nothing(db: &TestDb) {
     );
     assert_eq!(store.linked_endorser_for(sub, &rogue).unwrap(), None);
 
-    import(
-        &store,
-        sub,
-        &list("L", "1", &rogue, vec![image("img-1", 'a')]),
-        &rogue,
-    );
+    import_one_image(&store, sub, "1", &rogue);
     let images = store.images(&ImageFilter::default()).unwrap();
     assert_eq!(images.len(), 1);
     assert!(
@@ -206,12 +204,7 @@ fn same_subject_under_another_issuer_endorses_nothing(db: &TestDb) {
         "a rogue CA's signature endorsed the list"
     );
 
-    import(
-        &store,
-        sub,
-        &list("L", "2", &genuine, vec![image("img-1", 'a')]),
-        &genuine,
-    );
+    import_one_image(&store, sub, "2", &genuine);
     assert!(store.images(&ImageFilter::default()).unwrap()[0].endorsed);
 }
 
@@ -221,14 +214,8 @@ fn removing_an_endorser_withdraws_its_signatures(db: &TestDb) {
     store
         .add_endorser("old", std::slice::from_ref(&signer))
         .unwrap();
-    let sub = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
-    store.link("old", sub).unwrap();
-    import(
-        &store,
-        sub,
-        &list("L", "1", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    let sub = linked_subscription(&store, "old", LIST_URL, NewImagePolicy::Refuse);
+    import_one_image(&store, sub, "1", &signer);
     assert!(store.images(&ImageFilter::default()).unwrap()[0].endorsed);
 
     store.remove_endorser("old").unwrap();
@@ -341,10 +328,7 @@ fn subscriptions_are_created_changed_and_removed(db: &TestDb) {
 
     // After an import the list identifier finds it too; two subscriptions of one list are
     // ambiguous by identifier.
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
+    let signer = add_endorser_s(&store);
     import(
         &store,
         created.id,
@@ -430,18 +414,8 @@ fn credentials_round_trip_and_never_show(db: &TestDb) {
 }
 
 fn update_outcomes_touch_only_error_and_time(db: &TestDb) {
-    let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
-    let sub = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
-    import(
-        &store,
-        sub,
-        &list("L", "1", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    let (store, signer, sub) = store_with_subscription(db, NewImagePolicy::Refuse);
+    import_one_image(&store, sub, "1", &signer);
     let before = store.subscription(sub).unwrap();
     assert_eq!(before.updated, Some(at(60)));
 
@@ -469,12 +443,7 @@ fn update_outcomes_touch_only_error_and_time(db: &TestDb) {
     assert_eq!(unchanged.current, before.current);
 
     store.record_update_failure(sub, &error, at(200)).unwrap();
-    import(
-        &store,
-        sub,
-        &list("L", "2", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    import_one_image(&store, sub, "2", &signer);
     assert_eq!(
         store.subscription(sub).unwrap().last_error,
         None,
@@ -501,7 +470,7 @@ fn import_stores_the_version_exactly(db: &TestDb) {
     store
         .add_endorser("jane", std::slice::from_ref(&signer))
         .unwrap();
-    let sub = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
+    let sub = subscription(&store, LIST_URL, NewImagePolicy::Refuse);
     assert_eq!(store.current_version(sub).unwrap(), None);
     assert!(store.current_version(999_999).unwrap_err().is_not_found());
 
@@ -588,18 +557,9 @@ fn import_stores_the_version_exactly(db: &TestDb) {
 }
 
 fn import_needs_a_stored_signer_and_the_same_list(db: &TestDb) {
-    let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
+    let (store, signer, sub) = store_with_subscription(db, NewImagePolicy::Subscribe);
     let stranger = identity("/CN=S", "/CN=Other CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
-    let sub = subscription(
-        &store,
-        "https://example.org/list",
-        NewImagePolicy::Subscribe,
-    );
-    let first = list("L", "1", &stranger, vec![image("img-1", 'a')]);
+    let first = one_image_list("1", &stranger);
     let raw = first.to_json_bytes();
     let err = store
         .import_list(
@@ -628,26 +588,17 @@ fn import_needs_a_stored_signer_and_the_same_list(db: &TestDb) {
     assert!(store.images(&ImageFilter::default()).unwrap().is_empty());
     assert_eq!(store.subscription(sub).unwrap().identifier, None);
 
-    import(
-        &store,
-        sub,
-        &list("L", "1", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    import_one_image(&store, sub, "1", &signer);
     let other = list("M", "2", &signer, vec![image("img-2", 'b')]);
-    let err = store
-        .import_list(
-            sub,
-            &ListImport {
-                raw: &raw,
-                sha512: &sha('b'),
-                list: &other,
-                signer: &signer,
-                imported: at(61),
-                select_all: false,
-            },
-        )
-        .unwrap_err();
+    let mismatched = ListImport {
+        raw: &raw,
+        sha512: &sha('b'),
+        list: &other,
+        signer: &signer,
+        imported: at(61),
+        select_all: false,
+    };
+    let err = store.import_list(sub, &mismatched).unwrap_err();
     assert!(
         matches!(err, StoreError::IdentifierMismatch { .. }),
         "{err}"
@@ -658,17 +609,7 @@ fn import_needs_a_stored_signer_and_the_same_list(db: &TestDb) {
     );
     assert!(
         store
-            .import_list(
-                999_999,
-                &ListImport {
-                    raw: &raw,
-                    sha512: &sha('b'),
-                    list: &other,
-                    signer: &signer,
-                    imported: at(61),
-                    select_all: false,
-                },
-            )
+            .import_list(999_999, &mismatched)
             .unwrap_err()
             .is_not_found()
     );
@@ -676,10 +617,7 @@ fn import_needs_a_stored_signer_and_the_same_list(db: &TestDb) {
 
 fn new_images_follow_the_policy(db: &TestDb) {
     let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
+    let signer = add_endorser_s(&store);
     let refuse = subscription(&store, "https://r.example.org/list", NewImagePolicy::Refuse);
     let subscribe = subscription(
         &store,
@@ -766,14 +704,9 @@ fn new_images_follow_the_policy(db: &TestDb) {
 }
 
 fn old_versions_are_pruned_beyond_the_bound(db: &TestDb) {
-    let mut store = db.open();
+    let (mut store, signer, sub) = store_with_subscription(db, NewImagePolicy::Refuse);
     assert_eq!(store.keep_versions(), vmc_store::DEFAULT_KEEP_VERSIONS);
     store.set_keep_versions(2);
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
-    let sub = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
     let other = subscription(
         &store,
         "https://other.example.org/list",
@@ -786,30 +719,12 @@ fn old_versions_are_pruned_beyond_the_bound(db: &TestDb) {
         &signer,
     );
 
-    let first = import(
-        &store,
-        sub,
-        &list("L", "1", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    let first = import_one_image(&store, sub, "1", &signer);
     store
-        .record_cached(&CacheEntry {
-            identifier: id("img-1"),
-            filename: "img-1".into(),
-            size: 1024,
-            sha512: sha('a'),
-            subscription_id: Some(sub),
-            list_version_id: Some(first),
-            cached_at: at(70),
-        })
+        .record_cached(&cache_entry("img-1", 'a', sub, first))
         .unwrap();
     for v in 2..=4 {
-        import(
-            &store,
-            sub,
-            &list("L", &v.to_string(), &signer, vec![image("img-1", 'a')]),
-            &signer,
-        );
+        import_one_image(&store, sub, &v.to_string(), &signer);
     }
     assert_eq!(store.version_count(sub).unwrap(), 2);
     assert_eq!(
@@ -830,12 +745,7 @@ fn old_versions_are_pruned_beyond_the_bound(db: &TestDb) {
 
     store.set_keep_versions(0); // means 1: the current version is never pruned
     assert_eq!(store.keep_versions(), 1);
-    import(
-        &store,
-        sub,
-        &list("L", "5", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
+    import_one_image(&store, sub, "5", &signer);
     assert_eq!(store.version_count(sub).unwrap(), 1);
     assert_eq!(
         store.current_version(sub).unwrap().unwrap().info.version,
@@ -845,17 +755,14 @@ fn old_versions_are_pruned_beyond_the_bound(db: &TestDb) {
 
 fn images_are_filtered_and_sorted(db: &TestDb) {
     let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
-    let b = subscription(
+    let signer = add_endorser_s(&store);
+    let b = linked_subscription(
         &store,
+        "s",
         "https://b.example.org/list",
         NewImagePolicy::Subscribe,
     );
     let a = subscription(&store, "https://a.example.org/list", NewImagePolicy::Refuse);
-    store.link("s", b).unwrap();
     let old_b = import(
         &store,
         b,
@@ -889,15 +796,7 @@ fn images_are_filtered_and_sorted(db: &TestDb) {
             },
         )
         .unwrap();
-    let cached = CacheEntry {
-        identifier: id("b-1"),
-        filename: "b-1".into(),
-        size: 1024,
-        sha512: sha('c'),
-        subscription_id: Some(b),
-        list_version_id: Some(vb),
-        cached_at: at(70),
-    };
+    let cached = cache_entry("b-1", 'c', b, vb);
     store.record_cached(&cached).unwrap();
 
     let all = store.images(&ImageFilter::default()).unwrap();
@@ -980,10 +879,7 @@ fn images_are_filtered_and_sorted(db: &TestDb) {
 
 fn set_selected_is_all_or_nothing(db: &TestDb) {
     let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
-    store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
+    let signer = add_endorser_s(&store);
     let one = subscription(
         &store,
         "https://one.example.org/list",
@@ -1170,33 +1066,10 @@ fn cache_entries_enter_expire_and_are_forgotten(db: &TestDb) {
 }
 
 fn removing_a_subscription_keeps_cache_entries(db: &TestDb) {
-    let store = db.open();
-    let signer = identity("/CN=S", "/CN=CA");
+    let (store, signer, sub) = store_with_linked_subscription(db, NewImagePolicy::Subscribe);
+    let version = import_one_image(&store, sub, "1", &signer);
     store
-        .add_endorser("s", std::slice::from_ref(&signer))
-        .unwrap();
-    let sub = subscription(
-        &store,
-        "https://example.org/list",
-        NewImagePolicy::Subscribe,
-    );
-    store.link("s", sub).unwrap();
-    let version = import(
-        &store,
-        sub,
-        &list("L", "1", &signer, vec![image("img-1", 'a')]),
-        &signer,
-    );
-    store
-        .record_cached(&CacheEntry {
-            identifier: id("img-1"),
-            filename: "img-1".into(),
-            size: 1024,
-            sha512: sha('a'),
-            subscription_id: Some(sub),
-            list_version_id: Some(version),
-            cached_at: at(70),
-        })
+        .record_cached(&cache_entry("img-1", 'a', sub, version))
         .unwrap();
     store.remove_subscription(sub).unwrap();
     assert!(store.images(&ImageFilter::default()).unwrap().is_empty());
@@ -1215,7 +1088,7 @@ fn removing_a_subscription_keeps_cache_entries(db: &TestDb) {
         (None, None)
     );
     // The same URL can be subscribed again, from scratch.
-    let again = subscription(&store, "https://example.org/list", NewImagePolicy::Refuse);
+    let again = subscription(&store, LIST_URL, NewImagePolicy::Refuse);
     assert_eq!(store.current_version(again).unwrap(), None);
 }
 
