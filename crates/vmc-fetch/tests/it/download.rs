@@ -9,14 +9,14 @@ use vmc_fetch::{Client, ClientConfig, FetchError, NoReporter, state_path};
 use vmc_model::ErrorCode;
 use vmc_testkit::server::{Fault, Route, TestServer};
 
-use crate::{Recorder, body, client, config, download, download_expecting, partial, sha};
+use crate::{
+    Recorder, body, client, config, download, download_expecting, partial, serve_with_partial, sha,
+};
 
 #[test]
 fn download_writes_the_verified_file_and_leaves_no_state() {
-    let server = TestServer::start();
     let data = body(3 * 1024 * 1024 + 17, 1);
-    server.add("/img", Route::new(data.clone()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     let recorder = Recorder::default();
     let outcome = download_expecting(
         &client(0),
@@ -52,9 +52,7 @@ fn download_writes_the_verified_file_and_leaves_no_state() {
 
 #[test]
 fn empty_image_downloads() {
-    let server = TestServer::start();
-    server.add("/empty", Route::new(Vec::new()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/empty", Route::new(Vec::new()));
     let outcome = download(&client(0), &server.url("/empty"), &dest, b"").unwrap();
     assert_eq!(outcome.size, 0);
     assert_eq!(fs::read(&dest).unwrap(), b"");
@@ -62,16 +60,14 @@ fn empty_image_downloads() {
 
 #[test]
 fn resumed_download_transfers_only_the_missing_bytes() {
-    let server = TestServer::start();
     let data = body(2_000_000, 2);
     let cut = 750_000u64;
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone())
             .etag("\"v1\"")
             .fault_for(Fault::TruncateAt(cut), 1),
     );
-    let (_dir, dest) = partial();
     let c = client(0);
 
     let err = download(&c, &server.url("/img"), &dest, &data).unwrap_err();
@@ -111,13 +107,11 @@ fn resumed_download_transfers_only_the_missing_bytes() {
 
 #[test]
 fn truncation_is_retried_and_resumed_within_one_call() {
-    let server = TestServer::start();
     let data = body(1_500_000, 3);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault_for(Fault::TruncateAt(400_000), 1),
     );
-    let (_dir, dest) = partial();
     let outcome = download(&client(2), &server.url("/img"), &dest, &data).unwrap();
     assert_eq!(outcome.attempts, 2);
     assert_eq!(outcome.resumed_from, 400_000);
@@ -129,13 +123,11 @@ fn truncation_is_retried_and_resumed_within_one_call() {
 
 #[test]
 fn reset_mid_body_is_transient_and_retried() {
-    let server = TestServer::start();
     let data = body(4_000_000, 4);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault_for(Fault::ResetAt(1_000_000), 1),
     );
-    let (_dir, dest) = partial();
     let err = download(&client(0), &server.url("/img"), &dest, &data).unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(
@@ -162,15 +154,13 @@ fn reset_mid_body_is_transient_and_retried() {
 
 #[test]
 fn server_without_range_support_gets_a_full_download() {
-    let server = TestServer::start();
     let data = body(1_000_000, 5);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone())
             .ranges(false)
             .fault_for(Fault::TruncateAt(300_000), 1),
     );
-    let (_dir, dest) = partial();
     let c = client(0);
     download(&c, &server.url("/img"), &dest, &data).unwrap_err();
     assert_eq!(fs::metadata(&dest).unwrap().len(), 300_000);
@@ -190,17 +180,15 @@ fn server_without_range_support_gets_a_full_download() {
 
 #[test]
 fn changed_validator_restarts_from_scratch() {
-    let server = TestServer::start();
     let good = body(1_000_000, 6);
     let stale = body(1_000_000, 7);
     // A first attempt got 300 kB of another version of the file (ETag v1)…
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(stale)
             .etag("\"v1\"")
             .fault(Fault::TruncateAt(300_000)),
     );
-    let (_dir, dest) = partial();
     let c = client(0);
     download(&c, &server.url("/img"), &dest, &good).unwrap_err();
     // …then the server's file changed (ETag v2): If-Range must make it send everything.
@@ -214,17 +202,15 @@ fn changed_validator_restarts_from_scratch() {
 
 #[test]
 fn last_modified_is_the_validator_when_the_etag_is_weak() {
-    let server = TestServer::start();
     let data = body(500_000, 8);
     let date = "Wed, 21 Oct 2015 07:28:00 GMT";
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone())
             .etag("W/\"weak\"")
             .last_modified(date)
             .fault_for(Fault::TruncateAt(100_000), 1),
     );
-    let (_dir, dest) = partial();
     let outcome = download(&client(1), &server.url("/img"), &dest, &data).unwrap();
     assert_eq!(outcome.resumed_from, 100_000);
     assert_eq!(
@@ -235,16 +221,14 @@ fn last_modified_is_the_validator_when_the_etag_is_weak() {
 
 #[test]
 fn server_errors_are_retried_until_success() {
-    let server = TestServer::start();
     let data = body(100_000, 9);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault(Fault::FailTimes {
             status: 500,
             times: 2,
         }),
     );
-    let (_dir, dest) = partial();
     let outcome = download(&client(3), &server.url("/img"), &dest, &data).unwrap();
     assert_eq!(outcome.attempts, 3);
     assert_eq!(server.requests("/img"), 3);
@@ -253,16 +237,14 @@ fn server_errors_are_retried_until_success() {
 
 #[test]
 fn retries_are_bounded() {
-    let server = TestServer::start();
     let data = body(1000, 10);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault(Fault::FailTimes {
             status: 503,
             times: 100,
         }),
     );
-    let (_dir, dest) = partial();
     let err = download(&client(2), &server.url("/img"), &dest, &data).unwrap_err();
     assert!(
         matches!(err, FetchError::Status { code: 503, .. }),
@@ -275,9 +257,7 @@ fn retries_are_bounded() {
 
 #[test]
 fn client_errors_are_not_retried() {
-    let server = TestServer::start();
-    server.add("/gone", Route::new(b"no".to_vec()).status(404));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/gone", Route::new(b"no".to_vec()).status(404));
     let err = download(&client(3), &server.url("/gone"), &dest, b"anything").unwrap_err();
     assert!(
         matches!(err, FetchError::Status { code: 404, .. }),
@@ -289,10 +269,8 @@ fn client_errors_are_not_retried() {
 
 #[test]
 fn digest_mismatch_deletes_the_partial_file_and_is_not_retried() {
-    let server = TestServer::start();
     let data = body(200_000, 11);
-    server.add("/img", Route::new(data.clone()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     let wrong = sha(b"something else");
     let err = download_expecting(
         &client(3),
@@ -321,10 +299,8 @@ fn digest_mismatch_deletes_the_partial_file_and_is_not_retried() {
 
 #[test]
 fn content_length_other_than_expected_size_is_refused_at_once() {
-    let server = TestServer::start();
     let data = body(5_000_000, 12);
-    server.add("/img", Route::new(data.clone()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     let err = download_expecting(
         &client(3),
         &server.url("/img"),
@@ -346,13 +322,11 @@ fn content_length_other_than_expected_size_is_refused_at_once() {
 
 #[test]
 fn wrong_content_length_is_a_size_mismatch() {
-    let server = TestServer::start();
     let data = body(100_000, 13);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault(Fault::WrongContentLength(99_000)),
     );
-    let (_dir, dest) = partial();
     let err = download(&client(2), &server.url("/img"), &dest, &data).unwrap_err();
     assert!(
         matches!(err, FetchError::SizeMismatch { actual: 99_000, .. }),
@@ -363,9 +337,8 @@ fn wrong_content_length_is_a_size_mismatch() {
 
 #[test]
 fn endless_body_is_cut_off_after_the_expected_size() {
-    let server = TestServer::start();
-    server.add("/img", Route::new(Vec::new()).fault(Fault::EndlessBody));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) =
+        serve_with_partial("/img", Route::new(Vec::new()).fault(Fault::EndlessBody));
     let size = 3 * 1024 * 1024 + 5;
     let recorder = Recorder::default();
     let err = download_expecting(
@@ -390,13 +363,11 @@ fn endless_body_is_cut_off_after_the_expected_size() {
 
 #[test]
 fn partial_file_larger_than_expected_is_discarded() {
-    let server = TestServer::start();
     let data = body(300_000, 14);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault_for(Fault::TruncateAt(1000), 1),
     );
-    let (_dir, dest) = partial();
     let c = client(0);
     download(&c, &server.url("/img"), &dest, &data).unwrap_err();
     // Make the partial file (with its valid state) longer than the image.
@@ -409,10 +380,8 @@ fn partial_file_larger_than_expected_is_discarded() {
 
 #[test]
 fn partial_file_without_state_is_not_trusted() {
-    let server = TestServer::start();
     let data = body(300_000, 15);
-    server.add("/img", Route::new(data.clone()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     fs::create_dir_all(dest.parent().unwrap()).unwrap();
     fs::write(&dest, b"left over by someone else").unwrap();
     let outcome = download(&client(0), &server.url("/img"), &dest, &data).unwrap();
@@ -423,13 +392,11 @@ fn partial_file_without_state_is_not_trusted() {
 
 #[test]
 fn complete_partial_file_is_verified_without_fetching_again() {
-    let server = TestServer::start();
     let data = body(300_000, 16);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault_for(Fault::TruncateAt(1000), 1),
     );
-    let (_dir, dest) = partial();
     let c = client(0);
     download(&c, &server.url("/img"), &dest, &data).unwrap_err();
     fs::OpenOptions::new()
@@ -449,10 +416,8 @@ fn complete_partial_file_is_verified_without_fetching_again() {
 /// the file was moved on must not be fetched again.
 #[test]
 fn complete_partial_file_without_state_is_kept_when_it_verifies() {
-    let server = TestServer::start();
     let data = body(300_000, 18);
-    server.add("/img", Route::new(data.clone()));
-    let (_dir, dest) = partial();
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     let c = client(0);
     download(&c, &server.url("/img"), &dest, &data).unwrap();
     assert!(!state_path(&dest).exists());
@@ -472,13 +437,11 @@ fn complete_partial_file_without_state_is_kept_when_it_verifies() {
 
 #[test]
 fn stalled_body_times_out_and_is_resumed() {
-    let server = TestServer::start();
     let data = body(600_000, 17);
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img",
         Route::new(data.clone()).fault_for(Fault::StallAt(200_000, Duration::from_secs(60)), 2),
     );
-    let (_dir, dest) = partial();
     let quick = |retries| {
         Client::new(ClientConfig {
             read_timeout: Duration::from_millis(800),
@@ -499,13 +462,11 @@ fn stalled_body_times_out_and_is_resumed() {
 
 #[test]
 fn redirects_are_followed_and_loops_refused() {
-    let server = TestServer::start();
     let data = body(10_000, 18);
-    server.add("/img", Route::new(data.clone()));
+    let (server, _dir, dest) = serve_with_partial("/img", Route::new(data.clone()));
     server.add("/old", Route::redirect("/img"));
     server.add("/loop1", Route::redirect("/loop2"));
     server.add("/loop2", Route::redirect("/loop1"));
-    let (_dir, dest) = partial();
     download(&client(0), &server.url("/old"), &dest, &data).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), data);
     // A fresh destination: a complete, verified file there would be kept without a request.
@@ -549,13 +510,11 @@ fn gzip_stored(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn image_bodies_are_never_content_decoded() {
-    let server = TestServer::start();
     let gz = gzip_stored(&body(100_000, 19));
-    server.add(
+    let (server, _dir, dest) = serve_with_partial(
         "/img.gz",
         Route::new(gz.clone()).header("Content-Encoding", "gzip"),
     );
-    let (_dir, dest) = partial();
     download(&client(0), &server.url("/img.gz"), &dest, &gz).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), gz);
     let request = server.last_request("/img.gz").unwrap();

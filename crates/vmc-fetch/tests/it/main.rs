@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vmc_fetch::{Client, ClientConfig, DownloadOutcome, DownloadRequest, FetchError, Reporter};
+use vmc_testkit::server::{Route, TestServer};
 
 /// A configuration for tests: short timeouts, no retries, tiny backoff, no system roots.
 pub fn config() -> ClientConfig {
@@ -127,4 +128,15 @@ pub fn partial() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("partial").join("image-1");
     (dir, dest)
+}
+
+/// Starts a loopback test server that serves `route` at `path`, and makes a fresh partial file
+/// (see [`partial`]) to download it into.
+///
+/// Keep the returned `TempDir` alive (e.g. as `_dir`) for as long as the partial file is used.
+pub fn serve_with_partial(path: &str, route: Route) -> (TestServer, tempfile::TempDir, PathBuf) {
+    let server = TestServer::start();
+    server.add(path, route);
+    let (dir, dest) = partial();
+    (server, dir, dest)
 }
