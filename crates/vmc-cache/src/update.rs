@@ -168,6 +168,18 @@ impl Vmc {
         raw: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
+        let sha512 = sha512_hex(&raw);
+        self.verify_and_parse_digested(trust, raw, sha512, now)
+    }
+
+    /// [`Self::verify_and_parse`] of bytes whose sha512 (lowercase hex) is known.
+    fn verify_and_parse_digested(
+        &self,
+        trust: &vmc_trust::TrustStore,
+        raw: Vec<u8>,
+        sha512: String,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate, Box<(Rejection, Option<Signer>)>> {
         let verified = self
             .verify_signature(trust, &raw, now)
             .map_err(|e| Box::new((e, None)))?;
@@ -223,7 +235,6 @@ impl Vmc {
                 Some(signer),
             )));
         }
-        let sha512 = sha512_hex(&raw);
         Ok(Candidate {
             raw,
             sha512,
@@ -516,16 +527,19 @@ impl Vmc {
             reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
         };
         let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
+        let sha512 = sha512_hex(&raw);
         if let Some(current) = &sub.current
-            && current.sha512 == sha512_hex(&raw)
+            && current.sha512 == sha512
         {
             return self.confirm_unchanged(trust, sub, current, &raw, now, report);
         }
-        let candidate = self.verify_and_parse(trust, raw, now).map_err(|rejected| {
-            let (e, signer) = *rejected;
-            report.signer = signer;
-            e
-        })?;
+        let candidate = self
+            .verify_and_parse_digested(trust, raw, sha512, now)
+            .map_err(|rejected| {
+                let (e, signer) = *rejected;
+                report.signer = signer;
+                e
+            })?;
         let list = &candidate.parsed.list;
         report.signer = Some(candidate.signer.clone());
         report.version = Some(list.version.to_string());

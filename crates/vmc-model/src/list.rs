@@ -348,26 +348,29 @@ pub fn parse_image_list(payload: &[u8], limits: &ParseLimits) -> Result<ParsedLi
         column: source.column(),
         source,
     })?;
-    let root = doc.as_object().ok_or_else(|| ListError::WrongType {
-        key: "(document)".into(),
-        location: Location::List,
-        expected: "an object holding \"hv:imagelist\"",
-    })?;
-    let list_value = root
-        .get("hv:imagelist")
-        .ok_or_else(|| ListError::MissingKey {
+    // The tree is taken apart rather than copied: its strings and values move into the list.
+    let Value::Object(mut root) = doc else {
+        return Err(ListError::WrongType {
+            key: "(document)".into(),
+            location: Location::List,
+            expected: "an object holding \"hv:imagelist\"",
+        });
+    };
+    match root.remove("hv:imagelist") {
+        Some(Value::Object(obj)) => parse_list_object(obj, limits),
+        Some(_) => Err(ListError::WrongType {
             key: "hv:imagelist".into(),
             location: Location::List,
-        })?;
-    let obj = list_value.as_object().ok_or_else(|| ListError::WrongType {
-        key: "hv:imagelist".into(),
-        location: Location::List,
-        expected: "an object",
-    })?;
-    parse_list_object(obj, limits)
+            expected: "an object",
+        }),
+        None => Err(ListError::MissingKey {
+            key: "hv:imagelist".into(),
+            location: Location::List,
+        }),
+    }
 }
 
-fn parse_list_object(obj: &JsonObject, limits: &ParseLimits) -> Result<ParsedList, ListError> {
+fn parse_list_object(mut obj: JsonObject, limits: &ParseLimits) -> Result<ParsedList, ListError> {
     let loc = Location::List;
     for key in LIST_KEYS {
         if !obj.contains_key(key) {
@@ -378,31 +381,37 @@ fn parse_list_object(obj: &JsonObject, limits: &ParseLimits) -> Result<ParsedLis
         }
     }
     let identifier =
-        Identifier::new(string(obj, "dc:identifier", &loc)?).map_err(ListError::ListIdentifier)?;
-    let images_value = &obj["hv:images"];
-    let raw_images = images_value
-        .as_array()
-        .ok_or_else(|| wrong("hv:images", &loc, "an array"))?;
+        Identifier::new(string(&obj, "dc:identifier", &loc)?).map_err(ListError::ListIdentifier)?;
+    let raw_images = match obj.get_mut("hv:images") {
+        Some(Value::Array(items)) => std::mem::take(items),
+        _ => return Err(wrong("hv:images", &loc, "an array")),
+    };
     if raw_images.len() > limits.max_images {
         return Err(ListError::TooManyImages {
             count: raw_images.len(),
             max: limits.max_images,
         });
     }
+    // Identifiers must be unique; the first repeat is refused when the images are read in
+    // order, before that image's own checks.
+    let first_repeat = {
+        let mut seen = HashSet::with_capacity(raw_images.len());
+        raw_images.iter().position(|item| {
+            item.get("hv:image")
+                .and_then(|i| i.get("dc:identifier"))
+                .and_then(Value::as_str)
+                .is_some_and(|id| !seen.insert(id))
+        })
+    };
     let mut images = Vec::with_capacity(raw_images.len());
     let mut rejected = Vec::new();
-    let mut seen = HashSet::with_capacity(raw_images.len());
-    for (index, item) in raw_images.iter().enumerate() {
-        let id_text = item
-            .get("hv:image")
-            .and_then(|i| i.get("dc:identifier"))
-            .and_then(Value::as_str);
-        if let Some(id) = id_text
-            && !seen.insert(id)
-        {
-            return Err(ListError::DuplicateImageId {
-                identifier: id.into(),
-            });
+    for (index, item) in raw_images.into_iter().enumerate() {
+        if Some(index) == first_repeat {
+            let identifier = item["hv:image"]["dc:identifier"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            return Err(ListError::DuplicateImageId { identifier });
         }
         match parse_image(index, item)? {
             Ok(image) => images.push(image),
@@ -411,41 +420,42 @@ fn parse_list_object(obj: &JsonObject, limits: &ParseLimits) -> Result<ParsedLis
     }
     let list = ImageList {
         identifier,
-        title: string(obj, "dc:title", &loc)?,
-        description: string(obj, "dc:description", &loc)?,
-        source: string(obj, "dc:source", &loc)?,
-        created: date(obj, "dc:date:created", &loc)?,
-        expires: date(obj, "dc:date:expires", &loc)?,
-        version: Version::new(string(obj, "hv:version", &loc)?),
-        uri: string(obj, "hv:uri", &loc)?,
+        title: string(&obj, "dc:title", &loc)?,
+        description: string(&obj, "dc:description", &loc)?,
+        source: string(&obj, "dc:source", &loc)?,
+        created: date(&obj, "dc:date:created", &loc)?,
+        expires: date(&obj, "dc:date:expires", &loc)?,
+        version: Version::new(string(&obj, "hv:version", &loc)?),
+        uri: string(&obj, "hv:uri", &loc)?,
         endorsers: endorsers(&obj["hv:endorser"])?,
         images,
         extra: obj
-            .iter()
+            .into_iter()
             .filter(|(k, _)| !LIST_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     };
     Ok(ParsedList { list, rejected })
 }
 
 /// Outer `Err`: the list is malformed. Inner `Err`: this image is left out.
-fn parse_image(index: usize, item: &Value) -> Result<Result<Image, ImageError>, ListError> {
+fn parse_image(index: usize, item: Value) -> Result<Result<Image, ImageError>, ListError> {
     let mut loc = Location::Image {
         index,
         identifier: None,
     };
-    let wrapper = item
-        .as_object()
-        .ok_or_else(|| wrong("hv:images[]", &loc, "an object holding \"hv:image\""))?;
-    let obj = wrapper
-        .get("hv:image")
-        .ok_or_else(|| ListError::MissingKey {
-            key: "hv:image".into(),
-            location: loc.clone(),
-        })?
-        .as_object()
-        .ok_or_else(|| wrong("hv:image", &loc, "an object"))?;
+    let Value::Object(mut wrapper) = item else {
+        return Err(wrong("hv:images[]", &loc, "an object holding \"hv:image\""));
+    };
+    let obj = match wrapper.remove("hv:image") {
+        Some(Value::Object(obj)) => obj,
+        Some(_) => return Err(wrong("hv:image", &loc, "an object")),
+        None => {
+            return Err(ListError::MissingKey {
+                key: "hv:image".into(),
+                location: loc,
+            });
+        }
+    };
     if let Some(Value::String(id)) = obj.get("dc:identifier") {
         loc = Location::Image {
             index,
@@ -460,10 +470,23 @@ fn parse_image(index: usize, item: &Value) -> Result<Result<Image, ImageError>, 
             });
         }
     }
-    let id_text = string(obj, "dc:identifier", &loc)?;
-    let title = string(obj, "dc:title", &loc)?;
-    let uri = string(obj, "hv:uri", &loc)?;
-    let size = match &obj["hv:size"] {
+    // One pass in document order: the mandatory values to their slots, the rest kept as
+    // written.
+    let mut mandatory: [Value; IMAGE_KEYS.len()] = Default::default();
+    let mut extra = JsonObject::new();
+    for (key, value) in obj {
+        match IMAGE_KEYS.iter().position(|k| *k == key) {
+            Some(slot) => mandatory[slot] = value,
+            None => {
+                extra.insert(key, value);
+            }
+        }
+    }
+    let [id_value, title, uri, size, sha512, version] = mandatory;
+    let id_text = into_string(id_value, "dc:identifier", &loc)?;
+    let title = into_string(title, "dc:title", &loc)?;
+    let uri = into_string(uri, "hv:uri", &loc)?;
+    let size = match &size {
         Value::Number(n) => n.as_u64(),
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             s.parse::<u64>().ok()
@@ -477,9 +500,9 @@ fn parse_image(index: usize, item: &Value) -> Result<Result<Image, ImageError>, 
             "a non-negative integer (number or string of digits) below 2^64",
         )
     })?;
-    let sha512 = string(obj, "sl:checksum:sha512", &loc)?;
-    let version = match &obj["hv:version"] {
-        Value::String(s) => s.clone(),
+    let mut sha512 = into_string(sha512, "sl:checksum:sha512", &loc)?;
+    let version = match version {
+        Value::String(s) => s,
         Value::Number(n) => n.to_string(),
         _ => return Err(wrong("hv:version", &loc, "a string")),
     };
@@ -502,19 +525,24 @@ fn parse_image(index: usize, item: &Value) -> Result<Result<Image, ImageError>, 
     if !scheme_ok {
         return Ok(Err(ImageError::BadUri { location: loc }));
     }
+    sha512.make_ascii_lowercase();
     Ok(Ok(Image {
         identifier,
         title,
         uri,
         size,
-        sha512: sha512.to_ascii_lowercase(),
+        sha512,
         version,
-        extra: obj
-            .iter()
-            .filter(|(k, _)| !IMAGE_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        extra,
     }))
+}
+
+/// The string `value` of the mandatory `key` (present: checked before).
+fn into_string(value: Value, key: &str, location: &Location) -> Result<String, ListError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(wrong(key, location, "a string")),
+    }
 }
 
 fn endorsers(value: &Value) -> Result<Vec<EndorserClaim>, ListError> {

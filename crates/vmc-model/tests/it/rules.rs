@@ -994,3 +994,49 @@ fn image_constructor_normalises_the_checksum() {
     let keys: Vec<&str> = json.keys().map(String::as_str).collect();
     assert_eq!(keys, IMAGE_KEYS);
 }
+
+#[test]
+fn unknown_image_keys_keep_their_document_order() {
+    let mut doc = base_list();
+    let image = image_obj(&mut doc, 0);
+    let mandatory: Vec<(String, serde_json::Value)> = std::mem::take(image).into_iter().collect();
+    // Unknown keys before, between and after the mandatory ones, in no sorted order.
+    image.insert("z:first".into(), json!(1));
+    for (i, (key, value)) in mandatory.into_iter().enumerate() {
+        image.insert(key, value);
+        image.insert(format!("m:after-{i}"), json!(i));
+    }
+    image.insert("a:last".into(), json!("end"));
+    let parsed = accept(&doc);
+    let keys: Vec<&str> = parsed.list.images[0]
+        .extra
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = vec!["z:first".to_owned()];
+    expected.extend((0..keys.len() - 2).map(|i| format!("m:after-{i}")));
+    expected.push("a:last".into());
+    assert_eq!(keys, expected);
+}
+
+#[test]
+fn images_are_checked_in_order_with_a_repeat_refused_where_it_stands() {
+    // An earlier image's malformation is found before a later repeated identifier.
+    let mut doc = base_list();
+    image_obj(&mut doc, 0).remove("hv:size");
+    image_obj(&mut doc, 2).insert("dc:identifier".into(), json!("img-b"));
+    assert!(
+        matches!(refuse(&doc), ListError::MissingKey { ref key, .. } if key == "hv:size"),
+        "{:?}",
+        refuse(&doc)
+    );
+    // A repeated identifier is refused before that image's own malformation.
+    let mut doc = base_list();
+    image_obj(&mut doc, 2).insert("dc:identifier".into(), json!("img-a"));
+    image_obj(&mut doc, 2).remove("hv:size");
+    assert!(
+        matches!(refuse(&doc), ListError::DuplicateImageId { ref identifier } if identifier == "img-a"),
+        "{:?}",
+        refuse(&doc)
+    );
+}

@@ -86,7 +86,8 @@ impl Store {
                 size: size_to_db("image size", image.size)?,
                 sha512: image.sha512.to_ascii_lowercase(),
                 version: &image.version,
-                extra: serde_json::Value::Object(image.extra.clone()).to_string(),
+                // A map of JSON values always serializes.
+                extra: serde_json::to_string(&image.extra).unwrap_or_default(),
             });
         }
         let keep = self.keep_versions();
