@@ -69,6 +69,11 @@ pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
     }
 }
 
+/// A database failure during an update: reported on the list, which stays as it was.
+fn store_failure(e: vmc_store::StoreError) -> Rejection {
+    reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
+}
+
 /// `error` with its chain of causes, `a: b: c`.
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -297,7 +302,7 @@ impl Vmc {
         let linked = self
             .store()
             .linked_endorser_for(sub_id, identity)
-            .map_err(|e| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+            .map_err(store_failure)?;
         if linked.is_none() {
             return Err(reject(
                 ErrorCode::SignerNotEndorser,
@@ -523,9 +528,6 @@ impl Vmc {
         report: &mut ListReport,
         dispatcher: &Dispatcher,
     ) -> Result<(), Rejection> {
-        let store_err = |e: vmc_store::StoreError| {
-            reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
-        };
         let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
         let sha512 = sha512_hex(&raw);
         if let Some(current) = &sub.current
@@ -596,7 +598,7 @@ impl Vmc {
                     select_all: false,
                 },
             )
-            .map_err(store_err)?;
+            .map_err(store_failure)?;
         report.status = if sub.current.is_some() {
             UpdateStatus::Updated
         } else {
@@ -630,7 +632,7 @@ impl Vmc {
         self.check_dates(current.created, current.expires, now)?;
         self.store()
             .record_unchanged(sub.id, now)
-            .map_err(|e| reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+            .map_err(store_failure)?;
         report.status = UpdateStatus::Unchanged;
         Ok(())
     }
