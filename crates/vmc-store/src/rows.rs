@@ -13,8 +13,7 @@ use vmc_model::{
 
 use crate::error::StoreError;
 use crate::schema::{
-    cache_entries, endorser_links, events, identities, image_selections, images, list_versions,
-    subscriptions,
+    cache_entries, endorser_links, events, identities, images, list_versions, subscriptions,
 };
 use crate::time;
 use crate::types::{CacheEntry, EventOutcome, EventRecord, ExpiredEntry};
@@ -248,9 +247,7 @@ impl ImageRow {
     }
 }
 
-/// A new `images` row.
-#[derive(Insertable)]
-#[diesel(table_name = images)]
+/// A new `images` row (inserted as `column = value` pairs, see `repo::lists`).
 pub(crate) struct NewImageRow<'a> {
     pub(crate) list_version_id: i64,
     pub(crate) identifier: &'a str,
@@ -263,9 +260,7 @@ pub(crate) struct NewImageRow<'a> {
     pub(crate) extra: String,
 }
 
-/// A new `image_selections` row.
-#[derive(Insertable)]
-#[diesel(table_name = image_selections)]
+/// A new `image_selections` row (inserted as `column = value` pairs, see `repo::lists`).
 pub(crate) struct NewSelectionRow<'a> {
     pub(crate) subscription_id: i64,
     pub(crate) identifier: &'a str,

@@ -21,19 +21,23 @@ use crate::types::{ImportOutcome, ListImport, StoredList};
 /// far below SQLite's 32 766 and PostgreSQL's 65 535 bound values per statement).
 const ID_CHUNK: usize = 500;
 
-/// Runs a multi-row INSERT on the backend's own connection: the query is the same for both,
-/// but the `MultiConnection` backend does not offer SQLite's multi-row form, and one
-/// statement per row costs a round trip per image on PostgreSQL.
+/// Runs one multi-row INSERT per chunk of `rows` on the backend's own connection: the query is
+/// the same for both, but the `MultiConnection` backend does not offer SQLite's multi-row form,
+/// and one statement per row costs a round trip per image on PostgreSQL. Each row is written
+/// as plain `column = value` pairs (`$values`): the derived `Insertable` may stand for DEFAULT,
+/// which SQLite's multi-row `VALUES` cannot say, so Diesel would insert those one statement
+/// per row.
 macro_rules! insert_rows {
-    ($conn:expr, $table:expr, $rows:expr) => {{
+    ($conn:expr, $table:expr, $rows:expr, |$row:ident| $values:expr) => {{
         for chunk in $rows.chunks(ID_CHUNK) {
+            let values: Vec<_> = chunk.iter().map(|$row| $values).collect();
             match &mut *$conn {
                 AnyConnection::Sqlite(c) => {
-                    diesel::insert_into($table).values(chunk).execute(c)?;
+                    diesel::insert_into($table).values(values).execute(c)?;
                 }
                 #[cfg(feature = "postgres")]
                 AnyConnection::Postgres(c) => {
-                    diesel::insert_into($table).values(chunk).execute(c)?;
+                    diesel::insert_into($table).values(values).execute(c)?;
                 }
             }
         }
@@ -42,14 +46,29 @@ macro_rules! insert_rows {
 }
 
 fn insert_images(conn: &mut AnyConnection, rows: &[NewImageRow<'_>]) -> Result<(), StoreError> {
-    insert_rows!(conn, images::table, rows)
+    insert_rows!(conn, images::table, rows, |r| (
+        images::list_version_id.eq(r.list_version_id),
+        images::identifier.eq(r.identifier),
+        images::position.eq(r.position),
+        images::title.eq(r.title),
+        images::uri.eq(r.uri),
+        images::size.eq(r.size),
+        images::sha512.eq(r.sha512.as_str()),
+        images::version.eq(r.version),
+        images::extra.eq(r.extra.as_str()),
+    ))
 }
 
 fn insert_selections(
     conn: &mut AnyConnection,
     rows: &[NewSelectionRow<'_>],
 ) -> Result<(), StoreError> {
-    insert_rows!(conn, image_selections::table, rows)
+    insert_rows!(conn, image_selections::table, rows, |r| (
+        image_selections::subscription_id.eq(r.subscription_id),
+        image_selections::identifier.eq(r.identifier),
+        image_selections::selected.eq(r.selected),
+        image_selections::first_seen.eq(r.first_seen),
+    ))
 }
 
 impl Store {
