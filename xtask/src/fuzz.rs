@@ -74,22 +74,8 @@ fn parse(args: &[String]) -> Result<Options> {
             }
         };
         match flag {
-            "--seconds" => {
-                let v = value("--seconds")?;
-                options.seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--seconds {v:?}: expected a positive number"))?;
-            }
-            "--jobs" => {
-                let v = value("--jobs")?;
-                options.jobs = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--jobs {v:?}: expected a positive number"))?;
-            }
+            "--seconds" => options.seconds = positive("--seconds", &value("--seconds")?)?,
+            "--jobs" => options.jobs = positive("--jobs", &value("--jobs")?)?,
             "--build-only" if inline.is_none() => options.build_only = true,
             "--list" if inline.is_none() => options.list = true,
             name if !name.starts_with('-') => {
@@ -110,6 +96,14 @@ fn parse(args: &[String]) -> Result<Options> {
         options.targets = TARGETS.to_vec();
     }
     Ok(options)
+}
+
+/// `text` as a number above zero, or an error naming `flag`.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, text: &str) -> Result<T> {
+    text.parse()
+        .ok()
+        .filter(|n| *n > T::default())
+        .with_context(|| format!("{flag} {text:?}: expected a positive number"))
 }
 
 /// Runs `cargo xtask fuzz` with the arguments after `fuzz`.

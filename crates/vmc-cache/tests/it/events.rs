@@ -317,6 +317,16 @@ fn hostile_title_reaches_the_handler_verbatim_and_runs_nothing() {
     assert!(victim.is_dir());
 }
 
+/// The `SubscriptionImageNew` events of `vmc`'s journal, oldest first.
+fn journalled_new_images(vmc: &Vmc) -> Vec<vmc_store::EventRecord> {
+    vmc.store()
+        .events(false, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::SubscriptionImageNew)
+        .collect()
+}
+
 #[test]
 fn subscription_image_new_fires_once_per_new_image() {
     let imgs = vec![
@@ -335,12 +345,8 @@ fn subscription_image_new_fires_once_per_new_image() {
     );
     // Version 2 again: nothing new.
     vmc.sync(&SyncOptions::default(), &NoProgress).unwrap();
-    let announced: Vec<String> = vmc
-        .store()
-        .events(false, None)
-        .unwrap()
+    let announced: Vec<String> = journalled_new_images(&vmc)
         .into_iter()
-        .filter(|e| e.event_type == EventType::SubscriptionImageNew)
         .map(|e| {
             assert_eq!(e.outcome, EventOutcome::NoHandler);
             e.identifier.unwrap()
@@ -365,12 +371,8 @@ fn more_new_images_than_one_journal_batch_are_all_announced() {
     env.publish("2", &imgs);
     let report = vmc.sync(&SyncOptions::default(), &NoProgress).unwrap();
     assert_eq!(report.subscriptions[0].new_images.len(), 1201);
-    let announced: Vec<String> = vmc
-        .store()
-        .events(false, None)
-        .unwrap()
+    let announced: Vec<String> = journalled_new_images(&vmc)
         .into_iter()
-        .filter(|e| e.event_type == EventType::SubscriptionImageNew)
         .map(|e| e.identifier.unwrap())
         .collect();
     let expected: Vec<String> = imgs.iter().map(|i| i.id.to_owned()).collect();
