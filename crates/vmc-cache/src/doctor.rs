@@ -340,10 +340,9 @@ mod tests {
     use super::*;
     use crate::Clock;
 
+    /// A CA directory variant of the openssl-cli interop fixtures (made at test time).
     fn interop(dir: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/interop/openssl-cli/pki")
-            .join(dir)
+        vmc_testkit::interop::openssl_cli().join("pki").join(dir)
     }
 
     fn config(home: &Path, ca_dir: &str) -> Config {

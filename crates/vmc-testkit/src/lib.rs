@@ -3,6 +3,11 @@
 //! - [`server`]: a thread-based HTTP/1.1 server on `127.0.0.1:0` that can misbehave on purpose.
 //! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
 //!   S/MIME signing of image lists, all relative to an injected clock.
+//! - [`interop`]: the openssl-cli interop lists, regenerated at test time with the `openssl`
+//!   command line, and the cloudkeeper fixtures read from `VMC_INTEROP_DIR`.
+//! - [`skip`]: how a test that cannot run here says so, so that it is counted as skipped.
 
+pub mod interop;
 pub mod pki;
 pub mod server;
+pub mod skip;

@@ -19,12 +19,12 @@ use vmc_testkit::server::{Route, TestServer};
 /// The variable that `.ci/run` sets to run the slow scenarios.
 pub const SLOW_ENV: &str = "VMC_TEST_SLOW";
 
-/// Whether the slow scenarios run; says so on stderr when they do not.
-pub fn slow_enabled(test: &str) -> bool {
+/// Whether the slow scenarios run; when they do not, the test is reported as skipped.
+pub fn slow_enabled() -> bool {
     if std::env::var_os(SLOW_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
         true
     } else {
-        eprintln!("skipped: {test} is slow; set {SLOW_ENV}=1 to run it (.ci/run does)");
+        vmc_testkit::skip::skipped(&format!("slow: set {SLOW_ENV}=1 to run it (.ci/run does)"));
         false
     }
 }

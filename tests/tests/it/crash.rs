@@ -54,7 +54,7 @@ fn kill(child: &mut Child) -> bool {
 
 #[test]
 fn sync_killed_at_random_moments_loses_nothing_and_resumes() {
-    if !slow_enabled("sync_killed_at_random_moments_loses_nothing_and_resumes") {
+    if !slow_enabled() {
         return;
     }
     let started = Instant::now();

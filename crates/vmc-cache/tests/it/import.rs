@@ -15,7 +15,7 @@ use vmc_cache::{Clock, Config, Mirror, Vmc};
 use vmc_model::{ErrorCode, NewImagePolicy, SubscriptionAuth};
 use vmc_testkit::server::TestServer;
 
-use crate::interop;
+use crate::openssl_cli;
 
 const SUBJECT: &str = "/C=XX/O=InteropGrid/OU=Images/CN=Interop Endorser";
 const ISSUER: &str = "/C=XX/O=InteropGrid/CN=Interop Root CA";
@@ -27,7 +27,7 @@ const IMAGE2: &str = "71f63e65-6e0d-4669-8260-abbe8c6eb38e";
 const LIST_URL: &str = "http://127.0.0.1:8000/lists/good.smime";
 
 fn fixtures() -> PathBuf {
-    interop().join("openssl-cli")
+    openssl_cli()
 }
 
 /// A vmcatcher database at `path`: the interop endorser (plus one with no name), the interop

@@ -8,7 +8,7 @@ mod import;
 mod manifest;
 mod update;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -21,9 +21,9 @@ use vmc_model::{
 use vmc_testkit::pki::{CaDirOptions, TestPki};
 use vmc_testkit::server::{Route, TestServer};
 
-/// The shared interop fixtures.
-pub(crate) fn interop() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/interop")
+/// The openssl-cli interop fixtures, generated for this test process by the `openssl` CLI.
+pub(crate) fn openssl_cli() -> PathBuf {
+    vmc_testkit::interop::openssl_cli().to_owned()
 }
 
 /// Lowercase hex sha512 of `bytes`.

@@ -11,10 +11,10 @@ use vmc_model::{CertIdentity, ErrorCode, ExpiryReason, NewImagePolicy};
 use vmc_store::ImageFilter;
 use vmc_testkit::server::{Route, TestServer};
 
-use crate::{cached_ids, interop, request};
+use crate::{cached_ids, openssl_cli, request};
 
 fn fixtures() -> PathBuf {
-    interop().join("openssl-cli")
+    openssl_cli()
 }
 
 fn manifest() -> Value {

@@ -19,14 +19,19 @@ pub const LIST_ID: &str = "4a58acb9-e7f1-4128-9edf-8c2df3696d7c";
 /// Image 0 of the interop lists.
 pub const IMAGE0: &str = "f3cba9bb-ce26-4020-b238-77a60f7fe90c";
 
-/// `shared/interop`, beside the checkout.
-pub fn interop() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/interop")
+/// The openssl-cli fixture set, generated for this test process by the `openssl` CLI.
+pub fn fixtures() -> PathBuf {
+    vmc_testkit::interop::openssl_cli().to_owned()
 }
 
-/// The openssl-cli fixture set.
-pub fn fixtures() -> PathBuf {
-    interop().join("openssl-cli")
+/// The `sl:checksum:sha512` the fixtures' MANIFEST gives image `index`.
+pub fn image_sha512(index: usize) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("MANIFEST.json")).unwrap()).unwrap();
+    manifest["images"][index]["sl:checksum:sha512"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The bytes of one fixture list.
@@ -49,7 +54,7 @@ pub fn bare() -> Command {
 pub struct Env {
     /// The vmc home (also `$HOME`).
     pub home: TempDir,
-    /// Serves `shared/interop/openssl-cli`'s `lists/` and `images/`.
+    /// Serves the openssl-cli fixtures' `lists/` and `images/`.
     pub server: TestServer,
 }
 

@@ -11,7 +11,9 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use vmc_cache::store::vmcatcher::SCHEMA_SQL;
 
-use crate::common::{IMAGE0, ISSUER, LIST_ID, NOW, SUBJECT, bare, describe, fixtures};
+use crate::common::{
+    IMAGE0, ISSUER, LIST_ID, NOW, SUBJECT, bare, describe, fixtures, image_sha512,
+};
 
 /// Image 1 of the interop lists.
 const IMAGE1: &str = "a8cf1898-4ce2-49a2-973c-01fba99f95d8";
@@ -52,7 +54,7 @@ impl Site {
                 "filename": IMAGE0,
                 "uri": "http://127.0.0.1:8000/images/image0.img",
                 "size": 262_144,
-                "sha512": "1ea768ae614c0bb2924905b333fa74fc6e03b081eb584d6753790786be5ae0ed6a2e46a12336b62094a912c665453a173ff34d133af4d1ccebf3d9770c06025c",
+                "sha512": image_sha512(0),
                 "msgHash": "x",
             }
         });

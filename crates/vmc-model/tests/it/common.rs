@@ -100,7 +100,12 @@ pub fn assert_message(err: &impl Display, parts: &[&str]) {
     assert!(!first.is_uppercase(), "message {msg:?} starts upper case");
 }
 
-/// `../shared/interop`, beside the checkout.
-pub fn interop_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/interop")
+/// The openssl-cli interop fixtures, generated for this test process by the `openssl` CLI.
+pub fn openssl_cli() -> PathBuf {
+    vmc_testkit::interop::openssl_cli().to_owned()
+}
+
+/// The cloudkeeper fixtures, or `None` (the test says it is skipped) when they are absent.
+pub fn cloudkeeper_dir() -> Option<PathBuf> {
+    vmc_testkit::interop::cloudkeeper()
 }

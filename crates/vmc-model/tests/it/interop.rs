@@ -1,4 +1,5 @@
-//! The payloads of `../shared/interop`: what the model layer must make of each.
+//! The interop payloads (openssl-cli lists made at test time, cloudkeeper fixtures when present):
+//! what the model layer must make of each.
 //!
 //! The signed lists are detached `multipart/signed` S/MIME. Their payload is extracted here
 //! without openssl, as RFC 1847 and RFC 2046 define it: the signed content is the whole first
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vmc_model::{ImageError, ImageList, ListError, Location, ParsedList, Version};
 
-use crate::common::{assert_message, interop_dir, parse, parse_bytes};
+use crate::common::{assert_message, cloudkeeper_dir, openssl_cli, parse, parse_bytes};
 
 /// A detached `multipart/signed` message, split into its parts.
 struct Detached {
@@ -180,7 +181,7 @@ fn payload(d: &Detached) -> &[u8] {
 }
 
 fn openssl_dir() -> std::path::PathBuf {
-    interop_dir().join("openssl-cli")
+    openssl_cli()
 }
 
 fn manifest() -> Value {
@@ -494,13 +495,14 @@ fn missing_keys_case_names_the_image_key_too() {
 
 // ---- cloudkeeper ----
 
-fn cloudkeeper(file: &str) -> Vec<u8> {
-    fs::read(interop_dir().join("cloudkeeper").join(file)).unwrap()
+fn cloudkeeper(dir: &Path, file: &str) -> Vec<u8> {
+    fs::read(dir.join(file)).unwrap()
 }
 
 #[test]
 fn cloudkeeper_unsigned_list_parses() {
-    let parsed = parse_bytes(&cloudkeeper("imagelist01.unsigned")).unwrap();
+    let Some(dir) = cloudkeeper_dir() else { return };
+    let parsed = parse_bytes(&cloudkeeper(&dir, "imagelist01.unsigned")).unwrap();
     assert!(parsed.rejected.is_empty());
     let list = parsed.list;
     assert_eq!(
@@ -540,7 +542,8 @@ fn cloudkeeper_unsigned_list_parses() {
 
 #[test]
 fn cloudkeeper_signed_payloads_parse_with_crlf() {
-    let unsigned = parse_bytes(&cloudkeeper("imagelist01.unsigned"))
+    let Some(dir) = cloudkeeper_dir() else { return };
+    let unsigned = parse_bytes(&cloudkeeper(&dir, "imagelist01.unsigned"))
         .unwrap()
         .list;
     let expected = [
@@ -553,7 +556,7 @@ fn cloudkeeper_signed_payloads_parse_with_crlf() {
         ("imagelist_invalid.signed", "aaaa", ["aaaa", "bbbb"], false),
     ];
     for (file, list_tag, image_tags, intact) in expected {
-        let d = split_detached(&cloudkeeper(file));
+        let d = split_detached(&cloudkeeper(&dir, file));
         assert_eq!(signature_covers(&d), intact, "{file}");
         let bytes = payload(&d);
         assert!(
@@ -632,16 +635,17 @@ fn normalised(image: &Value) -> Value {
 }
 
 /// image_list10.json, the one whole list, with its images replaced.
-fn template(images: Value) -> Value {
+fn template(dir: &Path, images: Value) -> Value {
     let mut doc: Value =
-        serde_json::from_slice(&cloudkeeper("structures/image_list10.json")).unwrap();
+        serde_json::from_slice(&cloudkeeper(dir, "structures/image_list10.json")).unwrap();
     doc["hv:imagelist"]["hv:images"] = images;
     doc
 }
 
 #[test]
 fn cloudkeeper_structures_yield_what_they_are() {
-    let dir = interop_dir().join("cloudkeeper/structures");
+    let Some(ck) = cloudkeeper_dir() else { return };
+    let dir = ck.join("structures");
     let mut files: Vec<String> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -686,7 +690,7 @@ fn cloudkeeper_structures_yield_what_they_are() {
                 }
             }
             Structure::ImageEntry => {
-                let list = parse(&template(json!([value]))).unwrap().list;
+                let list = parse(&template(&ck, json!([value]))).unwrap().list;
                 let [image] = list.images.as_slice() else {
                     panic!("{file}: one image expected")
                 };
@@ -698,7 +702,7 @@ fn cloudkeeper_structures_yield_what_they_are() {
                 );
             }
             Structure::Image(expect) => {
-                let result = parse(&template(json!([{"hv:image": value}])));
+                let result = parse(&template(&ck, json!([{"hv:image": value}])));
                 match expect {
                     Ok(()) => {
                         let parsed = result.unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -722,7 +726,7 @@ fn cloudkeeper_structures_yield_what_they_are() {
                 }
             }
             Structure::Endorser(expect) => {
-                let mut doc = template(json!([]));
+                let mut doc = template(&ck, json!([]));
                 doc["hv:imagelist"]["hv:endorser"] = value.clone();
                 let result = parse(&doc);
                 match expect {
@@ -738,7 +742,7 @@ fn cloudkeeper_structures_yield_what_they_are() {
             }
             Structure::Unrelated => {
                 // As an image it lacks every mandatory key, the first of them is named.
-                let result = parse(&template(json!([{"hv:image": value}])));
+                let result = parse(&template(&ck, json!([{"hv:image": value}])));
                 assert!(
                     matches!(&result, Err(ListError::MissingKey { key, .. }) if key == "dc:identifier"),
                     "{file}: {result:?}"

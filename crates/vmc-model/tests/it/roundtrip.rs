@@ -93,28 +93,32 @@ fn rejected_images_are_not_written_back() {
 
 #[test]
 fn interop_payloads_round_trip() {
-    let dir = crate::common::interop_dir();
-    for file in [
-        "openssl-cli/lists/unsigned.json",
-        "cloudkeeper/imagelist01.unsigned",
-        "cloudkeeper/structures/image_list10.json",
-    ] {
-        let bytes = std::fs::read(dir.join(file)).unwrap();
-        let list = parse_bytes(&bytes).unwrap().list;
-        assert_eq!(round_trip(&list), list, "{file}");
-        // Only normalisation may change the document: `hv:size` strings become numbers.
-        let original: Value = serde_json::from_slice(&bytes).unwrap();
-        let mut written = list.to_json();
-        for (image, orig) in written["hv:imagelist"]["hv:images"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .zip(original["hv:imagelist"]["hv:images"].as_array().unwrap())
-        {
-            image["hv:image"]["hv:size"] = orig["hv:image"]["hv:size"].clone();
+    let openssl = crate::common::openssl_cli().join("lists/unsigned.json");
+    assert_round_trip(&openssl);
+    if let Some(dir) = crate::common::cloudkeeper_dir() {
+        for file in ["imagelist01.unsigned", "structures/image_list10.json"] {
+            assert_round_trip(&dir.join(file));
         }
-        assert_eq!(written, original, "{file}");
     }
+}
+
+/// The list in `file` survives the round trip, and only normalisation changes its document.
+fn assert_round_trip(file: &std::path::Path) {
+    let bytes = std::fs::read(file).unwrap();
+    let list = parse_bytes(&bytes).unwrap().list;
+    assert_eq!(round_trip(&list), list, "{}", file.display());
+    // Only normalisation may change the document: `hv:size` strings become numbers.
+    let original: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut written = list.to_json();
+    for (image, orig) in written["hv:imagelist"]["hv:images"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(original["hv:imagelist"]["hv:images"].as_array().unwrap())
+    {
+        image["hv:image"]["hv:size"] = orig["hv:image"]["hv:size"].clone();
+    }
+    assert_eq!(written, original, "{}", file.display());
 }
 
 // ---- generated lists ----

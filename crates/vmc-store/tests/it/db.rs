@@ -73,16 +73,15 @@ impl TestDb {
 
     /// A fresh schema on the test PostgreSQL server, or `None` (saying why) when there is no
     /// server to test against.
-    #[allow(clippy::print_stderr, reason = "a skipped test says so")]
     pub fn postgres(test: &str) -> Option<TestDb> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_ENV) else {
-            eprintln!(
-                "skipped: {POSTGRES_URL_ENV} is not set, no PostgreSQL server to test {test} on"
-            );
+            vmc_testkit::skip::skipped(&format!(
+                "{POSTGRES_URL_ENV} is not set: no PostgreSQL server to test on (.ci/run starts one)"
+            ));
             return None;
         };
         if !cfg!(feature = "postgres") {
-            eprintln!("skipped: {test} on PostgreSQL needs the cargo feature `postgres`");
+            vmc_testkit::skip::skipped("the PostgreSQL half needs the cargo feature `postgres`");
             return None;
         }
         Some(Self::postgres_schema(admin_url, test))

@@ -1,5 +1,5 @@
-//! The openssl-cli fixtures of `../shared/interop`: lists signed by the `openssl` command line,
-//! verified at the manifest's `verify_at` time.
+//! The openssl-cli interop lists (made at test time by the `openssl` command line, see
+//! `vmc_testkit::interop`), verified at the manifest's `verify_at` time.
 
 use std::fs;
 use std::path::PathBuf;
@@ -13,10 +13,10 @@ use serde_json::Value;
 use vmc_model::ErrorCode;
 use vmc_trust::{CrlMode, MessageFormat, TrustError, TrustStore, one_line_dn, rfc2253_dn, verify};
 
-use crate::{at, interop_dir, opts, verdict};
+use crate::{at, openssl_cli, opts, verdict};
 
 fn base() -> PathBuf {
-    interop_dir().join("openssl-cli")
+    openssl_cli()
 }
 
 fn manifest() -> Value {
@@ -130,8 +130,8 @@ fn good_lists_in_every_layout_name_the_manifest_endorser() {
                 "/C=XX/O=InteropGrid/CN=Interop Root CA".to_owned()
             ]
         );
-        assert_eq!(v.signer.not_before, at("2026-11-25T21:05:58Z"));
-        assert_eq!(v.signer.not_after, at("2035-02-11T21:05:58Z"));
+        assert_eq!(v.signer.not_before, at("2026-01-01T00:00:00Z"));
+        assert_eq!(v.signer.not_after, at("2036-12-31T00:00:00Z"));
         // the payload has the CRLF line ends it was signed with, and its JSON claim names
         // the signer in the same one-line form
         assert!(v.payload.windows(2).any(|w| w == b"\r\n"));
@@ -197,12 +197,12 @@ fn one_line_and_rfc2253_forms_match_the_openssl_cli() {
 #[test]
 fn lists_verify_only_inside_the_certificates_validity() {
     let store = store("ca-dir");
-    // the certificates start on 2026-11-25
+    // the certificates start on 2026-01-01
     assert_eq!(
         verdict(
             &store,
             &list("good.smime"),
-            at("2026-06-01T00:00:00Z"),
+            at("2025-06-01T00:00:00Z"),
             CrlMode::Off
         ),
         Some(ErrorCode::CertificateExpired)

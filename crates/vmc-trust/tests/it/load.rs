@@ -7,11 +7,11 @@ use chrono::Duration;
 use vmc_testkit::pki::{self, Ca, CaDirOptions, TestPki, Validity};
 use vmc_trust::{CrlMode, TrustError, TrustStore};
 
-use crate::{at, interop_dir, verdict};
+use crate::{at, openssl_cli, verdict};
 
 #[test]
 fn interop_directories_load_completely() {
-    let pki = interop_dir().join("openssl-cli/pki");
+    let pki = openssl_cli().join("pki");
     for (variant, cas, crls) in [
         ("ca-dir", 2, 2),
         ("ca-dir-stale", 2, 2),
@@ -36,11 +36,13 @@ fn interop_directories_load_completely() {
 
 #[test]
 fn unreadable_directory_is_a_setup_error() {
-    let missing = interop_dir().join("no-such-dir");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
     let err = TrustStore::load(&missing).unwrap_err();
     assert!(matches!(&err, TrustError::CaDirUnreadable { path, .. } if *path == missing));
     assert_eq!(err.code(), None);
-    let not_a_dir = interop_dir().join("README.md");
+    let not_a_dir = dir.path().join("README.md");
+    fs::write(&not_a_dir, "not a directory").unwrap();
     assert!(TrustStore::load(&not_a_dir).is_err());
 }
 
