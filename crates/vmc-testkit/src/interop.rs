@@ -15,6 +15,11 @@
 //! (`vmc-interop-<pid>-*`); directories left by processes that have ended are removed when the
 //! next one is made.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test support: a fixture that cannot be made is a failed test, said by the panic"
+)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
