@@ -50,7 +50,8 @@ use std::sync::Mutex;
 pub use error::StoreError;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
-    ListImport, NewEvent, NewSubscription, StoredList, SubscriptionChange,
+    Lease, ListImport, NewEvent, NewSubscription, NodeInfo, NodeRecord, StoredList,
+    SubscriptionChange,
 };
 pub use url::redact_url;
 

@@ -80,6 +80,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    leases (resource) {
+        resource -> Text,
+        node -> Text,
+        token -> BigInt,
+        acquired_at -> Text,
+        expires_at -> Text,
+    }
+}
+
+diesel::table! {
     list_versions (id) {
         id -> BigInt,
         subscription_id -> BigInt,
@@ -95,6 +105,18 @@ diesel::table! {
         imported -> Text,
         sha512 -> Text,
         raw -> Binary,
+    }
+}
+
+diesel::table! {
+    nodes (name) {
+        name -> Text,
+        host -> Text,
+        pid -> BigInt,
+        version -> Text,
+        started_at -> Text,
+        last_seen -> Text,
+        activity -> Text,
     }
 }
 
@@ -133,6 +155,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     identities,
     image_selections,
     images,
+    leases,
     list_versions,
+    nodes,
     subscriptions,
 );

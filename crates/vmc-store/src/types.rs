@@ -220,3 +220,46 @@ pub struct EventRecord {
     /// When it happened.
     pub at: DateTime<Utc>,
 }
+
+/// A vmc process working against this database: one node of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its name, unique in the site (defaults to the host name; `--node` / `VMC_NODE`).
+    pub name: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+    /// The vmc version it runs.
+    pub version: String,
+}
+
+/// A registered node as stored, with what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Who it is.
+    pub info: NodeInfo,
+    /// When its current (or last) run started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_seen: DateTime<Utc>,
+    /// What it said it was doing at its last heartbeat.
+    pub activity: String,
+    /// The leases it holds (or held: compare `expires_at` with the clock).
+    pub leases: Vec<Lease>,
+}
+
+/// One node's time-bounded right to do one piece of site-wide work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What it guards, e.g. `download:<image id>`.
+    pub resource: String,
+    /// The node holding it.
+    pub node: String,
+    /// Incremented at every take: an old holder's token no longer matches (fencing).
+    pub token: i64,
+    /// When it was taken.
+    pub acquired_at: DateTime<Utc>,
+    /// When it lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}

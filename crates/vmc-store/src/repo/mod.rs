@@ -6,6 +6,7 @@ mod endorsers;
 mod events;
 mod images;
 mod lists;
+mod nodes;
 mod subscriptions;
 
 use diesel::prelude::*;

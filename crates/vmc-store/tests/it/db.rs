@@ -131,6 +131,14 @@ impl TestDb {
         store
     }
 
+    /// How many migrations this backend has (its directories under `migrations/`).
+    pub fn migration_count(&self) -> usize {
+        std::fs::read_dir(self.migrations_dir())
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+            .count()
+    }
+
     fn migrations_dir(&self) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("migrations")

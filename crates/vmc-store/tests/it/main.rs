@@ -11,6 +11,7 @@
 mod concurrency;
 mod db;
 mod fixtures;
+mod nodes;
 mod open;
 mod schema;
 mod suite;
