@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{TimeZone, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use vmc_cache::import::{Adoption, ImportOptions, SkipReason, SubscriptionStatus};
 use vmc_cache::store::ImageFilter;
 use vmc_cache::store::vmcatcher::SCHEMA_SQL;
@@ -30,10 +30,17 @@ fn fixtures() -> PathBuf {
     interop().join("openssl-cli")
 }
 
-/// A vmcatcher database at `path`: the interop endorser (plus one with no name), the interop
-/// subscription with `update_mode` and credentials, `list` as its stored signed list, and
-/// image definitions (IMAGE0 and IMAGE2 and an image the list lacks selected, IMAGE1 not).
-fn vmcatcher_db(path: &Path, list: &str, update_mode: i64, user: &str, password: &str) {
+/// A vmcatcher database at `path` with vmcatcher's own schema: the interop endorser (plus one
+/// with no name), the interop subscription with `update_mode` and credentials (NULL when none,
+/// as vmcatcher stores them), `list` as its stored signed list (a BLOB), and image definitions
+/// (IMAGE0 and IMAGE2 and an image the list lacks selected, IMAGE1 not).
+fn vmcatcher_db(
+    path: &Path,
+    list: &str,
+    update_mode: i64,
+    user: Option<&str>,
+    password: Option<&str>,
+) {
     let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     conn.batch_execute(SCHEMA_SQL).unwrap();
     diesel::sql_query(
@@ -43,8 +50,8 @@ fn vmcatcher_db(path: &Path, list: &str, update_mode: i64, user: &str, password:
     )
     .bind::<Text, _>(LIST_ID)
     .bind::<Text, _>(LIST_URL)
-    .bind::<Text, _>(user)
-    .bind::<Text, _>(password)
+    .bind::<Nullable<Text>, _>(user)
+    .bind::<Nullable<Text>, _>(password)
     .bind::<BigInt, _>(update_mode)
     .execute(&mut conn)
     .unwrap();
@@ -61,13 +68,13 @@ fn vmcatcher_db(path: &Path, list: &str, update_mode: i64, user: &str, password:
         "#
     ))
     .unwrap();
-    let data = std::fs::read_to_string(fixtures().join("lists").join(list)).unwrap();
+    let data = std::fs::read(fixtures().join("lists").join(list)).unwrap();
     diesel::sql_query(
         "INSERT INTO \"imageListInstance\" (id, data, data_hash, expired, sub_auth, imported, \
          created, expires, version) VALUES (7, ?, 'x', NULL, 1, '2027-05-31 12:00:00', \
          '2027-05-01 00:00:00', '2027-07-01 00:00:00', '1')",
     )
-    .bind::<Text, _>(data)
+    .bind::<Binary, _>(data)
     .execute(&mut conn)
     .unwrap();
 }
@@ -115,7 +122,7 @@ fn selected(vmc: &Vmc) -> Vec<String> {
 fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "good.smime", 0, "", "");
+    vmcatcher_db(&db, "good.smime", 0, None, None);
     let old_cache = tmp.path().join("vmcatcher-cache");
     vmcatcher_cache(&old_cache);
     let home = tmp.path().join("home");
@@ -229,7 +236,7 @@ fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
 fn files_already_in_the_vmc_cache_directory_are_adopted_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "good.smime", 3, "site", "s3cret");
+    vmcatcher_db(&db, "good.smime", 3, Some("site"), Some("s3cret"));
     let home = tmp.path().join("home");
     // The site keeps VMCATCHER_CACHE_DIR_CACHE: vmc's cache is vmcatcher's.
     vmcatcher_cache(&home.join("cache"));
@@ -273,7 +280,7 @@ fn files_already_in_the_vmc_cache_directory_are_adopted_in_place() {
 fn a_tampered_stored_list_is_not_imported() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
     let old_cache = tmp.path().join("vmcatcher-cache");
     vmcatcher_cache(&old_cache);
     let vmc = Vmc::open(config(&tmp.path().join("home"))).unwrap();
@@ -321,7 +328,7 @@ fn a_rejected_stored_list_is_fetched_again_when_asked() {
     server.serve_dir("/lists", fixtures().join("lists"));
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
     let mut config = config(&tmp.path().join("home"));
     config.mirrors.push(Mirror {
         from: "http://127.0.0.1:8000".into(),
@@ -396,7 +403,7 @@ fn import_fetching(tmp: &Path, db: PathBuf, serve: &str) -> vmc_cache::import::I
 fn a_fetched_list_must_be_the_list_vmcatcher_followed() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
     let report = import_fetching(tmp.path(), db, "other-identifier.smime");
     let sub = &report.subscriptions[0];
     assert_eq!(sub.status, SubscriptionStatus::Failed, "{sub:?}");
@@ -410,7 +417,7 @@ fn a_fetched_list_must_be_the_list_vmcatcher_followed() {
 fn a_fetched_list_older_than_what_vmcatcher_accepted_is_a_rollback() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("vmcatcher.db");
-    vmcatcher_db(&db, "tampered.smime", 0, "", "");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
     let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
     conn.batch_execute("UPDATE \"imageListInstance\" SET version = '99.0';")
         .unwrap();

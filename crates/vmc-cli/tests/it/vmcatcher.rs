@@ -8,7 +8,7 @@ use std::process::Output;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{Binary, Text};
 use vmc_cache::store::vmcatcher::SCHEMA_SQL;
 
 use crate::common::{IMAGE0, ISSUER, LIST_ID, NOW, SUBJECT, bare, describe, fixtures};
@@ -82,7 +82,7 @@ impl Site {
         diesel::sql_query(
             "INSERT INTO subscription (id, identifier, description, uri, authorised, \
              imagelist_latest, updated, \"trustAnchor\", \"userName\", password, \"updateMode\") \
-             VALUES (1, ?, 'Interop', ?, 1, 1, '2027-05-31 00:00:00', 0, '', '', 0)",
+             VALUES (1, ?, 'Interop', ?, 1, 1, '2027-05-31 00:00:00', 0, NULL, NULL, 0)",
         )
         .bind::<Text, _>(LIST_ID)
         .bind::<Text, _>(LIST_URL)
@@ -101,13 +101,13 @@ impl Site {
             "#
         ))
         .unwrap();
-        let list = std::fs::read_to_string(fixtures().join("lists/good.smime")).unwrap();
+        let list = std::fs::read(fixtures().join("lists/good.smime")).unwrap();
         diesel::sql_query(
             "INSERT INTO \"imageListInstance\" (id, data, data_hash, expired, sub_auth, \
              imported, created, expires, version) VALUES (1, ?, 'x', NULL, 1, \
              '2027-05-31 00:00:00', '2027-05-01 00:00:00', '2027-07-01 00:00:00', '1.0')",
         )
-        .bind::<Text, _>(list)
+        .bind::<Binary, _>(list)
         .execute(&mut conn)
         .unwrap();
     }
