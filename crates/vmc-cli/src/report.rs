@@ -344,6 +344,26 @@ pub fn image(r: &ImageRecord, now: chrono::DateTime<chrono::Utc>) -> ImageJson {
     }
 }
 
+/// A pending selection in `image list --json`: the keys of an image row, with what only a
+/// list would say (`title`, `version`, `uri`, `size`, `sha512`) null, `selected` true,
+/// `available` and `cached` false, and `pending` true (`since`: when it was recorded).
+pub fn pending_image(p: &vmc_cache::store::PendingSelection) -> serde_json::Value {
+    serde_json::json!({
+        "identifier": p.identifier.as_str(),
+        "subscription": p.list_identifier.clone().unwrap_or_else(|| redact_url(&p.subscription_url)),
+        "title": null,
+        "version": null,
+        "uri": null,
+        "size": null,
+        "sha512": null,
+        "selected": true,
+        "available": false,
+        "cached": false,
+        "pending": true,
+        "since": time(p.since),
+    })
+}
+
 /// One cached file.
 #[derive(Debug, Serialize)]
 pub struct CachedJson {

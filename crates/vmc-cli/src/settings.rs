@@ -49,16 +49,53 @@ pub fn redact_database_url(url: &str) -> String {
     vmc_cache::fetch::redact_url(url)
 }
 
+/// A database URL as SQLAlchemy (and so vmcatcher, whose `VMCATCHER_RDBMS` it is) reads it:
+/// `sqlite:////abs/path` is absolute, `sqlite:///rel/path` relative to the working directory,
+/// and a value without `://` is a plain path. `Ok(None)` for a URL of another database.
+pub fn sqlalchemy_sqlite_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let lower = text.get(..10).unwrap_or(text).to_ascii_lowercase();
+    let path = if lower.starts_with("sqlite:///") {
+        &text["sqlite:///".len()..]
+    } else if lower.starts_with("sqlite://") {
+        ""
+    } else if text.contains("://") {
+        return Ok(None);
+    } else {
+        text
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(format!(
+            "{:?} names no database file (vmcatcher's form is sqlite:////abs/path or sqlite:///rel/path)",
+            redact_database_url(text)
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// vmc's database URL for a `VMCATCHER_RDBMS` value: its SQLite file as vmcatcher reads it
+/// ([`sqlalchemy_sqlite_path`]), so that vmc and `vmc import-vmcatcher` name the same file;
+/// another database's URL as it is.
+fn database_from_vmcatcher(text: &str) -> anyhow::Result<String> {
+    match sqlalchemy_sqlite_path(text) {
+        Ok(Some(path)) => {
+            let Some(path) = path.to_str() else {
+                bail!("VMCATCHER_RDBMS: the path is not UTF-8");
+            };
+            Ok(format!("sqlite://{path}"))
+        }
+        Ok(None) => Ok(text.to_owned()),
+        Err(e) => bail!("VMCATCHER_RDBMS {e}"),
+    }
+}
+
 /// Builds the library configuration.
 pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let home = home(global);
     let mut config = Config::with_home(&home);
-    if let Some(db) = global
-        .database
-        .clone()
-        .or_else(|| env::first(&[env::VMCATCHER_RDBMS]))
-    {
+    if let Some(db) = global.database.clone() {
         config.database_url = db;
+    } else if let Some(old) = env::first(&[env::VMCATCHER_RDBMS]) {
+        config.database_url = database_from_vmcatcher(&old)?;
     }
     let dir = |flag: &Option<PathBuf>, fallback: &str, default: PathBuf| -> PathBuf {
         flag.clone()

@@ -125,6 +125,10 @@ fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
     vmcatcher_db(&db, "good.smime", 0, None, None);
     let old_cache = tmp.path().join("vmcatcher-cache");
     vmcatcher_cache(&old_cache);
+    // IMAGE2 (selected) with changed bytes: not adopted, and a failure.
+    let mut bytes = std::fs::read(fixtures().join("images/image2.img")).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(old_cache.join(IMAGE2), bytes).unwrap();
     let home = tmp.path().join("home");
     let vmc = Vmc::open(config(&home)).unwrap();
 
@@ -170,9 +174,9 @@ fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
     let mut want = vec![IMAGE0.to_owned(), IMAGE2.to_owned()];
     want.sort();
     assert_eq!(selected(&vmc), want);
-    assert_eq!(sub.unavailable, ["gone-image"]);
+    assert_eq!(sub.pending, ["gone-image"]);
 
-    // Files: IMAGE0 adopted, IMAGE1 (changed bytes) and the missing one left alone.
+    // Files: IMAGE0 adopted; IMAGE1 (not selected) and IMAGE2 (changed bytes) left alone.
     assert_eq!(report.adopted.len(), 1, "{report:?}");
     assert_eq!(report.adopted[0].identifier, IMAGE0);
     assert_ne!(report.adopted[0].how, Adoption::InPlace);
@@ -183,8 +187,8 @@ fn import_verifies_the_stored_list_and_carries_selection_and_verified_files() {
             .find(|s| s.identifier == id)
             .map(|s| s.reason)
     };
-    assert_eq!(reason(IMAGE1), Some(SkipReason::ChecksumMismatch));
-    assert_eq!(reason(IMAGE2), Some(SkipReason::Missing));
+    assert_eq!(reason(IMAGE1), Some(SkipReason::NotSelected));
+    assert_eq!(reason(IMAGE2), Some(SkipReason::ChecksumMismatch));
     assert_eq!(
         reason("c2a4b1d0-0000-4000-8000-000000000000"),
         Some(SkipReason::NotListed)
@@ -250,6 +254,14 @@ fn files_already_in_the_vmc_cache_directory_are_adopted_in_place() {
         .unwrap();
     assert_eq!(report.adopted.len(), 1);
     assert_eq!(report.adopted[0].how, Adoption::InPlace);
+    // The index names IMAGE2, but its file is not there.
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.identifier == IMAGE2 && s.reason == SkipReason::Missing),
+        "{report:?}"
+    );
     // updateMode 3 (accept and subscribe) and the credentials carry over.
     let sub = vmc.store().find_subscription(LIST_ID).unwrap().unwrap();
     assert_eq!(sub.new_images, NewImagePolicy::Subscribe);
@@ -311,15 +323,15 @@ fn a_tampered_stored_list_is_not_imported() {
             .iter()
             .any(|s| s.identifier == IMAGE0 && s.reason == SkipReason::NotListed)
     );
-    let mut unavailable = sub.unavailable.clone();
-    unavailable.sort();
+    let mut pending = sub.pending.clone();
+    pending.sort();
     let mut want = vec![
         IMAGE0.to_owned(),
         IMAGE2.to_owned(),
         "gone-image".to_owned(),
     ];
     want.sort();
-    assert_eq!(unavailable, want);
+    assert_eq!(pending, want);
 }
 
 #[test]
@@ -426,4 +438,244 @@ fn a_fetched_list_older_than_what_vmcatcher_accepted_is_a_rollback() {
     let sub = &report.subscriptions[0];
     assert_eq!(sub.status, SubscriptionStatus::Failed, "{sub:?}");
     assert_eq!(sub.error.as_ref().unwrap().code, ErrorCode::VersionRollback);
+}
+
+/// The ids of the pending selections.
+fn pending(vmc: &Vmc) -> Vec<String> {
+    let mut ids: Vec<String> = vmc
+        .store()
+        .pending_selections(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.identifier.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Issue 21, point 1: the stored list fails and is not fetched; the site's selection must
+/// survive the failed import, a second import and the next sync, and the sync must not expire
+/// vmcatcher's file (ExpirePrefix would make a Glance handler deactivate a live image).
+#[test]
+fn selections_survive_a_failed_import_a_second_import_and_the_next_sync() {
+    let server = TestServer::start();
+    server.serve_dir("/lists", fixtures().join("lists"));
+    server.serve_dir("/images", fixtures().join("images"));
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
+    let home = tmp.path().join("home");
+    // The VMCATCHER_* variables stay: vmcatcher's cache directory is vmc's.
+    vmcatcher_cache(&home.join("cache"));
+    let mut config = config(&home);
+    config.mirrors.push(Mirror {
+        from: "http://127.0.0.1:8000".into(),
+        to: server.base_url(),
+    });
+    let vmc = Vmc::open(config).unwrap();
+    let options = ImportOptions {
+        database: db,
+        cache_dir: Some(home.join("cache")),
+        fetch_rejected: false,
+    };
+    let all = sorted(&[IMAGE0, IMAGE2, "gone-image"]);
+
+    let first = vmc.import_vmcatcher(&options).unwrap();
+    assert_eq!(first.subscriptions[0].status, SubscriptionStatus::Failed);
+    let mut reported = first.subscriptions[0].pending.clone();
+    reported.sort();
+    assert_eq!(reported, all);
+    assert_eq!(pending(&vmc), all);
+    // The identifier the report prints finds the subscription (`subscribe show`).
+    let sub = vmc.store().find_subscription(LIST_ID).unwrap().unwrap();
+    assert!(sub.current.is_none());
+    assert_eq!(sub.identifier.as_deref(), Some(LIST_ID));
+
+    let second = vmc.import_vmcatcher(&options).unwrap();
+    assert_eq!(second.subscriptions[0].status, SubscriptionStatus::Existing);
+    assert!(second.subscriptions[0].pending.is_empty(), "{second:?}");
+    assert_eq!(pending(&vmc), all);
+
+    // The next sync fetches the good list: what it names is selected, nothing expires, and
+    // vmcatcher's verified file is adopted where it is.
+    let report = vmc
+        .sync(&vmc_cache::SyncOptions::default(), &vmc_cache::NoProgress)
+        .unwrap();
+    assert_eq!(
+        report.subscriptions[0].status.as_str(),
+        "added",
+        "{report:?}"
+    );
+    // The images vmcatcher knew are not new (no SubscriptionImageNew for them).
+    assert!(report.subscriptions[0].new_images.is_empty(), "{report:?}");
+    assert!(report.expired.is_empty(), "{:?}", report.expired);
+    assert_eq!(selected(&vmc), sorted(&[IMAGE0, IMAGE2]));
+    assert_eq!(pending(&vmc), ["gone-image"]);
+    let mut cached: Vec<String> = vmc
+        .store()
+        .cache_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.identifier.to_string())
+        .collect();
+    cached.sort();
+    assert_eq!(cached, sorted(&[IMAGE0, IMAGE2]));
+    assert_eq!(
+        std::fs::read(home.join("cache").join(IMAGE0)).unwrap(),
+        std::fs::read(fixtures().join("images/image0.img")).unwrap()
+    );
+    assert_eq!(report.downloaded, [IMAGE2]);
+
+    // A third import still changes nothing; IMAGE1 (not selected) was never adopted.
+    let third = vmc.import_vmcatcher(&options).unwrap();
+    assert!(third.adopted.is_empty(), "{third:?}");
+    assert_eq!(selected(&vmc), sorted(&[IMAGE0, IMAGE2]));
+}
+
+/// Issue 21, point 2: the index vmc writes is one vmcatcher's `vmcatcher_cache` reads: every
+/// entry has the keys its code indexes (`filename`, `uuid`, `sha512`, `size`, `msgHash`) and
+/// the ones its events map, and every file of the directory is named by an entry, so that
+/// vmcatcher's `indexUnknownClear` would delete nothing after a roll-back.
+#[test]
+fn the_rewritten_index_is_one_vmcatcher_reads_and_keeps_its_other_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "good.smime", 0, None, None);
+    let home = tmp.path().join("home");
+    vmcatcher_cache(&home.join("cache"));
+    let vmcatcher_entry = |id: &str| {
+        let old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(home.join("cache/cache.index")).unwrap())
+                .unwrap();
+        old[id].clone()
+    };
+    let image1_before = vmcatcher_entry(IMAGE1);
+    let vmc = Vmc::open(config(&home)).unwrap();
+    let report = vmc
+        .import_vmcatcher(&ImportOptions {
+            database: db,
+            cache_dir: Some(home.join("cache")),
+            fetch_rejected: false,
+        })
+        .unwrap();
+    assert_eq!(report.adopted.len(), 1);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("cache/cache.index")).unwrap()).unwrap();
+    let index = index.as_object().unwrap();
+
+    // vmcatcher's entry for the file vmc did not adopt (its bytes differ) is kept as it was.
+    assert_eq!(index[IMAGE1], image1_before);
+    // Entries whose file is gone are dropped, as vmcatcher drops them.
+    assert!(!index.contains_key(IMAGE2));
+
+    let record = vmc
+        .store()
+        .images(&ImageFilter {
+            identifier: Some(IMAGE0.into()),
+            ..ImageFilter::default()
+        })
+        .unwrap()
+        .remove(0);
+    let e = &index[IMAGE0];
+    assert_eq!(e["filename"], IMAGE0);
+    assert_eq!(e["uuid"], IMAGE0);
+    assert_eq!(e["dc:identifier"], IMAGE0);
+    assert_eq!(e["sha512"], record.image.sha512);
+    assert_eq!(e["sl:checksum:sha512"], record.image.sha512);
+    assert_eq!(e["size"], 262_144);
+    assert_eq!(e["hv:size"], 262_144);
+    assert_eq!(e["uri"], record.image.uri);
+    assert_eq!(e["hv:uri"], record.image.uri);
+    assert_eq!(e["msgHash"], record.list_sha512);
+    assert_eq!(e["DownLoadTrys"]["msgHash"], record.list_sha512);
+    assert_eq!(e["hv:imagelist.dc:identifier"], LIST_ID);
+    assert_eq!(e["dc:title"], record.image.title);
+    assert_eq!(e["hv:version"], record.image.version);
+    let raw = record.image.to_json();
+    for (key, value) in &raw {
+        assert_eq!(&e[format!("hv:image.{key}")], value, "hv:image.{key}");
+    }
+    // The image keys vmcatcher's download() copies under their own names.
+    for key in [
+        "dc:description",
+        "hv:hypervisor",
+        "sl:arch",
+        "sl:comments",
+        "sl:os",
+        "sl:osversion",
+    ] {
+        if let Some(value) = raw.get(key) {
+            assert_eq!(&e[key], value, "{key}");
+        }
+    }
+    // What vmcatcher_cache indexes in every entry vmc writes (checkSumCache, expire,
+    // download); the kept entry is vmcatcher's own, as it was.
+    for (id, entry) in index.iter().filter(|(id, _)| *id != IMAGE1) {
+        for key in ["filename", "uuid", "sha512", "size", "msgHash"] {
+            assert!(entry.get(key).is_some(), "{id} lacks {key}: {entry}");
+        }
+        assert!(entry["size"].is_u64(), "{id}: size is compared as a number");
+    }
+    // indexUnknownClear would delete nothing: every file is named.
+    let named: Vec<&str> = index
+        .values()
+        .map(|e| e["filename"].as_str().unwrap())
+        .collect();
+    for file in std::fs::read_dir(home.join("cache")).unwrap() {
+        let name = file.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name == "cache.index" || named.contains(&name.as_str()),
+            "{name} is not in the index: vmcatcher would delete it"
+        );
+    }
+}
+
+/// Issue 21, point 4: a cache directory that is not there stops the import before anything is
+/// written; one that fails half-way is reported with what was done.
+#[test]
+fn a_missing_cache_directory_stops_the_import_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "good.smime", 0, None, None);
+    let home = tmp.path().join("home");
+    let options = ImportOptions {
+        database: db,
+        cache_dir: Some(tmp.path().join("no-such-cache")),
+        fetch_rejected: false,
+    };
+    // The check needs no vmc database, and fails naming the directory.
+    let err = vmc_cache::import::check_import(&config(&home), &options).unwrap_err();
+    assert!(err.is_setup(), "{err}");
+    assert!(
+        format!("{err}").contains("no-such-cache"),
+        "{err}: names the directory"
+    );
+    assert!(!home.exists(), "nothing was created");
+    let vmc = Vmc::open(config(&home)).unwrap();
+    assert!(vmc.import_vmcatcher(&options).unwrap_err().is_setup());
+    assert!(
+        vmc.store().subscriptions().unwrap().is_empty(),
+        "nothing imported"
+    );
+
+    // The directory goes away after the check: the report says so, with what was imported.
+    let old_cache = tmp.path().join("vmcatcher-cache");
+    vmcatcher_cache(&old_cache);
+    let options = ImportOptions {
+        cache_dir: Some(old_cache.clone()),
+        ..options
+    };
+    let checked = vmc_cache::import::check_import(vmc.config(), &options).unwrap();
+    std::fs::remove_dir_all(&old_cache).unwrap();
+    let report = vmc.import_checked(checked).unwrap();
+    assert_eq!(report.subscriptions[0].status, SubscriptionStatus::Imported);
+    let error = report.cache_error.as_deref().unwrap();
+    assert!(error.contains("vmcatcher-cache"), "{error}");
+    assert!(report.has_failures());
 }
