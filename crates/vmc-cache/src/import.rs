@@ -398,12 +398,12 @@ impl Vmc {
             let imported = self.import_subscription(sub, &endorser_ids, &options)?;
             report.subscriptions.push(imported);
         }
-        if let Some(dir) = &options.cache_dir {
-            if let Err(err) = self.adopt_cache(dir, &mut report) {
-                let message = chain(&err);
-                tracing::error!("vmcatcher cache directory {}: {message}", dir.display());
-                report.cache_error = Some(message);
-            }
+        if let Some(dir) = &options.cache_dir
+            && let Err(err) = self.adopt_cache(dir, &mut report)
+        {
+            let message = chain(&err);
+            tracing::error!("vmcatcher cache directory {}: {message}", dir.display());
+            report.cache_error = Some(message);
         }
         Ok(report)
     }

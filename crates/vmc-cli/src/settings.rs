@@ -160,3 +160,36 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmcatcher_rdbms_is_read_as_sqlalchemy_reads_it() {
+        // sqlite:///rel is relative, sqlite:////abs absolute: vmc's URL names the same file.
+        assert_eq!(
+            database_from_vmcatcher("sqlite:///rel/x.db").unwrap(),
+            "sqlite://rel/x.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("sqlite:////var/lib/vmcatcher/vmcatcher.db").unwrap(),
+            "sqlite:///var/lib/vmcatcher/vmcatcher.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("/srv/vmcatcher.db").unwrap(),
+            "sqlite:///srv/vmcatcher.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("postgresql://vmc@db/vmcatcher").unwrap(),
+            "postgresql://vmc@db/vmcatcher"
+        );
+        let err = database_from_vmcatcher("sqlite://").unwrap_err();
+        assert!(format!("{err}").contains("names no database file"), "{err}");
+        assert!(database_from_vmcatcher("sqlite:///:memory:").is_err());
+        assert_eq!(
+            sqlalchemy_sqlite_path("SQLITE:///vmcatcher.db").unwrap(),
+            Some(PathBuf::from("vmcatcher.db"))
+        );
+    }
+}

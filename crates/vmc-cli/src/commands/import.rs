@@ -227,8 +227,21 @@ fn print_text(r: &ImportReport) {
 pub fn check(config: &Config, args: &ImportArgs) -> anyhow::Result<CheckedImport> {
     let database = source_path(&args.vmcatcher_database)?;
     if !database.is_file() {
+        // vmcatcher's README writes sqlite:///var/lib/…, which SQLAlchemy reads relative to the
+        // working directory: name the absolute file when that is the one that exists.
+        let absolute = Path::new("/").join(&database);
+        let hint = if database.is_relative() && absolute.is_file() {
+            format!(
+                "; {} exists: SQLAlchemy, and so vmcatcher and vmc, read sqlite:///{} relative to the working directory, write sqlite:///{} for the absolute file",
+                absolute.display(),
+                database.display(),
+                absolute.display()
+            )
+        } else {
+            String::new()
+        };
         return Err(UsageError(format!(
-            "the vmcatcher database {} does not exist (give --vmcatcher-database or VMCATCHER_RDBMS)",
+            "the vmcatcher database {} does not exist (give --vmcatcher-database or VMCATCHER_RDBMS){hint}",
             database.display()
         ))
         .into());
