@@ -553,8 +553,13 @@ impl Vmc {
             out.version = existing.current.map(|c| c.version);
             out.enabled = existing.enabled;
             out.new_images = existing.new_images;
-            // Only image ids vmc never recorded for it (an import stopped half-way) become
-            // pending selections; what the site chose in vmc since stays.
+            // What an import stopped half-way did not record yet is recorded now: the list
+            // identifier while none is known, and the image ids vmc never recorded for it
+            // (pending selections when vmcatcher had them selected). What the site chose in
+            // vmc since stays.
+            if existing.identifier.is_none() && Identifier::new(sub.identifier.as_str()).is_ok() {
+                store.expect_list_identifier(existing.id, &sub.identifier)?;
+            }
             let choices = self.vmcatcher_choices(sub, &mut out.notes);
             let now = self.config().clock.now();
             let recorded = store.record_selections(existing.id, &choices, now)?;

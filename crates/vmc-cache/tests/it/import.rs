@@ -664,3 +664,39 @@ fn a_missing_cache_directory_stops_the_import_before_anything_is_written() {
     assert!(error.contains("vmcatcher-cache"), "{error}");
     assert!(report.has_failures());
 }
+
+/// An import stopped just after it created the subscription: the next import finds it
+/// existing and records what the first did not (the list identifier, vmcatcher's selection as
+/// pending selections), and nothing a third time.
+#[test]
+fn an_import_stopped_half_way_is_completed_by_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("vmcatcher.db");
+    vmcatcher_db(&db, "tampered.smime", 0, None, None);
+    let vmc = Vmc::open(config(&tmp.path().join("home"))).unwrap();
+    vmc.store()
+        .add_subscription(&vmc_cache::store::NewSubscription {
+            url: LIST_URL.into(),
+            new_images: NewImagePolicy::Refuse,
+            auth: None,
+            enabled: true,
+        })
+        .unwrap();
+    let options = ImportOptions {
+        database: db,
+        cache_dir: None,
+        fetch_rejected: false,
+    };
+    let report = vmc.import_vmcatcher(&options).unwrap();
+    let sub = &report.subscriptions[0];
+    assert_eq!(sub.status, SubscriptionStatus::Existing);
+    let all = sorted(&[IMAGE0, IMAGE2, "gone-image"]);
+    let mut reported = sub.pending.clone();
+    reported.sort();
+    assert_eq!(reported, all);
+    assert_eq!(pending(&vmc), all);
+    assert!(vmc.store().find_subscription(LIST_ID).unwrap().is_some());
+    let again = vmc.import_vmcatcher(&options).unwrap();
+    assert!(again.subscriptions[0].pending.is_empty());
+    assert_eq!(pending(&vmc), all);
+}

@@ -55,15 +55,15 @@ pub fn run(ctx: &Ctx, cmd: ImageCmd) -> anyhow::Result<Outcome> {
             let pending = store.pending_selections(subscription_id)?;
             match ctx.format {
                 Format::Json => {
-                    let mut rows = Vec::with_capacity(images.len() + pending.len());
-                    for i in &images {
-                        let mut row = serde_json::to_value(i)?;
-                        if let Some(obj) = row.as_object_mut() {
-                            obj.insert("pending".into(), false.into());
-                        }
-                        rows.push(row);
-                    }
-                    rows.extend(pending.iter().map(report::pending_image));
+                    let rows: Vec<report::ImageRowJson> = images
+                        .into_iter()
+                        .map(report::ImageRowJson::Listed)
+                        .chain(
+                            pending
+                                .iter()
+                                .map(|p| report::ImageRowJson::Pending(report::pending_image(p))),
+                        )
+                        .collect();
                     output::json(&rows);
                 }
                 Format::Text => {
