@@ -92,10 +92,14 @@ fn database_from_vmcatcher(text: &str) -> anyhow::Result<String> {
 pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let home = home(global);
     let mut config = Config::with_home(&home);
+    // Handlers get VMCATCHER_RDBMS in the form they were given it (vmcatcher's, for
+    // SQLAlchemy), vmc's own URL otherwise.
+    let mut rdbms_for_handlers = None;
     if let Some(db) = global.database.clone() {
         config.database_url = db;
     } else if let Some(old) = env::first(&[env::VMCATCHER_RDBMS]) {
         config.database_url = database_from_vmcatcher(&old)?;
+        rdbms_for_handlers = Some(old);
     }
     let dir = |flag: &Option<PathBuf>, fallback: &str, default: PathBuf| -> PathBuf {
         flag.clone()
@@ -132,7 +136,11 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
         Some(CrlArg::IfPresent) => CrlMode::IfPresent,
         Some(CrlArg::Off) => CrlMode::Off,
     };
-    config.rdbms_for_handlers = Some(redact_database_url(&config.database_url));
+    config.rdbms_for_handlers = Some(redact_database_url(
+        rdbms_for_handlers
+            .as_deref()
+            .unwrap_or(&config.database_url),
+    ));
     config.http = ClientConfig::default().with_proxy_from_env_vars(|name| std::env::var(name).ok());
     if let Some(seconds) = global.timeout {
         if seconds == 0 {

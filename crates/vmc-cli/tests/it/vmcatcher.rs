@@ -446,6 +446,29 @@ fn a_relative_vmcatcher_rdbms_names_one_file_and_nothing_is_created_before_the_c
         tables.iter().any(|t| t.name == "subscriptions"),
         "vmc's tables are not in ./{rel}/vmcatcher.db"
     );
+
+    // Handlers get VMCATCHER_RDBMS as the site wrote it, for SQLAlchemy.
+    let log = site.path("rdbms.log");
+    let out = site
+        .vmc()
+        .current_dir(site.dir.path())
+        .env("VMCATCHER_RDBMS", format!("sqlite:///{rel}/vmcatcher.db"))
+        .env(
+            "VMCATCHER_CACHE_EVENT",
+            format!("echo \"$VMCATCHER_RDBMS\" >> '{}'", log.display()),
+        )
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    check(&out, &["cache", "sync"], 0);
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.lines()
+            .all(|l| l == format!("sqlite:///{rel}/vmcatcher.db"))
+            && !seen.is_empty(),
+        "{seen}"
+    );
+    assert!(!Path::new("/").join(&rel).exists(), "/{rel} was created");
 }
 
 /// Issue 21, point 4: a vmcatcher cache directory that is not there stops the import before
