@@ -555,19 +555,29 @@ fn a_failed_import_shows_its_pending_selections_and_its_subscription() {
     assert_eq!(selected[0]["cached"], true);
 }
 
-/// Issue 21, point 5: a list signed with SHA-1 (as hepixvmitrust signs) is said to be weak once.
+/// Issue 21, point 5: a list signed with SHA-1 (as hepixvmitrust signs), stored by vmcatcher,
+/// is said to be weak once by the import.
 #[test]
 fn a_sha1_list_is_warned_about_once() {
-    let home = tempfile::tempdir().unwrap();
-    let out = bare()
-        .env("VMC_HOME", home.path())
-        .arg("--ca-dir")
-        .arg(fixtures().join("pki/ca-dir"))
-        .args(["subscribe", "check"])
-        .arg(fixtures().join("lists/good-sha1.smime"))
+    let site = Site::new();
+    let mut conn = SqliteConnection::establish(site.database().to_str().unwrap()).unwrap();
+    diesel::sql_query("UPDATE \"imageListInstance\" SET data = ?")
+        .bind::<Binary, _>(std::fs::read(fixtures().join("lists/good-sha1.smime")).unwrap())
+        .execute(&mut conn)
+        .unwrap();
+    drop(conn);
+    let out = site
+        .vmc()
+        .args(["import-vmcatcher", "--no-fetch"])
         .output()
         .unwrap();
-    check(&out, &["subscribe", "check", "good-sha1.smime"], 0);
+    check(&out, &["import-vmcatcher"], 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("subscription\timported\t{LIST_ID}")),
+        "{}",
+        describe(&out)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.matches("weak digest").count(),
