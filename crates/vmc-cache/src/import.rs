@@ -31,10 +31,12 @@ use vmc_model::{CertIdentity, ErrorCode, Identifier, LastError, NewImagePolicy, 
 use vmc_store::vmcatcher::{VmcatcherDb, VmcatcherSubscription, read_vmcatcher};
 use vmc_store::{CacheEntry, ImageFilter, ImageRecord, ListImport, NewSubscription};
 
-use crate::Vmc;
+use vmc_trust::TrustStore;
+
 use crate::error::{CacheError, io};
-use crate::index;
+use crate::index::{self, plain_file_name};
 use crate::update::{Candidate, Rejection, chain, reject};
+use crate::{Config, Vmc};
 
 /// What to import.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +134,9 @@ pub struct SubscriptionImport {
     pub error: Option<LastError>,
     /// Images selected for caching, as vmcatcher had them.
     pub selected: Vec<String>,
-    /// Images vmcatcher had selected that the current list does not carry (not selected).
-    pub unavailable: Vec<String>,
+    /// Images vmcatcher had selected that no current list carries (or all of them, when no list
+    /// passed): kept as pending selections, selected when a list version names them.
+    pub pending: Vec<String>,
     /// What else the site should know.
     pub notes: Vec<String>,
 }
@@ -180,6 +183,9 @@ pub enum SkipReason {
     NotListed,
     /// vmc's cache holds this image already.
     AlreadyCached,
+    /// The image is not selected for caching (vmcatcher's cache flag was not set): adopting
+    /// it would only have the next sync expire it, with events.
+    NotSelected,
     /// `cache.index` names a file that is not there.
     Missing,
     /// The index entry is not a safe image id or file name.
@@ -200,6 +206,7 @@ impl SkipReason {
         match self {
             Self::NotListed => "not_listed",
             Self::AlreadyCached => "already_cached",
+            Self::NotSelected => "not_selected",
             Self::Missing => "missing",
             Self::Unsafe => "unsafe",
             Self::SizeMismatch => "size_mismatch",
@@ -243,6 +250,9 @@ pub struct ImportReport {
     pub adopted: Vec<AdoptedFile>,
     /// Files left alone.
     pub skipped: Vec<SkippedFile>,
+    /// Why the cache directory could not be taken over, when it could not (everything above
+    /// was done and stays).
+    pub cache_error: Option<String>,
 }
 
 impl ImportReport {
@@ -257,6 +267,7 @@ impl ImportReport {
                 .iter()
                 .any(|s| s.status == SubscriptionStatus::Failed)
             || self.skipped.iter().any(|s| s.reason.is_failure())
+            || self.cache_error.is_some()
     }
 }
 
@@ -307,11 +318,6 @@ fn read_index(dir: &Path) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// Whether `name` is one plain file name (no directory part, not `.`/`..`).
-fn plain_file_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && name != "." && name != ".." && !name.contains('\0')
-}
-
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -319,31 +325,85 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// An import whose inputs passed [`check_import`].
+pub struct CheckedImport {
+    db: VmcatcherDb,
+    options: ImportOptions,
+    trust: Option<TrustStore>,
+}
+
+impl std::fmt::Debug for CheckedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedImport")
+            .field("db", &self.db)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks every input of an import before anything is written, so that an import that
+/// cannot run creates nothing (not even vmc's database, which [`Vmc::open`] would): vmcatcher's
+/// database is read (read-only), its cache directory must be a readable directory, and this
+/// site's CA directory (`config.ca_dir`) must load when there is a list to verify.
+pub fn check_import(config: &Config, options: &ImportOptions) -> Result<CheckedImport, CacheError> {
+    let db = read_vmcatcher(&options.database)?;
+    tracing::info!(
+        "vmcatcher database {}: {} endorsers, {} subscriptions",
+        options.database.display(),
+        db.endorsers.len(),
+        db.subscriptions.len()
+    );
+    if let Some(dir) = &options.cache_dir {
+        std::fs::read_dir(dir).map_err(io("read the vmcatcher cache directory", dir))?;
+    }
+    let trust = if db.subscriptions.is_empty() {
+        None
+    } else {
+        // Without a CA directory no stored list can be verified: a set-up error.
+        Some(
+            TrustStore::load(&config.ca_dir).map_err(|source| CacheError::Trust {
+                path: config.ca_dir.clone(),
+                source,
+            })?,
+        )
+    };
+    Ok(CheckedImport {
+        db,
+        options: options.clone(),
+        trust,
+    })
+}
+
 impl Vmc {
-    /// Imports a vmcatcher installation (see the module doc). The caller should hold
-    /// [`Vmc::lock`]. Fails only for what stops the whole import (the vmcatcher database
-    /// cannot be read, this database fails, the CA directory cannot be loaded); everything
-    /// else is reported per item.
+    /// Imports a vmcatcher installation (see the module doc): [`check_import`], then
+    /// [`Vmc::import_checked`]. The caller should hold [`Vmc::lock`].
     pub fn import_vmcatcher(&self, options: &ImportOptions) -> Result<ImportReport, CacheError> {
-        let db = read_vmcatcher(&options.database)?;
-        tracing::info!(
-            "vmcatcher database {}: {} endorsers, {} subscriptions",
-            options.database.display(),
-            db.endorsers.len(),
-            db.subscriptions.len()
-        );
+        let checked = check_import(&self.config, options)?;
+        self.import_checked(checked)
+    }
+
+    /// Runs an import whose inputs were checked. The caller should hold [`Vmc::lock`]. Fails
+    /// only when this database fails before the cache directory is reached; everything else is
+    /// reported per item, and a failure while taking over the cache directory is
+    /// [`ImportReport::cache_error`] (what was imported before stays, and is reported).
+    pub fn import_checked(&self, checked: CheckedImport) -> Result<ImportReport, CacheError> {
+        let CheckedImport { db, options, trust } = checked;
+        if let Some(trust) = trust {
+            // Loaded by the check: not read twice.
+            let _ = self.trust.set(trust);
+        }
         let mut report = ImportReport::default();
         let endorser_ids = self.import_endorsers(&db, &mut report)?;
-        if !db.subscriptions.is_empty() {
-            // Without a CA directory no stored list can be verified: a set-up error.
-            self.trust()?;
-        }
         for sub in &db.subscriptions {
-            let imported = self.import_subscription(sub, &endorser_ids, options)?;
+            let imported = self.import_subscription(sub, &endorser_ids, &options)?;
             report.subscriptions.push(imported);
         }
-        if let Some(dir) = &options.cache_dir {
-            self.adopt_cache(dir, &mut report)?;
+        if let Some(dir) = &options.cache_dir
+            && let Err(err) = self.adopt_cache(dir, &mut report)
+        {
+            let message = chain(&err);
+            tracing::error!("vmcatcher cache directory {}: {message}", dir.display());
+            report.cache_error = Some(message);
         }
         Ok(report)
     }
@@ -473,7 +533,7 @@ impl Vmc {
             stored_list_error: None,
             error: None,
             selected: Vec::new(),
-            unavailable: Vec::new(),
+            pending: Vec::new(),
             notes,
         };
         if sub.uri.is_empty() {
@@ -493,6 +553,21 @@ impl Vmc {
             out.version = existing.current.map(|c| c.version);
             out.enabled = existing.enabled;
             out.new_images = existing.new_images;
+            // What an import stopped half-way did not record yet is recorded now: the list
+            // identifier while none is known, and the image ids vmc never recorded for it
+            // (pending selections when vmcatcher had them selected). What the site chose in
+            // vmc since stays.
+            if existing.identifier.is_none() && Identifier::new(sub.identifier.as_str()).is_ok() {
+                store.expect_list_identifier(existing.id, &sub.identifier)?;
+            }
+            let choices = self.vmcatcher_choices(sub, &mut out.notes);
+            let now = self.config().clock.now();
+            let recorded = store.record_selections(existing.id, &choices, now)?;
+            out.pending = Self::selected_of(&choices)
+                .iter()
+                .filter(|id| recorded.contains(id))
+                .map(ToString::to_string)
+                .collect();
             return Ok(out);
         }
         if sub.trust_anchor.is_some_and(|t| t != 0) {
@@ -522,6 +597,16 @@ impl Vmc {
             }
         }
         let now = self.config().clock.now();
+        // The list vmcatcher followed: `subscribe show` finds the subscription by it at once,
+        // and the first list accepted, now or by a later update, must carry it (check 8).
+        if Identifier::new(sub.identifier.as_str()).is_ok() {
+            store.expect_list_identifier(created.id, &sub.identifier)?;
+        }
+        // vmcatcher's selection, recorded before any list is taken: kept if no list passes, and
+        // applied by whichever list version first names each image.
+        let choices = self.vmcatcher_choices(sub, &mut out.notes);
+        store.record_selections(created.id, &choices, now)?;
+        let wanted = Self::selected_of(&choices);
         let mut accepted = None;
         match sub.latest_list.as_ref().filter(|l| !l.data.is_empty()) {
             Some(stored) => {
@@ -606,36 +691,53 @@ impl Vmc {
             }
         }
         if out.status != SubscriptionStatus::Failed {
-            self.carry_selection(created.id, sub, &mut out)?;
+            self.carry_selection(created.id, &wanted, &mut out)?;
         } else {
-            out.unavailable = sub
-                .images
-                .iter()
-                .filter(|i| i.selected())
-                .map(|i| i.identifier.clone())
-                .collect();
+            out.pending = wanted.iter().map(ToString::to_string).collect();
         }
         tracing::info!("subscription {}: {}", sub.identifier, out.status.as_str());
         Ok(out)
     }
 
-    /// Selects exactly the images vmcatcher had selected, among those of the current list.
+    /// vmcatcher's images of `sub` with whether it had them selected; an id vmc cannot hold is
+    /// noted and left out.
+    fn vmcatcher_choices(
+        &self,
+        sub: &VmcatcherSubscription,
+        notes: &mut Vec<String>,
+    ) -> Vec<(Identifier, bool)> {
+        let mut choices = Vec::new();
+        for image in &sub.images {
+            match Identifier::new(image.identifier.as_str()) {
+                Ok(id) => choices.push((id, image.selected())),
+                Err(e) => notes.push(format!("image {:?} is not kept: {e}", image.identifier)),
+            }
+        }
+        choices
+    }
+
+    /// The selected ones of `choices`.
+    fn selected_of(choices: &[(Identifier, bool)]) -> Vec<Identifier> {
+        choices
+            .iter()
+            .filter(|(_, selected)| *selected)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Selects exactly the images vmcatcher had selected (`wanted`), among those of the
+    /// current list; the others it had selected stay pending selections.
     fn carry_selection(
         &self,
         sub_id: i64,
-        sub: &VmcatcherSubscription,
+        wanted: &[Identifier],
         out: &mut SubscriptionImport,
     ) -> Result<(), CacheError> {
         let records = self.store().images(&ImageFilter {
             subscription_id: Some(sub_id),
             ..ImageFilter::default()
         })?;
-        let wanted: HashSet<&str> = sub
-            .images
-            .iter()
-            .filter(|i| i.selected())
-            .map(|i| i.identifier.as_str())
-            .collect();
+        let wanted: HashSet<&str> = wanted.iter().map(Identifier::as_str).collect();
         let (on, off): (Vec<Identifier>, Vec<Identifier>) = records
             .iter()
             .map(|r| r.image.identifier.clone())
@@ -651,12 +753,13 @@ impl Vmc {
             .iter()
             .map(|r| r.image.identifier.as_str())
             .collect();
-        out.unavailable = sub
-            .images
+        let mut pending: Vec<String> = wanted
             .iter()
-            .filter(|i| i.selected() && !listed.contains(i.identifier.as_str()))
-            .map(|i| i.identifier.clone())
+            .filter(|id| !listed.contains(**id))
+            .map(|id| (*id).to_owned())
             .collect();
+        pending.sort();
+        out.pending = pending;
         Ok(())
     }
 
@@ -745,6 +848,12 @@ impl Vmc {
             return Err((
                 SkipReason::AlreadyCached,
                 "vmc's cache holds this image already".to_owned(),
+            ));
+        }
+        if !record.selected {
+            return Err((
+                SkipReason::NotSelected,
+                "not selected for caching (file left alone)".to_owned(),
             ));
         }
         let size = match std::fs::metadata(source) {

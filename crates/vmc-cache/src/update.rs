@@ -159,7 +159,7 @@ impl Vmc {
         })?;
         if verified.weak_digest {
             tracing::warn!(
-                "list signed by {} uses a weak digest (sha1)",
+                "the list signed by {} uses a weak digest (sha1 or md5)",
                 verified.signer.subject
             );
         }

@@ -323,6 +323,8 @@ pub struct ImageJson {
     pub available: bool,
     /// A verified file is in the cache.
     pub cached: bool,
+    /// A pending selection (false: an image of a current list).
+    pub pending: bool,
 }
 
 /// Builds [`ImageJson`].
@@ -341,7 +343,70 @@ pub fn image(r: &ImageRecord, now: chrono::DateTime<chrono::Utc>) -> ImageJson {
             .cached
             .as_ref()
             .is_some_and(|c| c.sha512 == r.image.sha512),
+        pending: false,
     }
+}
+
+/// A pending selection in `image list --json`: the keys of an image row, with what only a
+/// list would say (`title`, `version`, `uri`, `size`, `sha512`) null, `selected` true,
+/// `available` and `cached` false, and `pending` true (`since`: when it was recorded).
+#[derive(Debug, Serialize)]
+pub struct PendingImageJson {
+    /// Image id.
+    pub identifier: String,
+    /// Its subscription's list identifier (its URL while none is known).
+    pub subscription: String,
+    /// Null: no list names it yet.
+    pub title: Option<String>,
+    /// Null.
+    pub version: Option<String>,
+    /// Null.
+    pub uri: Option<String>,
+    /// Null.
+    pub size: Option<u64>,
+    /// Null.
+    pub sha512: Option<String>,
+    /// True.
+    pub selected: bool,
+    /// False.
+    pub available: bool,
+    /// False.
+    pub cached: bool,
+    /// True.
+    pub pending: bool,
+    /// When the selection was recorded.
+    pub since: String,
+}
+
+/// Builds [`PendingImageJson`].
+pub fn pending_image(p: &vmc_cache::store::PendingSelection) -> PendingImageJson {
+    PendingImageJson {
+        identifier: p.identifier.to_string(),
+        subscription: p
+            .list_identifier
+            .clone()
+            .unwrap_or_else(|| redact_url(&p.subscription_url)),
+        title: None,
+        version: None,
+        uri: None,
+        size: None,
+        sha512: None,
+        selected: true,
+        available: false,
+        cached: false,
+        pending: true,
+        since: time(p.since),
+    }
+}
+
+/// A row of `image list --json`: an image of a current list, or a pending selection.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ImageRowJson {
+    /// An image of a current list.
+    Listed(ImageJson),
+    /// A pending selection.
+    Pending(PendingImageJson),
 }
 
 /// One cached file.

@@ -49,16 +49,57 @@ pub fn redact_database_url(url: &str) -> String {
     vmc_cache::fetch::redact_url(url)
 }
 
+/// A database URL as SQLAlchemy (and so vmcatcher, whose `VMCATCHER_RDBMS` it is) reads it:
+/// `sqlite:////abs/path` is absolute, `sqlite:///rel/path` relative to the working directory,
+/// and a value without `://` is a plain path. `Ok(None)` for a URL of another database.
+pub fn sqlalchemy_sqlite_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let lower = text.get(..10).unwrap_or(text).to_ascii_lowercase();
+    let path = if lower.starts_with("sqlite:///") {
+        &text["sqlite:///".len()..]
+    } else if lower.starts_with("sqlite://") {
+        ""
+    } else if text.contains("://") {
+        return Ok(None);
+    } else {
+        text
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(format!(
+            "{:?} names no database file (vmcatcher's form is sqlite:////abs/path or sqlite:///rel/path)",
+            redact_database_url(text)
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// vmc's database URL for a `VMCATCHER_RDBMS` value: its SQLite file as vmcatcher reads it
+/// ([`sqlalchemy_sqlite_path`]), so that vmc and `vmc import-vmcatcher` name the same file;
+/// another database's URL as it is.
+fn database_from_vmcatcher(text: &str) -> anyhow::Result<String> {
+    match sqlalchemy_sqlite_path(text) {
+        Ok(Some(path)) => {
+            let Some(path) = path.to_str() else {
+                bail!("VMCATCHER_RDBMS: the path is not UTF-8");
+            };
+            Ok(format!("sqlite://{path}"))
+        }
+        Ok(None) => Ok(text.to_owned()),
+        Err(e) => bail!("VMCATCHER_RDBMS {e}"),
+    }
+}
+
 /// Builds the library configuration.
 pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let home = home(global);
     let mut config = Config::with_home(&home);
-    if let Some(db) = global
-        .database
-        .clone()
-        .or_else(|| env::first(&[env::VMCATCHER_RDBMS]))
-    {
+    // Handlers get VMCATCHER_RDBMS in the form they were given it (vmcatcher's, for
+    // SQLAlchemy), vmc's own URL otherwise.
+    let mut rdbms_for_handlers = None;
+    if let Some(db) = global.database.clone() {
         config.database_url = db;
+    } else if let Some(old) = env::first(&[env::VMCATCHER_RDBMS]) {
+        config.database_url = database_from_vmcatcher(&old)?;
+        rdbms_for_handlers = Some(old);
     }
     let dir = |flag: &Option<PathBuf>, fallback: &str, default: PathBuf| -> PathBuf {
         flag.clone()
@@ -95,7 +136,11 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
         Some(CrlArg::IfPresent) => CrlMode::IfPresent,
         Some(CrlArg::Off) => CrlMode::Off,
     };
-    config.rdbms_for_handlers = Some(redact_database_url(&config.database_url));
+    config.rdbms_for_handlers = Some(redact_database_url(
+        rdbms_for_handlers
+            .as_deref()
+            .unwrap_or(&config.database_url),
+    ));
     config.http = ClientConfig::default().with_proxy_from_env_vars(|name| std::env::var(name).ok());
     if let Some(seconds) = global.timeout {
         if seconds == 0 {
@@ -122,4 +167,37 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
         config.clock = Clock::fixed(at);
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmcatcher_rdbms_is_read_as_sqlalchemy_reads_it() {
+        // sqlite:///rel is relative, sqlite:////abs absolute: vmc's URL names the same file.
+        assert_eq!(
+            database_from_vmcatcher("sqlite:///rel/x.db").unwrap(),
+            "sqlite://rel/x.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("sqlite:////var/lib/vmcatcher/vmcatcher.db").unwrap(),
+            "sqlite:///var/lib/vmcatcher/vmcatcher.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("/srv/vmcatcher.db").unwrap(),
+            "sqlite:///srv/vmcatcher.db"
+        );
+        assert_eq!(
+            database_from_vmcatcher("postgresql://vmc@db/vmcatcher").unwrap(),
+            "postgresql://vmc@db/vmcatcher"
+        );
+        let err = database_from_vmcatcher("sqlite://").unwrap_err();
+        assert!(format!("{err}").contains("names no database file"), "{err}");
+        assert!(database_from_vmcatcher("sqlite:///:memory:").is_err());
+        assert_eq!(
+            sqlalchemy_sqlite_path("SQLITE:///vmcatcher.db").unwrap(),
+            Some(PathBuf::from("vmcatcher.db"))
+        );
+    }
 }

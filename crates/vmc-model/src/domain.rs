@@ -147,7 +147,8 @@ pub struct Subscription {
     pub id: i64,
     /// Where the list is fetched from.
     pub url: String,
-    /// The list's `dc:identifier`, known after the first accepted import.
+    /// The list's `dc:identifier`, known after the first accepted import (or, imported from
+    /// vmcatcher, the one vmcatcher followed).
     pub identifier: Option<String>,
     /// The list's `dc:title` from the current version.
     pub title: Option<String>,

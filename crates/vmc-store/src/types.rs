@@ -113,6 +113,26 @@ pub struct ImageRecord {
     /// The cached file of this image id, if any (its sha512 may differ from the image's when
     /// the list now names another file).
     pub cached: Option<CacheEntry>,
+    /// The sha512 of the signed list version it belongs to (vmcatcher's `msgHash`).
+    pub list_sha512: String,
+}
+
+/// A pending selection: an image id selected for caching in a subscription whose current list
+/// does not name it (yet). The selection takes effect when a list version of that
+/// subscription names the image: it is then selected like any other (see
+/// [`Store::record_selections`](crate::Store::record_selections)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSelection {
+    /// The subscription.
+    pub subscription_id: i64,
+    /// Its URL.
+    pub subscription_url: String,
+    /// Its list identifier, when known.
+    pub list_identifier: Option<String>,
+    /// The image id.
+    pub identifier: Identifier,
+    /// When the selection was recorded.
+    pub since: DateTime<Utc>,
 }
 
 /// A file in the cache.

@@ -23,10 +23,12 @@ use vmc_model::{CertIdentity, SubscriptionAuth};
 
 use crate::error::StoreError;
 
-/// The tables vmcatcher creates on SQLite (SQLAlchemy `create_all` of its newest model, with
-/// the optional `subscription` columns), for tests and tools that need a vmcatcher-shaped
-/// database. The reader needs every table but `ImageInstance`, and none of the optional
-/// columns.
+/// The tables vmcatcher creates on SQLite: the DDL SQLAlchemy's `create_all` emits for the
+/// model in vmcatcher's `databaseDefinition.py` (its newest version, with the optional
+/// `subscription` columns), for tests and tools that need a vmcatcher-shaped database.
+/// As there, `userName` and `password` are nullable (`None` when the subscription has no
+/// credentials) and the signed list `data` is a `BLOB` (`LargeBinary`). The reader needs every
+/// table but `ImageInstance`, and none of the optional columns.
 pub const SCHEMA_SQL: &str = r#"
 CREATE TABLE endorser (
     id INTEGER NOT NULL,
@@ -52,8 +54,8 @@ CREATE TABLE subscription (
     imagelist_latest INTEGER,
     updated DATETIME,
     "trustAnchor" INTEGER NOT NULL,
-    "userName" VARCHAR(200) NOT NULL,
-    password VARCHAR(200) NOT NULL,
+    "userName" VARCHAR(200),
+    password VARCHAR(200),
     "updateMode" INTEGER NOT NULL,
     PRIMARY KEY (id),
     UNIQUE (identifier),
@@ -82,7 +84,7 @@ CREATE TABLE "ImageDefinition" (
 );
 CREATE TABLE "imageListInstance" (
     id INTEGER NOT NULL,
-    data VARCHAR(1000) NOT NULL,
+    data BLOB NOT NULL,
     data_hash VARCHAR(128) NOT NULL,
     expired DATETIME,
     sub_auth INTEGER,
@@ -381,10 +383,12 @@ fn optional(present: &[String], column: &str, cast: &str, alias: &str) -> String
     }
 }
 
-/// Credentials as vmcatcher stores them: empty strings (or the column default `0`) when none.
+/// Credentials as vmcatcher sends them: an `Authorization: Basic` header only when both
+/// `userName` and `password` are set (`retrieveHttp.py` tests both for `None`). A NULL in either
+/// column, an empty user name, or the `0` an old column default left, means none.
 fn credentials(user: Option<String>, password: Option<String>) -> Option<SubscriptionAuth> {
     let user = user.filter(|u| !u.is_empty())?;
-    let password = password.unwrap_or_default();
+    let password = password?;
     if user == "0" && (password.is_empty() || password == "0") {
         return None;
     }
@@ -569,7 +573,7 @@ mod tests {
             VALUES (1, '/CN=Jane', '/CN=CA', 1), (2, '/CN=Jane 2', '/CN=CA', 1), (3, '/CN=Bob', '/CN=CA', 2);
         INSERT INTO subscription (id, identifier, description, uri, authorised, imagelist_latest,
             updated, "trustAnchor", "userName", password, "updateMode")
-            VALUES (1, 'list-a', 'List A', 'https://a.example/list', 1, 11, NULL, 0, '', '', 3),
+            VALUES (1, 'list-a', 'List A', 'https://a.example/list', 1, 11, NULL, 0, NULL, NULL, 3),
                    (2, 'list-b', NULL, 'https://b.example/list', 0, NULL, NULL, 2, 'user', 'pw', 1);
         INSERT INTO "subscriptionAuth" (id, subscription, endorser, authorised)
             VALUES (1, 1, 1, 1), (2, 2, 2, 0);
@@ -649,11 +653,47 @@ mod tests {
     }
 
     #[test]
+    fn null_credentials_send_none_and_data_is_a_blob() {
+        // As vmcatcher writes them: NULL userName/password when the subscription has none
+        // (its model's default), a user name with a NULL password (vmcatcher then sends no
+        // Authorization header either), and the signed list as BLOB bytes.
+        let rows = r#"
+            INSERT INTO subscription (id, identifier, description, uri, authorised,
+                imagelist_latest, updated, "trustAnchor", "userName", password, "updateMode")
+                VALUES (1, 'none', NULL, 'https://a.example/1', 1, 1, NULL, 0, NULL, NULL, 0),
+                       (2, 'user-only', NULL, 'https://a.example/2', 1, NULL, NULL, 0, 'alice', NULL, 0),
+                       (3, 'both', NULL, 'https://a.example/3', 1, NULL, NULL, 0, 'alice', '', 0);
+            INSERT INTO "subscriptionAuth" (id, subscription, endorser, authorised) VALUES (1, 1, NULL, 1);
+            INSERT INTO "imageListInstance" (id, data, data_hash, expired, sub_auth, imported, created, expires, version)
+                VALUES (1, X'4d494d452d00ff0a', 'h', NULL, 1, '2020-01-01 00:00:00', '2020-01-01 00:00:00', '2020-02-01 00:00:00', '1');
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmcatcher.db");
+        create(&path, SCHEMA_SQL, rows);
+        let db = read_vmcatcher(&path).unwrap();
+        let auth: Vec<Option<SubscriptionAuth>> =
+            db.subscriptions.iter().map(|s| s.auth.clone()).collect();
+        assert_eq!(
+            auth,
+            [
+                None,
+                None,
+                Some(SubscriptionAuth::Basic {
+                    username: "alice".into(),
+                    password: String::new()
+                })
+            ]
+        );
+        let list = db.subscriptions[0].latest_list.as_ref().unwrap();
+        assert_eq!(list.data, b"MIME-\x00\xff\n");
+    }
+
+    #[test]
     fn an_old_schema_without_the_optional_columns_reads() {
         let old = SCHEMA_SQL
             .replace("    \"trustAnchor\" INTEGER NOT NULL,\n", "")
-            .replace("    \"userName\" VARCHAR(200) NOT NULL,\n", "")
-            .replace("    password VARCHAR(200) NOT NULL,\n", "")
+            .replace("    \"userName\" VARCHAR(200),\n", "")
+            .replace("    password VARCHAR(200),\n", "")
             .replace("    \"updateMode\" INTEGER NOT NULL,\n", "");
         assert!(!old.contains("updateMode"));
         let rows = r#"

@@ -134,9 +134,7 @@ pub fn verify(
         .digest_oids
         .iter()
         .any(|oid| oid == der::OID_SHA1 || oid == der::OID_MD5);
-    if weak_digest {
-        tracing::warn!(signer = %signer_subject, "the list is signed with a weak digest (sha1 or md5)");
-    }
+    // Reported in `Verified::weak_digest`; the caller says it once (vmc-cache logs it).
     let signer = Signer {
         subject: signer_subject,
         issuer: one_line_dn(signer.issuer_name()),

@@ -1,6 +1,7 @@
 //! `vmc image …`
 
 use vmc_cache::CacheError;
+use vmc_cache::fetch::redact_url;
 use vmc_cache::store::ImageFilter;
 use vmc_model::Identifier;
 
@@ -9,7 +10,13 @@ use crate::args::ImageCmd;
 use crate::output::{self, Format};
 use crate::{Outcome, UsageError, report};
 
-fn identifiers(ctx: &Ctx, keys: &[String]) -> anyhow::Result<Vec<Identifier>> {
+/// The images named, each in a current list (or, with `pending_too`, a pending selection).
+fn identifiers(ctx: &Ctx, keys: &[String], pending_too: bool) -> anyhow::Result<Vec<Identifier>> {
+    let pending = if pending_too {
+        ctx.vmc.store().pending_selections(None)?
+    } else {
+        Vec::new()
+    };
     let mut ids = Vec::new();
     for key in keys {
         let id = Identifier::new(key.clone()).map_err(|e| UsageError(format!("{e}")))?;
@@ -17,7 +24,7 @@ fn identifiers(ctx: &Ctx, keys: &[String]) -> anyhow::Result<Vec<Identifier>> {
             identifier: Some(key.clone()),
             ..ImageFilter::default()
         })?;
-        if found.is_empty() {
+        if found.is_empty() && !pending.iter().any(|p| p.identifier == id) {
             return Err(CacheError::NoSuchImage { key: key.clone() }.into());
         }
         ids.push(id);
@@ -44,8 +51,21 @@ pub fn run(ctx: &Ctx, cmd: ImageCmd) -> anyhow::Result<Outcome> {
                 ..ImageFilter::default()
             })?;
             let images: Vec<_> = records.iter().map(|r| report::image(r, now)).collect();
+            // Selected ids no current list names (yet): after the images, flagged pending.
+            let pending = store.pending_selections(subscription_id)?;
             match ctx.format {
-                Format::Json => output::json(&images),
+                Format::Json => {
+                    let rows: Vec<report::ImageRowJson> = images
+                        .into_iter()
+                        .map(report::ImageRowJson::Listed)
+                        .chain(
+                            pending
+                                .iter()
+                                .map(|p| report::ImageRowJson::Pending(report::pending_image(p))),
+                        )
+                        .collect();
+                    output::json(&rows);
+                }
                 Format::Text => {
                     for i in &images {
                         let flags = format!(
@@ -60,6 +80,15 @@ pub fn run(ctx: &Ctx, cmd: ImageCmd) -> anyhow::Result<Outcome> {
                             i.version,
                             output::bytes(i.size),
                             i.title
+                        ));
+                    }
+                    for p in &pending {
+                        output::line(format!(
+                            "S--\t{}\t-\t-\t(pending: selected, no current list of {} names it)",
+                            p.identifier,
+                            p.list_identifier
+                                .clone()
+                                .unwrap_or_else(|| redact_url(&p.subscription_url))
                         ));
                     }
                 }
@@ -103,12 +132,13 @@ pub fn run(ctx: &Ctx, cmd: ImageCmd) -> anyhow::Result<Outcome> {
             return Err(UsageError("name at least one image".into()).into());
         }
         ImageCmd::Subscribe { images } => {
-            let ids = identifiers(ctx, &images)?;
+            let ids = identifiers(ctx, &images, false)?;
             store.set_selected(&ids, true)?;
             report_selection(ctx, &ids, true);
         }
         ImageCmd::Unsubscribe { images } => {
-            let ids = identifiers(ctx, &images)?;
+            // A pending selection can be withdrawn before a list names the image.
+            let ids = identifiers(ctx, &images, true)?;
             store.set_selected(&ids, false)?;
             report_selection(ctx, &ids, false);
         }

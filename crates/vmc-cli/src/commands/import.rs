@@ -5,37 +5,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
+use vmc_cache::Config;
 use vmc_cache::fetch::redact_url;
-use vmc_cache::import::{ImportOptions, ImportReport};
+use vmc_cache::import::{CheckedImport, ImportOptions, ImportReport, check_import};
 
 use super::Ctx;
 use crate::args::ImportArgs;
 use crate::output::{self, Format};
 use crate::report::ErrorJson;
-use crate::{Outcome, UsageError};
+use crate::{Outcome, UsageError, settings};
 
-/// vmcatcher's database as a file path: a plain path, or an SQLAlchemy SQLite URL
-/// (`sqlite:////abs/path` is absolute, `sqlite:///rel/path` relative, as SQLAlchemy reads them).
+/// vmcatcher's database as a file path: a plain path, or an SQLAlchemy SQLite URL read as
+/// SQLAlchemy reads it (the one rule `VMCATCHER_RDBMS` gets everywhere, see
+/// [`settings::sqlalchemy_sqlite_path`]).
 pub fn source_path(text: &str) -> Result<PathBuf, UsageError> {
-    let lower = text.to_ascii_lowercase();
-    let path = if lower.starts_with("sqlite:///") {
-        &text["sqlite:///".len()..]
-    } else if lower.starts_with("sqlite://") {
-        ""
-    } else if text.contains("://") {
-        return Err(UsageError(format!(
+    match settings::sqlalchemy_sqlite_path(text) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Err(UsageError(format!(
             "--vmcatcher-database {}: only SQLite vmcatcher databases can be imported (a file path or sqlite:////abs/path)",
             redact_url(text)
-        )));
-    } else {
-        text
-    };
-    if path.is_empty() || path == ":memory:" {
-        return Err(UsageError(format!(
-            "--vmcatcher-database {text:?} names no database file"
-        )));
+        ))),
+        Err(e) => Err(UsageError(format!("--vmcatcher-database {e}"))),
     }
-    Ok(PathBuf::from(path))
 }
 
 /// The SQLite file of vmc's own database URL, if it is one.
@@ -82,7 +73,7 @@ struct SubscriptionJson {
     stored_list_error: Option<ErrorJson>,
     error: Option<ErrorJson>,
     selected: Vec<String>,
-    unavailable: Vec<String>,
+    pending: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -111,6 +102,7 @@ struct ImportJson {
     subscriptions: Vec<SubscriptionJson>,
     adopted: Vec<AdoptedJson>,
     skipped: Vec<SkippedJson>,
+    cache_error: Option<String>,
 }
 
 fn to_json(r: &ImportReport) -> ImportJson {
@@ -139,7 +131,7 @@ fn to_json(r: &ImportReport) -> ImportJson {
                 stored_list_error: s.stored_list_error.as_ref().map(ErrorJson::from),
                 error: s.error.as_ref().map(ErrorJson::from),
                 selected: s.selected.clone(),
-                unavailable: s.unavailable.clone(),
+                pending: s.pending.clone(),
                 notes: s.notes.clone(),
             })
             .collect(),
@@ -163,6 +155,7 @@ fn to_json(r: &ImportReport) -> ImportJson {
                 message: s.message.clone(),
             })
             .collect(),
+        cache_error: r.cache_error.clone(),
     }
 }
 
@@ -207,9 +200,9 @@ fn print_text(r: &ImportReport) {
         for id in &s.selected {
             output::line(format!("selected\t{id}"));
         }
-        for id in &s.unavailable {
+        for id in &s.pending {
             output::line(format!(
-                "unavailable\t{id}\tselected in vmcatcher, not in the current list"
+                "pending\t{id}\tselected in vmcatcher, no current list names it: selected when one does"
             ));
         }
     }
@@ -224,20 +217,36 @@ fn print_text(r: &ImportReport) {
             s.message
         ));
     }
+    if let Some(e) = &r.cache_error {
+        output::line(format!("cache\tfailed\t{e}"));
+    }
 }
 
-/// Runs `vmc import-vmcatcher`.
-pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outcome> {
+/// Checks the import's inputs before vmc's database is opened (and so created): the
+/// vmcatcher database, its cache directory, the CA directory. Nothing is written when they fail.
+pub fn check(config: &Config, args: &ImportArgs) -> anyhow::Result<CheckedImport> {
     let database = source_path(&args.vmcatcher_database)?;
     if !database.is_file() {
+        // vmcatcher's README writes sqlite:///var/lib/…, which SQLAlchemy reads relative to the
+        // working directory: name the absolute file when that is the one that exists.
+        let absolute = Path::new("/").join(&database);
+        let hint = if database.is_relative() && absolute.is_file() {
+            format!(
+                "; {} exists: SQLAlchemy, and so vmcatcher and vmc, read sqlite:///{} relative to the working directory, write sqlite:///{} for the absolute file",
+                absolute.display(),
+                database.display(),
+                absolute.display()
+            )
+        } else {
+            String::new()
+        };
         return Err(UsageError(format!(
-            "the vmcatcher database {} does not exist (give --vmcatcher-database or VMCATCHER_RDBMS)",
+            "the vmcatcher database {} does not exist (give --vmcatcher-database or VMCATCHER_RDBMS){hint}",
             database.display()
         ))
         .into());
     }
-    let vmc = &ctx.vmc;
-    if own_database_file(&vmc.config().database_url).is_some_and(|own| same_file(&own, &database)) {
+    if own_database_file(&config.database_url).is_some_and(|own| same_file(&own, &database)) {
         tracing::warn!(
             "vmc's own tables go into the vmcatcher database file {} (VMCATCHER_RDBMS is also vmc's database); set VMC_DATABASE, --database or --home to keep them apart",
             database.display()
@@ -248,12 +257,21 @@ pub fn run(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outcome> {
             "no vmcatcher cache directory given (--vmcatcher-cache or VMCATCHER_CACHE_DIR_CACHE): no cached file is adopted"
         );
     }
+    Ok(check_import(
+        config,
+        &ImportOptions {
+            database,
+            cache_dir: args.vmcatcher_cache.clone(),
+            fetch_rejected: !args.no_fetch,
+        },
+    )?)
+}
+
+/// Runs `vmc import-vmcatcher` on inputs [`check`] passed.
+pub fn run(ctx: &Ctx, args: &ImportArgs, checked: CheckedImport) -> anyhow::Result<Outcome> {
+    let vmc = &ctx.vmc;
     let _lock = vmc.lock(Duration::from_secs(args.lock.lock_wait), &ctx.who)?;
-    let report = vmc.import_vmcatcher(&ImportOptions {
-        database,
-        cache_dir: args.vmcatcher_cache.clone(),
-        fetch_rejected: !args.no_fetch,
-    })?;
+    let report = vmc.import_checked(checked)?;
     match ctx.format {
         Format::Json => output::json(&to_json(&report)),
         Format::Text => print_text(&report),

@@ -52,9 +52,29 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     if matches!(cli.command, Command::Doctor) {
         return Ok(doctor::run(&config, settings::format(&cli.global)));
     }
+    if let Command::ImportVmcatcher(args) = &cli.command {
+        // An import checks its inputs before vmc's database is opened, which creates it.
+        let checked = import::check(&config, args)?;
+        return import::run(&open(config, &cli)?, args, checked);
+    }
+    let ctx = open(config, &cli)?;
+    match cli.command {
+        Command::Endorser(cmd) => endorser::run(&ctx, cmd),
+        Command::Subscribe(cmd) => subscribe::run(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Cache(cmd) => cache::run(&ctx, cmd),
+        Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
+        Command::ImportVmcatcher(_)
+        | Command::GenerateMan { .. }
+        | Command::GenerateCompletions { .. } => Ok(Outcome::Success),
+    }
+}
+
+/// Opens the instance (creating and migrating the database) for a command.
+fn open(config: vmc_cache::Config, cli: &Cli) -> anyhow::Result<Ctx> {
     let db = settings::redact_database_url(&config.database_url);
     let vmc = Vmc::open(config).with_context(|| format!("cannot open the database {db}"))?;
-    let ctx = Ctx {
+    Ok(Ctx {
         vmc,
         format: settings::format(&cli.global),
         bars: !cli.global.quiet,
@@ -69,16 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             })
             .collect::<Vec<_>>()
             .join(" "),
-    };
-    match cli.command {
-        Command::Endorser(cmd) => endorser::run(&ctx, cmd),
-        Command::Subscribe(cmd) => subscribe::run(&ctx, cmd),
-        Command::Image(cmd) => image::run(&ctx, cmd),
-        Command::Cache(cmd) => cache::run(&ctx, cmd),
-        Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
-        Command::ImportVmcatcher(args) => import::run(&ctx, &args),
-        Command::GenerateMan { .. } | Command::GenerateCompletions { .. } => Ok(Outcome::Success),
-    }
+    })
 }
 
 /// Prints a run report (JSON, or text lines plus a summary on stderr) and says whether it

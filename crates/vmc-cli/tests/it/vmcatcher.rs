@@ -8,7 +8,7 @@ use std::process::Output;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{Binary, Text};
 use vmc_cache::store::vmcatcher::SCHEMA_SQL;
 
 use crate::common::{
@@ -84,7 +84,7 @@ impl Site {
         diesel::sql_query(
             "INSERT INTO subscription (id, identifier, description, uri, authorised, \
              imagelist_latest, updated, \"trustAnchor\", \"userName\", password, \"updateMode\") \
-             VALUES (1, ?, 'Interop', ?, 1, 1, '2027-05-31 00:00:00', 0, '', '', 0)",
+             VALUES (1, ?, 'Interop', ?, 1, 1, '2027-05-31 00:00:00', 0, NULL, NULL, 0)",
         )
         .bind::<Text, _>(LIST_ID)
         .bind::<Text, _>(LIST_URL)
@@ -103,13 +103,13 @@ impl Site {
             "#
         ))
         .unwrap();
-        let list = std::fs::read_to_string(fixtures().join("lists/good.smime")).unwrap();
+        let list = std::fs::read(fixtures().join("lists/good.smime")).unwrap();
         diesel::sql_query(
             "INSERT INTO \"imageListInstance\" (id, data, data_hash, expired, sub_auth, \
              imported, created, expires, version) VALUES (1, ?, 'x', NULL, 1, \
              '2027-05-31 00:00:00', '2027-05-01 00:00:00', '2027-07-01 00:00:00', '1.0')",
         )
-        .bind::<Text, _>(list)
+        .bind::<Binary, _>(list)
         .execute(&mut conn)
         .unwrap();
     }
@@ -393,4 +393,198 @@ fn import_without_a_vmcatcher_database_is_a_usage_error() {
         describe(&out)
     );
     assert!(!home.path().join("missing.db").exists());
+}
+
+/// Issue 21, point 3: `VMCATCHER_RDBMS=sqlite:///rel/x.db` (vmcatcher's own default form) names
+/// the file SQLAlchemy opens, `./rel/x.db`, for the import and for vmc's own tables alike; and
+/// a database that is not there stops the import before anything is created.
+#[test]
+fn a_relative_vmcatcher_rdbms_names_one_file_and_nothing_is_created_before_the_checks() {
+    let site = Site::new();
+    // A relative directory name no other test uses, so that "/<rel>" would be this run's.
+    let rel = format!("vmc-it-rel-{}", std::process::id());
+    std::fs::create_dir_all(site.path(&rel)).unwrap();
+    std::fs::rename(site.database(), site.path(&rel).join("vmcatcher.db")).unwrap();
+
+    let missing = site
+        .vmc()
+        .current_dir(site.dir.path())
+        .env("VMCATCHER_RDBMS", format!("sqlite:///{rel}/missing.db"))
+        .arg("import-vmcatcher")
+        .output()
+        .unwrap();
+    check(&missing, &["import-vmcatcher", "missing"], 2);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("does not exist"),
+        "{}",
+        describe(&missing)
+    );
+    assert!(!site.path(&rel).join("missing.db").exists());
+    assert!(!Path::new("/").join(&rel).exists(), "/{rel} was created");
+
+    let out = site
+        .vmc()
+        .current_dir(site.dir.path())
+        .env("VMCATCHER_RDBMS", format!("sqlite:///{rel}/vmcatcher.db"))
+        .arg("import-vmcatcher")
+        .output()
+        .unwrap();
+    check(&out, &["import-vmcatcher"], 0);
+    assert!(!Path::new("/").join(&rel).exists(), "/{rel} was created");
+    // vmc's tables went into the file the import read.
+    let mut conn =
+        SqliteConnection::establish(site.path(&rel).join("vmcatcher.db").to_str().unwrap())
+            .unwrap();
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let tables: Vec<Name> =
+        diesel::sql_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .load(&mut conn)
+            .unwrap();
+    assert!(
+        tables.iter().any(|t| t.name == "subscriptions"),
+        "vmc's tables are not in ./{rel}/vmcatcher.db"
+    );
+
+    // Handlers get VMCATCHER_RDBMS as the site wrote it, for SQLAlchemy.
+    let log = site.path("rdbms.log");
+    let out = site
+        .vmc()
+        .current_dir(site.dir.path())
+        .env("VMCATCHER_RDBMS", format!("sqlite:///{rel}/vmcatcher.db"))
+        .env(
+            "VMCATCHER_CACHE_EVENT",
+            format!("echo \"$VMCATCHER_RDBMS\" >> '{}'", log.display()),
+        )
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    check(&out, &["cache", "sync"], 0);
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.lines()
+            .all(|l| l == format!("sqlite:///{rel}/vmcatcher.db"))
+            && !seen.is_empty(),
+        "{seen}"
+    );
+    assert!(!Path::new("/").join(&rel).exists(), "/{rel} was created");
+}
+
+/// Issue 21, point 4: a vmcatcher cache directory that is not there stops the import before
+/// anything is written, with a message naming it (was: exit 2 after most was committed).
+#[test]
+fn a_missing_vmcatcher_cache_directory_stops_the_import_before_anything_is_written() {
+    let site = Site::new();
+    let own = site.path("own/vmc.db");
+    let out = site
+        .vmc()
+        .env("VMC_DATABASE", &own)
+        .env("VMCATCHER_CACHE_DIR_CACHE", site.path("no-such-cache"))
+        .arg("import-vmcatcher")
+        .output()
+        .unwrap();
+    check(&out, &["import-vmcatcher"], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-cache"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !own.exists() && !site.path("own").exists(),
+        "vmc's database was created"
+    );
+}
+
+/// Issue 21, points 1 and 5: after an import whose stored list fails and is not fetched, the
+/// subscription is found by the identifier the report printed, and `image list` shows the
+/// site's selection as pending selections, which `image unsubscribe` can withdraw.
+#[test]
+fn a_failed_import_shows_its_pending_selections_and_its_subscription() {
+    let site = Site::new();
+    let mut conn = SqliteConnection::establish(site.database().to_str().unwrap()).unwrap();
+    conn.batch_execute("UPDATE \"imageListInstance\" SET data = X'00';")
+        .unwrap();
+    drop(conn);
+    let report = site.json(&["import-vmcatcher", "--no-fetch"], 1);
+    let sub = &report["subscriptions"][0];
+    assert_eq!(sub["status"], "failed");
+    assert_eq!(sub["identifier"], LIST_ID);
+    let mut pending: Vec<&str> = sub["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    pending.sort_unstable();
+    assert_eq!(pending, sorted(vec![IMAGE0, IMAGE1]));
+
+    let shown = site.json(&["subscribe", "show", LIST_ID], 0);
+    assert_eq!(shown["url"], LIST_URL);
+
+    let images = site.json(&["image", "list", "--selected"], 0);
+    let rows = images.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{images}");
+    for row in rows {
+        assert_eq!(row["pending"], true, "{row}");
+        assert_eq!(row["selected"], true, "{row}");
+        assert_eq!(row["available"], false, "{row}");
+        assert_eq!(row["cached"], false, "{row}");
+        assert_eq!(row["subscription"], LIST_ID, "{row}");
+        assert!(row["sha512"].is_null(), "{row}");
+    }
+    let text = site.vmc().args(["image", "list"]).output().unwrap();
+    check(&text, &["image", "list"], 0);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&format!("S--\t{IMAGE1}\t-\t-\t(pending")),
+        "{}",
+        describe(&text)
+    );
+
+    site.json(&["image", "unsubscribe", IMAGE1], 0);
+    let images = site.json(&["image", "list"], 0);
+    assert_eq!(ids(&images, "identifier"), [IMAGE0]);
+
+    // The next sync fetches the list: IMAGE0 (pending) is selected and stays cached; IMAGE1
+    // (withdrawn) is not selected; nothing expires.
+    let synced = site.json(&["cache", "sync"], 0);
+    assert_eq!(synced["expired"], serde_json::json!([]));
+    let selected = site.json(&["image", "list", "--selected"], 0);
+    assert_eq!(ids(&selected, "identifier"), [IMAGE0]);
+    assert_eq!(selected[0]["pending"], false);
+    assert_eq!(selected[0]["cached"], true);
+}
+
+/// Issue 21, point 5: a list signed with SHA-1 (as hepixvmitrust signs), stored by vmcatcher,
+/// is said to be weak once by the import.
+#[test]
+fn a_sha1_list_is_warned_about_once() {
+    let site = Site::new();
+    let mut conn = SqliteConnection::establish(site.database().to_str().unwrap()).unwrap();
+    diesel::sql_query("UPDATE \"imageListInstance\" SET data = ?")
+        .bind::<Binary, _>(std::fs::read(fixtures().join("lists/good-sha1.smime")).unwrap())
+        .execute(&mut conn)
+        .unwrap();
+    drop(conn);
+    let out = site
+        .vmc()
+        .args(["import-vmcatcher", "--no-fetch"])
+        .output()
+        .unwrap();
+    check(&out, &["import-vmcatcher"], 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("subscription\timported\t{LIST_ID}")),
+        "{}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("weak digest").count(),
+        1,
+        "{}",
+        describe(&out)
+    );
 }

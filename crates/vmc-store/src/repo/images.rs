@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use vmc_model::Identifier;
 
@@ -14,7 +15,7 @@ use crate::schema::{
     subscriptions,
 };
 use crate::time;
-use crate::types::{CacheEntry, ImageFilter, ImageRecord};
+use crate::types::{CacheEntry, ImageFilter, ImageRecord, PendingSelection};
 
 /// Identifiers per `IN (…)` list.
 const ID_CHUNK: usize = 500;
@@ -31,6 +32,7 @@ type ImageJoinRow = (
     String,
     Option<i64>,
     Option<bool>,
+    String,
 );
 
 impl Store {
@@ -60,6 +62,7 @@ impl Store {
                     list_versions::expires,
                     list_versions::signer_identity_id,
                     image_selections::selected.nullable(),
+                    list_versions::sha512,
                 ))
                 .order((subscriptions::url.asc(), images::identifier.asc()))
                 .into_boxed();
@@ -91,6 +94,7 @@ impl Store {
                         expires,
                         signer,
                         selected,
+                        list_sha512,
                     ) = row;
                     let image = image.into_model()?;
                     // An image id in two subscriptions shares its one cached file.
@@ -107,6 +111,7 @@ impl Store {
                         subscription_enabled: enabled,
                         selected: selected.unwrap_or(false),
                         cached,
+                        list_sha512,
                     })
                 })
                 .collect()
@@ -117,7 +122,7 @@ impl Store {
     /// them. Returns how many selections changed (already selected ones do not count).
     ///
     /// Fails with [`StoreError::NotFound`], changing nothing, when an id is not an image of
-    /// any current list.
+    /// any current list (nor, to deselect, a pending selection).
     pub fn set_selected(
         &self,
         identifiers: &[Identifier],
@@ -137,6 +142,18 @@ impl Store {
                         .select(images::identifier)
                         .load::<String>(conn)?,
                 );
+            }
+            if !selected {
+                // A pending selection (selected, no current list names it) can be withdrawn.
+                for chunk in wanted.chunks(ID_CHUNK) {
+                    current.extend(
+                        image_selections::table
+                            .filter(image_selections::identifier.eq_any(chunk))
+                            .filter(image_selections::selected.eq(true))
+                            .select(image_selections::identifier)
+                            .load::<String>(conn)?,
+                    );
+                }
             }
             if let Some(missing) = wanted.iter().find(|id| !current.contains(**id)) {
                 return Err(StoreError::NotFound {
@@ -161,6 +178,116 @@ impl Store {
                 "image selection changed"
             );
             Ok(changed)
+        })
+    }
+}
+
+impl Store {
+    /// Records what the site chose for image ids of subscription `sub_id` before a list of
+    /// vmc's names them (vmcatcher's selection, at import): each id without a selection row
+    /// there (neither selected nor deselected, so a choice the site made in vmc is never
+    /// overridden) gets one, selected or not as given. The ids are then known: a list version
+    /// that names them neither counts them as new images nor applies the new-image policy to
+    /// them ([`Store::import_list`] keeps existing rows). A selected one that no current list
+    /// names is a pending selection ([`Store::pending_selections`]) until a list version names
+    /// the image, which is then cached like any selected image. Returns the ids recorded; one
+    /// transaction.
+    pub fn record_selections(
+        &self,
+        sub_id: i64,
+        choices: &[(Identifier, bool)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Identifier>, StoreError> {
+        let at = time::encode("selection time", at)?;
+        self.write(|conn| {
+            let mut known: HashSet<String> = HashSet::new();
+            let wanted: Vec<&str> = choices.iter().map(|(id, _)| id.as_str()).collect();
+            for chunk in wanted.chunks(ID_CHUNK) {
+                known.extend(
+                    image_selections::table
+                        .filter(image_selections::subscription_id.eq(sub_id))
+                        .filter(image_selections::identifier.eq_any(chunk))
+                        .select(image_selections::identifier)
+                        .load::<String>(conn)?,
+                );
+            }
+            let mut added = Vec::new();
+            for (id, selected) in choices {
+                if !known.insert(id.as_str().to_owned()) {
+                    continue;
+                }
+                diesel::insert_into(image_selections::table)
+                    .values((
+                        image_selections::subscription_id.eq(sub_id),
+                        image_selections::identifier.eq(id.as_str()),
+                        image_selections::selected.eq(*selected),
+                        image_selections::first_seen.eq(&at),
+                    ))
+                    .execute(conn)?;
+                added.push(id.clone());
+            }
+            if !added.is_empty() {
+                tracing::info!(
+                    subscription = sub_id,
+                    images = added.len(),
+                    "image selections recorded"
+                );
+            }
+            Ok(added)
+        })
+    }
+
+    /// The pending selections (selected image ids that the current list of their subscription
+    /// does not name, or every selected id of a subscription without a list), of one
+    /// subscription or all, sorted by subscription URL, then image id.
+    pub fn pending_selections(
+        &self,
+        subscription_id: Option<i64>,
+    ) -> Result<Vec<PendingSelection>, StoreError> {
+        self.read(|conn| {
+            let listed = images::table
+                .filter(
+                    images::list_version_id
+                        .nullable()
+                        .eq(subscriptions::current_version_id),
+                )
+                .filter(images::identifier.eq(image_selections::identifier));
+            let mut query = image_selections::table
+                .inner_join(
+                    subscriptions::table
+                        .on(subscriptions::id.eq(image_selections::subscription_id)),
+                )
+                .filter(image_selections::selected.eq(true))
+                .filter(diesel::dsl::not(diesel::dsl::exists(listed)))
+                .select((
+                    subscriptions::id,
+                    subscriptions::url,
+                    subscriptions::list_identifier,
+                    image_selections::identifier,
+                    image_selections::first_seen,
+                ))
+                .order((subscriptions::url.asc(), image_selections::identifier.asc()))
+                .into_boxed();
+            if let Some(id) = subscription_id {
+                query = query.filter(subscriptions::id.eq(id));
+            }
+            let rows: Vec<(i64, String, Option<String>, String, String)> = query.load(conn)?;
+            rows.into_iter()
+                .map(|(sub_id, url, list_identifier, identifier, since)| {
+                    Ok(PendingSelection {
+                        subscription_id: sub_id,
+                        subscription_url: url,
+                        list_identifier,
+                        identifier: Identifier::new(identifier.clone()).map_err(|_| {
+                            StoreError::Corrupt {
+                                what: "image identifier",
+                                value: identifier,
+                            }
+                        })?,
+                        since: time::decode("selection time", &since)?,
+                    })
+                })
+                .collect()
         })
     }
 }

@@ -148,6 +148,23 @@ impl Store {
         })
     }
 
+    /// Records the `dc:identifier` subscription `id` is known to follow before any list of it
+    /// was accepted (vmcatcher recorded it): `find_subscription` finds it by that identifier,
+    /// and the first list accepted must carry it (check 8). Leaves a known identifier as it is;
+    /// returns whether it was set.
+    pub fn expect_list_identifier(&self, id: i64, identifier: &str) -> Result<bool, StoreError> {
+        self.write(|conn| {
+            let rows = diesel::update(
+                subscriptions::table
+                    .find(id)
+                    .filter(subscriptions::list_identifier.is_null()),
+            )
+            .set(subscriptions::list_identifier.eq(Some(identifier)))
+            .execute(conn)?;
+            Ok(rows == 1)
+        })
+    }
+
     /// Records a failed update: sets the last error and the update time, nothing else (the
     /// current version stays).
     pub fn record_update_failure(

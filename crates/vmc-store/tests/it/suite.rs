@@ -26,6 +26,7 @@ crate::on_both_backends!(
     import_stores_the_version_exactly,
     import_needs_a_stored_signer_and_the_same_list,
     new_images_follow_the_policy,
+    pending_selections_wait_for_a_list_that_names_the_image,
     old_versions_are_pruned_beyond_the_bound,
     images_are_filtered_and_sorted,
     set_selected_is_all_or_nothing,
@@ -613,6 +614,116 @@ fn import_needs_a_stored_signer_and_the_same_list(db: &TestDb) {
             .unwrap_err()
             .is_not_found()
     );
+}
+
+/// Issue 21: a selection recorded before any list names the image (vmcatcher's, at import)
+/// is pending, survives list versions that lack the image, becomes a selection when one names
+/// it, never overrides a choice made in vmc, and can be withdrawn while pending.
+fn pending_selections_wait_for_a_list_that_names_the_image(db: &TestDb) {
+    let store = db.open();
+    let signer = add_endorser_s(&store);
+    let sub = subscription(&store, "https://p.example.org/list", NewImagePolicy::Refuse);
+    let pending = |sub: Option<i64>| -> Vec<String> {
+        store
+            .pending_selections(sub)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.identifier.to_string())
+            .collect()
+    };
+    let selected = || -> Vec<(String, bool)> {
+        store
+            .images(&ImageFilter {
+                subscription_id: Some(sub),
+                ..ImageFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.image.identifier.to_string(), r.selected))
+            .collect()
+    };
+
+    // Before any list: every recorded id is pending; recording again adds nothing.
+    let added = store
+        .record_selections(
+            sub,
+            &[
+                (id("p-1"), true),
+                (id("p-2"), true),
+                (id("p-3"), true),
+                (id("p-8"), false),
+            ],
+            at(5),
+        )
+        .unwrap();
+    assert_eq!(added, [id("p-1"), id("p-2"), id("p-3"), id("p-8")]);
+    assert!(
+        store
+            .record_selections(sub, &[(id("p-1"), false)], at(6))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(pending(Some(sub)), ["p-1", "p-2", "p-3"]);
+    let first = store.pending_selections(None).unwrap().remove(0);
+    assert_eq!(first.since, at(5));
+    assert_eq!(first.subscription_url, "https://p.example.org/list");
+    let other = subscription(&store, "https://o.example.org/list", NewImagePolicy::Refuse);
+    assert!(pending(Some(other)).is_empty());
+
+    // A list naming p-1, p-8 (known, not selected) and a new image: p-1 is selected, p-8 not,
+    // neither is new; the new one follows the refuse policy; p-2 and p-3 stay pending.
+    let v1 = list(
+        "P",
+        "1",
+        &signer,
+        vec![image("p-1", 'a'), image("p-8", 'e'), image("p-9", 'b')],
+    );
+    let outcome = import_with(&store, sub, &v1, &signer, false);
+    assert_eq!(outcome.new_images, [id("p-9")]);
+    assert_eq!(
+        selected(),
+        [
+            ("p-1".into(), true),
+            ("p-8".into(), false),
+            ("p-9".into(), false)
+        ]
+    );
+    assert_eq!(pending(Some(sub)), ["p-2", "p-3"]);
+
+    // A choice made in vmc is not overridden by recording again.
+    store.set_selected(&[id("p-1")], false).unwrap();
+    assert!(
+        store
+            .record_selections(sub, &[(id("p-1"), true)], at(7))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(selected()[0], ("p-1".into(), false));
+
+    // A pending selection can be withdrawn; selecting one no list names is still refused.
+    store.set_selected(&[id("p-3")], false).unwrap();
+    assert_eq!(pending(Some(sub)), ["p-2"]);
+    assert!(
+        store
+            .set_selected(&[id("p-3")], true)
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    // The next version names p-2 and p-3: p-2 selected, p-3 (withdrawn) not, neither new.
+    let v2 = list(
+        "P",
+        "2",
+        &signer,
+        vec![image("p-2", 'c'), image("p-3", 'd')],
+    );
+    assert!(
+        import_with(&store, sub, &v2, &signer, false)
+            .new_images
+            .is_empty()
+    );
+    assert_eq!(selected(), [("p-2".into(), true), ("p-3".into(), false)]);
+    assert!(pending(None).is_empty());
 }
 
 fn new_images_follow_the_policy(db: &TestDb) {
