@@ -1,7 +1,8 @@
 //! The cache: expiry, parallel verified downloads, re-hashing, crash repair, and the sync that
 //! runs them in order. A file enters `<cache>` only after its size and sha512 verified, by an
 //! atomic rename, and the database records it right after; the next run repairs the window
-//! between the two (see [`Vmc::repair`]).
+//! between the two (see [`Vmc::repair`]). A cached file found gone is recorded as `missing`
+//! and fetched again, or forgotten (with expiry events) once its image is no longer wanted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -166,6 +167,8 @@ impl Vmc {
         }
         self.expire_with(&dispatcher, &mut report)?;
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
+        // An earlier run may have died between a database change and its index rewrite.
+        self.write_index()?;
         dispatcher.fire(
             self.store(),
             &Event::process(EventType::ProcessPostfix),
@@ -210,30 +213,28 @@ impl Vmc {
         Ok(report)
     }
 
-    /// Repairs what an interrupted run may have left: database entries whose file is gone are
-    /// forgotten (the image is fetched again), and a verified file renamed into the cache just
-    /// before a crash is adopted once its sha512 matches. Files vmc did not write are logged and
-    /// left alone.
-    pub fn repair(&self, records: &[ImageRecord]) -> Result<(), CacheError> {
+    /// Repairs what an interrupted run, or someone else, may have left: a cached file that is
+    /// gone from the cache directory is recorded as `missing` (the download step fetches it
+    /// again; [`Vmc::expire`] forgets it once its image is no longer wanted), and a verified
+    /// file renamed into the cache just before a crash is adopted once its sha512 matches.
+    /// Files vmc did not write are logged and left alone. Returns the ids of every missing
+    /// record, those found now and those found by an earlier run and not fetched yet.
+    pub fn repair(&self, records: &[ImageRecord]) -> Result<Vec<String>, CacheError> {
         let dir = &self.config().cache_dir;
         let entries = self.store().cache_entries()?;
         let mut known: HashSet<String> = HashSet::new();
         for entry in &entries {
             if dir.join(&entry.filename).is_file() {
                 known.insert(entry.filename.clone());
-            } else {
+            } else if self
+                .store()
+                .record_missing(&entry.identifier, self.config().clock.now())?
+            {
                 tracing::warn!(
                     "cached image {} is missing from {}; it will be fetched again",
                     entry.identifier,
                     dir.display()
                 );
-                // Recorded as a `corrupt` expiry with no file in <expired>.
-                self.store().record_expired(
-                    &entry.identifier,
-                    ExpiryReason::Corrupt,
-                    "",
-                    self.config().clock.now(),
-                )?;
             }
         }
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
@@ -271,6 +272,25 @@ impl Vmc {
                     })?;
                 }
                 _ => tracing::warn!("leaving alone {}: not a file vmc cached", path.display()),
+            }
+        }
+        Ok(self
+            .store()
+            .missing_entries()?
+            .into_iter()
+            .map(|m| m.entry.identifier.to_string())
+            .collect())
+    }
+
+    /// [`Vmc::repair`], adding the missing ids to `report` once each.
+    fn repair_into(
+        &self,
+        records: &[ImageRecord],
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
+        for id in self.repair(records)? {
+            if !report.missing.contains(&id) {
+                report.missing.push(id);
             }
         }
         Ok(())
@@ -313,7 +333,18 @@ impl Vmc {
         match std::fs::rename(&from, &to) {
             Ok(()) => fsync_dir(&self.config().expired_dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Gone since the repair step: nothing to move, the record is forgotten.
                 tracing::warn!("{} was already gone from the cache", from.display());
+                self.store().record_missing(&entry.identifier, now)?;
+                self.store().forget_missing(&entry.identifier)?;
+                let mut event = image_event(EventType::ExpirePostfix, image, record, None);
+                event.reason = Some(reason.as_str().to_owned());
+                dispatcher.fire(self.store(), &event, self.config().clock.now());
+                return Ok(ExpiryReport {
+                    identifier: entry.identifier.to_string(),
+                    reason,
+                    expired_file: None,
+                });
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
@@ -326,8 +357,39 @@ impl Vmc {
         Ok(ExpiryReport {
             identifier: entry.identifier.to_string(),
             reason,
-            expired_file: name,
+            expired_file: Some(name),
         })
+    }
+
+    /// Forgets the record of a missing file whose image is no longer wanted, with the expiry
+    /// events a handler needs to retire the image (no `VMCATCHER_EVENT_FILENAME`: there is no
+    /// file in either directory).
+    fn retire_missing(
+        &self,
+        dispatcher: &Dispatcher,
+        entry: &CacheEntry,
+        record: Option<&ImageRecord>,
+        reason: ExpiryReason,
+    ) -> Result<Option<ExpiryReport>, CacheError> {
+        let image = record
+            .map(|r| r.image.clone())
+            .unwrap_or_else(|| minimal_image(entry));
+        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, None);
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        if !self.store().forget_missing(&entry.identifier)? {
+            // Another process fetched or forgot it in the meantime.
+            return Ok(None);
+        }
+        tracing::info!("forgot missing {} ({reason})", entry.identifier);
+        let mut event = image_event(EventType::ExpirePostfix, image, record, None);
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        Ok(Some(ExpiryReport {
+            identifier: entry.identifier.to_string(),
+            reason,
+            expired_file: None,
+        }))
     }
 
     pub(crate) fn expire_with(
@@ -336,7 +398,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let now = self.config().clock.now();
         let subs: HashMap<i64, bool> = self
             .store()
@@ -345,14 +407,23 @@ impl Vmc {
             .map(|s| (s.id, s.enabled))
             .collect();
         let entries = self.store().cache_entries()?;
+        let missing = self.store().missing_entries()?;
         let mut changed = false;
-        for entry in &entries {
+        let current = entries.iter().map(|e| (e, false));
+        for (entry, is_missing) in current.chain(missing.iter().map(|m| (&m.entry, true))) {
             let record = records
                 .iter()
                 .filter(|r| r.image.identifier == entry.identifier)
                 .min_by_key(|r| Some(r.subscription_id) != entry.subscription_id);
             let enabled = entry.subscription_id.and_then(|id| subs.get(&id).copied());
-            if let Some(reason) = expiry_reason(entry, record, enabled, now) {
+            let Some(reason) = expiry_reason(entry, record, enabled, now) else {
+                continue;
+            };
+            if is_missing {
+                report
+                    .expired
+                    .extend(self.retire_missing(dispatcher, entry, record, reason)?);
+            } else {
                 report
                     .expired
                     .push(self.retire(dispatcher, entry, record, reason)?);
@@ -373,7 +444,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let now = self.config().clock.now();
         let cached: HashSet<Identifier> = self
             .store()
@@ -505,14 +576,11 @@ impl Vmc {
         result.map_err(|e: FetchError| fail(e.code(), chain(&e)))
     }
 
-    /// Moves a verified partial file into the cache with its events (main thread).
+    /// Moves a verified partial file into the cache with its events (main thread). Once
+    /// `AvailablePrefix` has fired, the image ends with `AvailablePostfix` or, when the move or
+    /// its record fails, `AvailableFailed` (reason on stdin).
     fn admit(&self, dispatcher: &Dispatcher, record: &ImageRecord) -> Result<(), ImageFailure> {
         let id = record.image.identifier.as_str();
-        let fail = |code: ErrorCode, message: String| ImageFailure {
-            identifier: id.to_owned(),
-            code,
-            message,
-        };
         let partial = self.config().partial_dir.join(id);
         let target = self.config().cache_dir.join(id);
         if target.exists() {
@@ -528,25 +596,17 @@ impl Vmc {
             ),
             self.config().clock.now(),
         );
-        std::fs::rename(&partial, &target).map_err(|e| {
-            fail(
-                ErrorCode::FetchFailed,
-                format!("cannot move {} into the cache: {e}", partial.display()),
-            )
-        })?;
-        fsync_dir(&self.config().cache_dir);
-        let _ = std::fs::remove_file(vmc_fetch::state_path(&partial));
-        self.store()
-            .record_cached(&CacheEntry {
-                identifier: record.image.identifier.clone(),
-                filename: id.to_owned(),
-                size: record.image.size,
-                sha512: record.image.sha512.clone(),
-                subscription_id: Some(record.subscription_id),
-                list_version_id: Some(record.list_version_id),
-                cached_at: self.config().clock.now(),
-            })
-            .map_err(|e| fail(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+        if let Err(failure) = self.move_in(record, &partial, &target) {
+            let mut event = image_event(
+                EventType::AvailableFailed,
+                record.image.clone(),
+                Some(record),
+                None,
+            );
+            event.reason = Some(failure.message.clone());
+            dispatcher.fire(self.store(), &event, self.config().clock.now());
+            return Err(failure);
+        }
         tracing::info!("cached {id}");
         dispatcher.fire(
             self.store(),
@@ -561,6 +621,40 @@ impl Vmc {
         Ok(())
     }
 
+    /// The rename into the cache and its record, for [`Vmc::admit`].
+    fn move_in(
+        &self,
+        record: &ImageRecord,
+        partial: &Path,
+        target: &Path,
+    ) -> Result<(), ImageFailure> {
+        let id = record.image.identifier.as_str();
+        let fail = |message: String| ImageFailure {
+            identifier: id.to_owned(),
+            code: ErrorCode::FetchFailed,
+            message,
+        };
+        std::fs::rename(partial, target).map_err(|e| {
+            fail(format!(
+                "cannot move {} into the cache: {e}",
+                partial.display()
+            ))
+        })?;
+        fsync_dir(&self.config().cache_dir);
+        let _ = std::fs::remove_file(vmc_fetch::state_path(partial));
+        self.store()
+            .record_cached(&CacheEntry {
+                identifier: record.image.identifier.clone(),
+                filename: id.to_owned(),
+                size: record.image.size,
+                sha512: record.image.sha512.clone(),
+                subscription_id: Some(record.subscription_id),
+                list_version_id: Some(record.list_version_id),
+                cached_at: self.config().clock.now(),
+            })
+            .map_err(|e| fail(format!("database: {}", chain(&e))))
+    }
+
     pub(crate) fn verify_with(
         &self,
         dispatcher: &Dispatcher,
@@ -569,7 +663,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let entries = self.store().cache_entries()?;
         progress.verify_started(entries.len(), entries.iter().map(|e| e.size).sum());
         let queue: Mutex<VecDeque<&CacheEntry>> = Mutex::new(entries.iter().collect());
@@ -616,6 +710,17 @@ impl Vmc {
             }
         });
         for (entry, message) in corrupt {
+            if !self.config().cache_dir.join(&entry.filename).exists() {
+                let now = self.config().clock.now();
+                if self.store().record_missing(&entry.identifier, now)? {
+                    tracing::warn!("{} went missing while it was verified", entry.identifier);
+                }
+                let id = entry.identifier.to_string();
+                if !report.missing.contains(&id) {
+                    report.missing.push(id);
+                }
+                continue;
+            }
             let record = records
                 .iter()
                 .find(|r| r.image.identifier == entry.identifier);

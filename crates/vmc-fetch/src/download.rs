@@ -75,9 +75,12 @@ impl State {
             text.push_str(v);
             text.push('\n');
         }
-        let tmp = state_tmp_path(path);
-        fs::write(&tmp, text)?;
-        fs::rename(&tmp, path)
+        let tmp = crate::unique_tmp_path(path);
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, path))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
     }
 }
 
@@ -96,16 +99,7 @@ fn remove_if_present(path: &Path) -> Result<(), FetchError> {
 /// Deletes the partial file and its state so that the next try starts clean.
 fn discard(dest: &Path) -> Result<(), FetchError> {
     remove_if_present(dest)?;
-    let state = state_path(dest);
-    remove_if_present(&state_tmp_path(&state))?;
-    remove_if_present(&state)
-}
-
-/// The temporary file a state file is written to before its rename.
-fn state_tmp_path(state: &Path) -> PathBuf {
-    let mut tmp = state.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
+    remove_if_present(&state_path(dest))
 }
 
 /// The destination exists and is not a plain file: never delete or write through it.

@@ -50,7 +50,7 @@ use std::sync::Mutex;
 pub use error::StoreError;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
-    ListImport, NewEvent, NewSubscription, StoredList, SubscriptionChange,
+    ListImport, MissingEntry, NewEvent, NewSubscription, StoredList, SubscriptionChange,
 };
 pub use url::redact_url;
 

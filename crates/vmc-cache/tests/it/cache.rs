@@ -41,7 +41,11 @@ fn assert_expired(env: &Gen, vmc: &Vmc, report: &SyncReport, image: &str, reason
     let e = &report.expired[0];
     assert_eq!(e.identifier, image);
     assert_eq!(e.reason, reason);
-    assert!(env.expired_dir().join(&e.expired_file).is_file());
+    assert!(
+        env.expired_dir()
+            .join(e.expired_file.as_ref().unwrap())
+            .is_file()
+    );
     if reason != ExpiryReason::Replaced {
         assert!(!env.cache_dir().join(image).exists());
         assert!(!cached_ids(vmc).contains(&image.to_owned()));
@@ -117,7 +121,11 @@ fn replaced_image_expires_and_its_new_file_is_downloaded() {
     assert_expired(&env, &vmc, &report, "img-c", ExpiryReason::Replaced);
     // The expired file is the old one.
     assert_eq!(
-        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        std::fs::read(
+            env.expired_dir()
+                .join(report.expired[0].expired_file.as_ref().unwrap())
+        )
+        .unwrap(),
         imgs[2].bytes
     );
     assert_eq!(report.downloaded, vec!["img-c".to_owned()]);
@@ -170,7 +178,11 @@ fn assert_all_unendorsed(env: &Gen, vmc: &Vmc, report: &SyncReport, n: usize) {
     assert_eq!(report.expired.len(), n, "{:?}", report.expired);
     for e in &report.expired {
         assert_eq!(e.reason, ExpiryReason::Unendorsed, "{e:?}");
-        assert!(env.expired_dir().join(&e.expired_file).is_file());
+        assert!(
+            env.expired_dir()
+                .join(e.expired_file.as_ref().unwrap())
+                .is_file()
+        );
     }
     assert!(cached_ids(vmc).is_empty());
     assert!(report.downloaded.is_empty());
@@ -236,7 +248,11 @@ fn corrupt_file_is_expired_and_fetched_again() {
     assert_eq!(report.verified, 3);
     assert_expired(&env, &vmc, &report, "img-b", ExpiryReason::Corrupt);
     assert_eq!(
-        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        std::fs::read(
+            env.expired_dir()
+                .join(report.expired[0].expired_file.as_ref().unwrap())
+        )
+        .unwrap(),
         bytes
     );
     let fetched = vmc.download(2, &NoProgress).unwrap();
@@ -377,4 +393,166 @@ fn an_image_larger_than_the_free_space_fails_disk_full_before_downloading() {
     assert_eq!(report.failed[0].code, ErrorCode::DiskFull);
     assert_eq!(env.server.requests(&imgs[1].path()), 0);
     assert!(!env.cache_dir().join("img-b").exists());
+}
+
+/// The journalled events after event `after`, as `(type, image id)`.
+fn events_since(vmc: &Vmc, after: i64) -> Vec<(String, String)> {
+    vmc.store()
+        .events(false, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.id > after && e.identifier.is_some())
+        .map(|e| (e.event_type.to_string(), e.identifier.unwrap()))
+        .collect()
+}
+
+fn last_event_id(vmc: &Vmc) -> i64 {
+    vmc.store()
+        .events(false, None)
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.id)
+}
+
+/// Regression (issue 20): the second lost file was recorded as a second expiry named `""`,
+/// which the unique index on expired file names refused, so every later sync failed.
+#[test]
+fn any_number_of_lost_cached_files_are_fetched_again() {
+    for lose in [1, 2, 3, usize::MAX] {
+        let imgs = images();
+        let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+        assert_eq!(sync(&vmc).downloaded.len(), 3);
+        // Twice in a row: the state a first loss leaves must not block the second.
+        for round in 0..2 {
+            let lost: Vec<String> = if lose == usize::MAX {
+                std::fs::remove_dir_all(env.cache_dir()).unwrap();
+                imgs.iter().map(|g| g.id.to_owned()).collect()
+            } else {
+                imgs[..lose]
+                    .iter()
+                    .map(|g| {
+                        std::fs::remove_file(env.cache_dir().join(g.id)).unwrap();
+                        g.id.to_owned()
+                    })
+                    .collect()
+            };
+            let before = last_event_id(&vmc);
+            let mut report = sync(&vmc);
+            report.downloaded.sort();
+            let what = format!("lose {lose}, round {round}: {report:?}");
+            assert!(!report.has_failures(), "{what}");
+            assert_eq!(report.downloaded, lost, "{what}");
+            assert_eq!(report.missing, lost, "{what}");
+            assert!(report.expired.is_empty(), "{what}");
+            for g in &imgs {
+                assert_eq!(std::fs::read(env.cache_dir().join(g.id)).unwrap(), g.bytes);
+            }
+            assert_eq!(cached_ids(&vmc).len(), 3);
+            assert!(vmc.store().missing_entries().unwrap().is_empty());
+            assert!(vmc.store().expired_entries().unwrap().is_empty(), "{what}");
+            // The handler sees the image become available again, and no expiry.
+            let expected: Vec<(String, String)> = lost
+                .iter()
+                .flat_map(|id| {
+                    [
+                        ("AvailablePrefix".to_owned(), id.clone()),
+                        ("AvailablePostfix".to_owned(), id.clone()),
+                    ]
+                })
+                .collect();
+            let mut seen = events_since(&vmc, before);
+            seen.sort();
+            let mut expected_sorted = expected.clone();
+            expected_sorted.sort();
+            assert_eq!(seen, expected_sorted, "{what}");
+            let index: Value = serde_json::from_slice(
+                &std::fs::read(env.cache_dir().join("cache.index")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(index.as_object().unwrap().len(), 3, "{what}");
+            let verified = vmc.verify_cache(2, &NoProgress).unwrap();
+            assert_eq!(verified.verified, 3);
+            assert!(verified.expired.is_empty() && verified.missing.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_lost_file_of_an_image_no_longer_wanted_is_forgotten_with_expiry_events() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    std::fs::remove_file(env.cache_dir().join("img-a")).unwrap();
+    std::fs::remove_file(env.cache_dir().join("img-b")).unwrap();
+    vmc.store()
+        .set_selected(&[id("img-a"), id("img-b")], false)
+        .unwrap();
+    let before = last_event_id(&vmc);
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert!(report.downloaded.is_empty());
+    assert_eq!(report.missing, vec!["img-a".to_owned(), "img-b".to_owned()]);
+    assert_eq!(report.expired.len(), 2, "{:?}", report.expired);
+    for (e, image) in report.expired.iter().zip(["img-a", "img-b"]) {
+        assert_eq!(e.identifier, image);
+        assert_eq!(e.reason, ExpiryReason::Unselected);
+        assert_eq!(e.expired_file, None);
+    }
+    assert!(vmc.store().missing_entries().unwrap().is_empty());
+    assert!(vmc.store().expired_entries().unwrap().is_empty());
+    assert_eq!(cached_ids(&vmc), vec!["img-c".to_owned()]);
+    assert_eq!(std::fs::read_dir(env.expired_dir()).unwrap().count(), 0);
+    let journal: Vec<_> = vmc
+        .store()
+        .events(false, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.id > before && e.identifier.is_some())
+        .collect();
+    let types: Vec<(String, String)> = journal
+        .iter()
+        .map(|e| (e.event_type.to_string(), e.identifier.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("ExpirePrefix", "img-a"),
+            ("ExpirePostfix", "img-a"),
+            ("ExpirePrefix", "img-b"),
+            ("ExpirePostfix", "img-b"),
+        ]
+        .map(|(t, i)| (t.to_owned(), i.to_owned()))
+    );
+    for e in &journal {
+        assert_eq!(e.payload["reason"], "unselected");
+        assert!(e.payload.get("VMCATCHER_EVENT_FILENAME").is_none(), "{e:?}");
+    }
+    // Nothing is left to do.
+    let again = sync(&vmc);
+    assert!(again.expired.is_empty() && again.missing.is_empty() && again.downloaded.is_empty());
+}
+
+#[test]
+fn verify_reports_a_lost_file_as_missing_and_download_fetches_it() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    std::fs::remove_file(env.cache_dir().join("img-b")).unwrap();
+    for _ in 0..2 {
+        // Still missing on the second verify: nothing fetched it yet.
+        let report = vmc.verify_cache(2, &NoProgress).unwrap();
+        assert_eq!(report.missing, vec!["img-b".to_owned()]);
+        assert_eq!(report.verified, 2);
+        assert!(report.expired.is_empty(), "{:?}", report.expired);
+    }
+    let missing = vmc.store().missing_entries().unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].entry.identifier.as_str(), "img-b");
+    assert_eq!(missing[0].entry.sha512, sha512_hex(&imgs[1].bytes));
+    let fetched = vmc.download(2, &NoProgress).unwrap();
+    assert_eq!(fetched.downloaded, vec!["img-b".to_owned()]);
+    assert!(vmc.store().missing_entries().unwrap().is_empty());
+    let clean = vmc.verify_cache(2, &NoProgress).unwrap();
+    assert_eq!(clean.verified, 3);
+    assert!(clean.missing.is_empty() && clean.expired.is_empty());
 }

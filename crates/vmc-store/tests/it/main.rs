@@ -12,6 +12,7 @@ mod concurrency;
 mod db;
 mod fixtures;
 mod open;
+mod races;
 mod schema;
 mod suite;
 

@@ -1183,7 +1183,7 @@ fn reopening_keeps_data_and_runs_no_migration(db: &TestDb) {
             .unwrap();
     }
     let applied = db.applied_migrations();
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
     let store = db.open();
     let second = db.open();
     assert_eq!(db.applied_migrations(), applied);
