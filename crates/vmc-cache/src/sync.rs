@@ -113,6 +113,98 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
     }
 }
 
+/// How long a writer-unique partial file may go unwritten before another run deletes it as
+/// left by a crashed writer (a live transfer writes, or times out, far sooner).
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The partial file one download writes. Normally `<partial>/<id>`, resumable by the next run,
+/// while this writer holds `<partial>/.<id>.lock`; when another writer holds it (several vmc
+/// homes sharing one partial directory), a name unique to this writer, deleted when done.
+struct PartialFile {
+    path: PathBuf,
+    /// The held lock on `<partial>/.<id>.lock`, with its path; `None` for a unique name.
+    lock: Option<(std::fs::File, PathBuf)>,
+}
+
+impl PartialFile {
+    fn claim(dir: &Path, id: &str) -> Self {
+        let lock_path = dir.join(format!(".{id}.lock"));
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ok()
+            .filter(|file| file.try_lock().is_ok() && same_file(file, &lock_path));
+        match held {
+            Some(file) => Self {
+                path: dir.join(id),
+                lock: Some((file, lock_path)),
+            },
+            None => {
+                tracing::info!(
+                    "{id} is being downloaded by another writer; using a name of our own"
+                );
+                Self {
+                    path: vmc_fetch::unique_tmp_path(&dir.join(id)),
+                    lock: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        match &self.lock {
+            // Removed while still held: a writer that opened it before locks a file no longer
+            // at that path, sees so (`same_file`), and takes a name of its own.
+            Some((_, lock_path)) => {
+                let _ = std::fs::remove_file(lock_path);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+                let _ = std::fs::remove_file(vmc_fetch::state_path(&self.path));
+            }
+        }
+    }
+}
+
+/// Whether the open `file` is the one at `path` now.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Deletes writer-unique partial files (`.<id>.<pid>.<n>.<random>.tmp`, and their state)
+/// that nobody has written for [`STALE_PARTIAL`]: a crashed writer's, never resumed.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let unique =
+            name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".tmp.state"));
+        let stale = item
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_PARTIAL);
+        if unique && stale {
+            tracing::info!(
+                "removing {}, left by an interrupted download",
+                item.path().display()
+            );
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -479,7 +571,9 @@ impl Vmc {
         let _ = self.client();
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
-        let (tx, rx) = mpsc::channel::<(&ImageRecord, Result<DownloadOutcome, ImageFailure>)>();
+        remove_stale_partials(&self.config().partial_dir);
+        type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
+        let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
         let workers = jobs.clamp(1, wanted.len());
         let mut changed = false;
         std::thread::scope(|scope| -> Result<(), CacheError> {
@@ -502,9 +596,9 @@ impl Vmc {
             }
             drop(tx);
             for (record, result) in rx {
-                match result.and_then(|outcome| {
+                match result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
-                    self.admit(dispatcher, record)
+                    self.admit(dispatcher, record, &partial.path)
                 }) {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
@@ -535,14 +629,15 @@ impl Vmc {
         record: &ImageRecord,
         reserved: &AtomicU64,
         progress: &dyn Progress,
-    ) -> Result<DownloadOutcome, ImageFailure> {
+    ) -> Result<(DownloadOutcome, PartialFile), ImageFailure> {
         let id = record.image.identifier.as_str();
         let fail = |code: ErrorCode, message: String| ImageFailure {
             identifier: id.to_owned(),
             code,
             message,
         };
-        let partial: PathBuf = self.config().partial_dir.join(id);
+        let claimed = PartialFile::claim(&self.config().partial_dir, id);
+        let partial = claimed.path.clone();
         let present = partial.metadata().map(|m| m.len()).unwrap_or(0);
         let need = record.image.size.saturating_sub(present);
         let before = reserved.fetch_add(need, Ordering::SeqCst);
@@ -573,15 +668,21 @@ impl Vmc {
             .client()
             .and_then(|client| client.download(&request, &DownloadProgress { id, progress }));
         reserved.fetch_sub(need, Ordering::SeqCst);
-        result.map_err(|e: FetchError| fail(e.code(), chain(&e)))
+        result
+            .map(|outcome| (outcome, claimed))
+            .map_err(|e: FetchError| fail(e.code(), chain(&e)))
     }
 
     /// Moves a verified partial file into the cache with its events (main thread). Once
     /// `AvailablePrefix` has fired, the image ends with `AvailablePostfix` or, when the move or
     /// its record fails, `AvailableFailed` (reason on stdin).
-    fn admit(&self, dispatcher: &Dispatcher, record: &ImageRecord) -> Result<(), ImageFailure> {
+    fn admit(
+        &self,
+        dispatcher: &Dispatcher,
+        record: &ImageRecord,
+        partial: &Path,
+    ) -> Result<(), ImageFailure> {
         let id = record.image.identifier.as_str();
-        let partial = self.config().partial_dir.join(id);
         let target = self.config().cache_dir.join(id);
         if target.exists() {
             return Err(squatter_failure(&target, id));
@@ -596,7 +697,7 @@ impl Vmc {
             ),
             self.config().clock.now(),
         );
-        if let Err(failure) = self.move_in(record, &partial, &target) {
+        if let Err(failure) = self.move_in(record, partial, &target) {
             let mut event = image_event(
                 EventType::AvailableFailed,
                 record.image.clone(),

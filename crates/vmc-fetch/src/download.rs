@@ -22,8 +22,8 @@ use crate::{DownloadOutcome, DownloadRequest, Reporter};
 /// First line of a state file (its format version).
 const STATE_MAGIC: &str = "vmc-fetch-partial 1";
 
-/// The state file kept beside a partial file: `<dest>.state` (written through
-/// `<dest>.state.tmp`). Both belong to the download of `dest`; a successful download removes
+/// The state file kept beside a partial file: `<dest>.state` (written through a temporary
+/// name unique to the writer, see [`crate::unique_tmp_path`]). Both belong to the download of `dest`; a successful download removes
 /// the state file.
 pub fn state_path(dest: &Path) -> PathBuf {
     let mut name = dest.as_os_str().to_owned();

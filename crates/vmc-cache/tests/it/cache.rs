@@ -556,3 +556,81 @@ fn verify_reports_a_lost_file_as_missing_and_download_fetches_it() {
     assert_eq!(clean.verified, 3);
     assert!(clean.missing.is_empty() && clean.expired.is_empty());
 }
+
+/// Several vmc homes may share one partial directory (their instance locks differ): a download
+/// whose `<partial>/<id>` another writer holds goes to a name of this writer's own, and the
+/// other writer's partial file is left alone.
+#[test]
+fn a_partial_file_another_writer_holds_is_left_alone() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    let partial_dir = env.home.path().join("partial");
+    let theirs = partial_dir.join("img-a");
+    std::fs::write(&theirs, &imgs[0].bytes[..100]).unwrap();
+    let lock_path = partial_dir.join(".img-a.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    // A writer-unique partial file nobody wrote for two hours is a crashed writer's.
+    let stale = partial_dir.join(".img-z.4242.0.abcdef.tmp");
+    std::fs::write(&stale, b"left by a crash").unwrap();
+    let two_hours = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours)
+        .unwrap();
+    let fresh = partial_dir.join(".img-y.4243.0.abcdef.tmp");
+    std::fs::write(&fresh, b"someone is writing this").unwrap();
+
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-a")).unwrap(),
+        imgs[0].bytes
+    );
+    assert_eq!(std::fs::read(&theirs).unwrap(), &imgs[0].bytes[..100]);
+    assert!(lock_path.exists());
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+    let mut left: Vec<String> = std::fs::read_dir(&partial_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".img-a.lock", ".img-y.4243.0.abcdef.tmp", "img-a"],
+        "nothing of ours is left"
+    );
+    drop(lock);
+    // Unheld, the shared name is used and resumed, and its lock file removed after.
+    std::fs::remove_file(env.cache_dir().join("img-a")).unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert!(!theirs.exists() && !lock_path.exists());
+}
+
+/// The index was always written through `.cache.index.tmp`: two writers collided there, and
+/// anything left at that name blocked every later write.
+#[test]
+fn the_index_is_written_through_a_name_of_its_writers_own() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    std::fs::create_dir(env.cache_dir().join(".cache.index.tmp")).unwrap();
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(env.cache_dir().join("cache.index")).unwrap())
+            .unwrap();
+    assert!(index.get("img-a").is_some());
+    let names: Vec<String> = std::fs::read_dir(env.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && n != ".cache.index.tmp")
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
