@@ -205,6 +205,30 @@ fn remove_stale_partials(dir: &Path) {
     }
 }
 
+/// Deletes the resumable partial files (`<id>` with its `<id>.state`, which shows vmc wrote
+/// it) of images no longer to be downloaded, unless another writer holds them: an interrupted
+/// download of an image since unselected, replaced or removed would never be resumed.
+fn remove_unwanted_partials(dir: &Path, wanted: &HashSet<&str>) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".state") else {
+            continue;
+        };
+        if id.starts_with('.') || wanted.contains(id) || Identifier::new(id).is_err() {
+            continue;
+        }
+        let claimed = PartialFile::claim(dir, id);
+        if claimed.lock.is_some() {
+            tracing::info!("removing the partial download of {id}: no longer wanted");
+            let _ = std::fs::remove_file(&claimed.path);
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -259,8 +283,6 @@ impl Vmc {
         }
         self.expire_with(&dispatcher, &mut report)?;
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
-        // An earlier run may have died between a database change and its index rewrite.
-        self.write_index()?;
         dispatcher.fire(
             self.store(),
             &Event::process(EventType::ProcessPostfix),
@@ -500,7 +522,6 @@ impl Vmc {
             .collect();
         let entries = self.store().cache_entries()?;
         let missing = self.store().missing_entries()?;
-        let mut changed = false;
         let current = entries.iter().map(|e| (e, false));
         for (entry, is_missing) in current.chain(missing.iter().map(|m| (&m.entry, true))) {
             let record = records
@@ -519,13 +540,11 @@ impl Vmc {
                 report
                     .expired
                     .push(self.retire(dispatcher, entry, record, reason)?);
-                changed = true;
             }
         }
-        if changed || !self.config().cache_dir.join(index::INDEX_FILE).exists() {
-            self.write_index()?;
-        }
-        Ok(())
+        // Also when nothing expired: the repair may have found files missing, or an earlier
+        // run died between a database change and its index rewrite (unchanged: not written).
+        self.write_index()
     }
 
     pub(crate) fn download_with(
@@ -562,8 +581,12 @@ impl Vmc {
                 }
             })
             .collect();
+        remove_unwanted_partials(
+            &self.config().partial_dir,
+            &wanted.iter().map(|r| r.image.identifier.as_str()).collect(),
+        );
         if wanted.is_empty() {
-            return Ok(());
+            return self.write_index();
         }
         // Build the HTTP client (system roots, CA directory) once, here, rather than in
         // every worker that would otherwise find it missing at the same time. A failure is
@@ -575,7 +598,6 @@ impl Vmc {
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
         let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
         let workers = jobs.clamp(1, wanted.len());
-        let mut changed = false;
         std::thread::scope(|scope| -> Result<(), CacheError> {
             for _ in 0..workers {
                 let tx = tx.clone();
@@ -602,7 +624,6 @@ impl Vmc {
                 }) {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
-                        changed = true;
                     }
                     Err(failure) => {
                         tracing::warn!(
@@ -617,10 +638,7 @@ impl Vmc {
             }
             Ok(())
         })?;
-        if changed {
-            self.write_index()?;
-        }
-        Ok(())
+        self.write_index()
     }
 
     /// Downloads one image into the partial directory, verified (runs on a worker thread).

@@ -6,6 +6,7 @@ mod cache;
 mod events;
 mod import;
 mod manifest;
+mod props;
 mod update;
 
 use std::path::{Path, PathBuf};

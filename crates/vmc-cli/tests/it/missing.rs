@@ -41,7 +41,10 @@ fn a_deleted_cached_file_is_missing_until_the_next_sync() {
         let list = env.json(&["cache", "list"], 0);
         assert_eq!(list[0]["state"], "cached", "{list}");
         assert_eq!(list[0]["missing_since"], serde_json::Value::Null);
-        assert_eq!(env.json(&["cache", "verify"], 0)["missing"], serde_json::json!([]));
+        assert_eq!(
+            env.json(&["cache", "verify"], 0)["missing"],
+            serde_json::json!([])
+        );
     }
 
     // Lost again, and no longer wanted: forgotten, with nothing to purge.
@@ -56,7 +59,9 @@ fn a_deleted_cached_file_is_missing_until_the_next_sync() {
         serde_json::json!({"purged": []})
     );
     assert_eq!(
-        std::fs::read_dir(env.home().join("expired")).unwrap().count(),
+        std::fs::read_dir(env.home().join("expired"))
+            .unwrap()
+            .count(),
         0
     );
 }
