@@ -6,6 +6,7 @@ mod cache;
 mod events;
 mod import;
 mod manifest;
+mod nodes;
 mod props;
 mod update;
 
