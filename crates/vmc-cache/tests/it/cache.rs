@@ -634,3 +634,46 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+/// An `AvailablePrefix` is never left without an end: when the move into the cache fails
+/// (here the handler deletes the verified partial file), `AvailableFailed` follows, the image
+/// is reported failed, and the next sync fetches it.
+#[test]
+fn a_failed_move_after_available_prefix_fires_available_failed() {
+    let imgs = images();
+    let env = Gen::new();
+    env.publish("1", &imgs[..1]);
+    let mut config = env.config();
+    config.event_handler = Some(
+        r#"[ "$VMCATCHER_EVENT_TYPE" = AvailablePrefix ] && rm -f "${VMCATCHER_CACHE_DIR_DOWNLOAD}${VMCATCHER_EVENT_DC_IDENTIFIER}"; true"#
+            .to_owned(),
+    );
+    let vmc = Vmc::open(config).unwrap();
+    env.subscribe(&vmc, NewImagePolicy::Subscribe);
+    let before = last_event_id(&vmc);
+    let report = sync(&vmc);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].identifier, "img-a");
+    assert!(
+        report.failed[0].message.contains("cannot move"),
+        "{report:?}"
+    );
+    assert!(cached_ids(&vmc).is_empty());
+    assert_eq!(
+        events_since(&vmc, before),
+        [("AvailablePrefix", "img-a"), ("AvailableFailed", "img-a")]
+            .map(|(t, i)| (t.to_owned(), i.to_owned()))
+    );
+    let journal = vmc.store().events(false, None).unwrap();
+    let failed = journal
+        .iter()
+        .find(|e| e.event_type == vmc_model::EventType::AvailableFailed)
+        .unwrap();
+    let reason = failed.payload["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot move"), "{reason}");
+    assert!(failed.payload.get("VMCATCHER_EVENT_FILENAME").is_none());
+    // Without the handler in the way the next sync caches it.
+    let vmc = env.open();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()], "{report:?}");
+}
