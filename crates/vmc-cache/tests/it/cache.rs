@@ -395,13 +395,20 @@ fn an_image_larger_than_the_free_space_fails_disk_full_before_downloading() {
     assert!(!env.cache_dir().join("img-b").exists());
 }
 
-/// The journalled events after event `after`, as `(type, image id)`.
-fn events_since(vmc: &Vmc, after: i64) -> Vec<(String, String)> {
+/// The journalled image events after event `after`.
+fn journal_since(vmc: &Vmc, after: i64) -> Vec<vmc_store::EventRecord> {
     vmc.store()
         .events(false, None)
         .unwrap()
         .into_iter()
         .filter(|e| e.id > after && e.identifier.is_some())
+        .collect()
+}
+
+/// The journalled image events after event `after`, as `(type, image id)`.
+fn events_since(vmc: &Vmc, after: i64) -> Vec<(String, String)> {
+    journal_since(vmc, after)
+        .into_iter()
         .map(|e| (e.event_type.to_string(), e.identifier.unwrap()))
         .collect()
 }
@@ -502,19 +509,9 @@ fn a_lost_file_of_an_image_no_longer_wanted_is_forgotten_with_expiry_events() {
     assert!(vmc.store().expired_entries().unwrap().is_empty());
     assert_eq!(cached_ids(&vmc), vec!["img-c".to_owned()]);
     assert_eq!(std::fs::read_dir(env.expired_dir()).unwrap().count(), 0);
-    let journal: Vec<_> = vmc
-        .store()
-        .events(false, None)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.id > before && e.identifier.is_some())
-        .collect();
-    let types: Vec<(String, String)> = journal
-        .iter()
-        .map(|e| (e.event_type.to_string(), e.identifier.clone().unwrap()))
-        .collect();
+    let journal = journal_since(&vmc, before);
     assert_eq!(
-        types,
+        events_since(&vmc, before),
         [
             ("ExpirePrefix", "img-a"),
             ("ExpirePostfix", "img-a"),

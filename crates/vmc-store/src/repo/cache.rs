@@ -52,32 +52,32 @@ fn upsert_cached_pg(
 }
 
 impl Store {
-    /// The files in the cache, sorted by image id.
-    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+    /// The records in `state`, sorted by image id, each converted by `convert`.
+    fn entries_in<T>(
+        &self,
+        state: &str,
+        convert: fn(CacheEntryRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         self.read(|conn| {
             cache_entries::table
-                .filter(cache_entries::state.eq(STATE_CACHED))
+                .filter(cache_entries::state.eq(state))
                 .select(CacheEntryRow::as_select())
                 .order(cache_entries::identifier.asc())
                 .load(conn)?
                 .into_iter()
-                .map(CacheEntryRow::into_cached)
+                .map(convert)
                 .collect()
         })
     }
 
+    /// The files in the cache, sorted by image id.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        self.entries_in(STATE_CACHED, CacheEntryRow::into_cached)
+    }
+
     /// The cached files found gone from the cache directory, sorted by image id.
     pub fn missing_entries(&self) -> Result<Vec<MissingEntry>, StoreError> {
-        self.read(|conn| {
-            cache_entries::table
-                .filter(cache_entries::state.eq(STATE_MISSING))
-                .select(CacheEntryRow::as_select())
-                .order(cache_entries::identifier.asc())
-                .load(conn)?
-                .into_iter()
-                .map(CacheEntryRow::into_missing)
-                .collect()
-        })
+        self.entries_in(STATE_MISSING, CacheEntryRow::into_missing)
     }
 
     /// Records a file entering the cache, replacing the cached or missing record of the same
