@@ -564,10 +564,21 @@ impl Vmc {
             .map(|e| e.identifier)
             .collect();
         let mut seen = HashSet::new();
-        let wanted: Vec<&ImageRecord> = records
+        let candidates: Vec<&ImageRecord> = records
             .iter()
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
+            .collect();
+        // Before the squatter check: a blocked image keeps its partial download for later.
+        remove_unwanted_partials(
+            &self.config().partial_dir,
+            &candidates
+                .iter()
+                .map(|r| r.image.identifier.as_str())
+                .collect(),
+        );
+        let wanted: Vec<&ImageRecord> = candidates
+            .into_iter()
             .filter(|r| {
                 // A file vmc did not write holds the name: refuse before spending a download.
                 let squatter = self.config().cache_dir.join(r.image.identifier.as_str());
@@ -581,10 +592,6 @@ impl Vmc {
                 }
             })
             .collect();
-        remove_unwanted_partials(
-            &self.config().partial_dir,
-            &wanted.iter().map(|r| r.image.identifier.as_str()).collect(),
-        );
         if wanted.is_empty() {
             return self.write_index();
         }

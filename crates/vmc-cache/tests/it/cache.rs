@@ -674,3 +674,29 @@ fn a_failed_move_after_available_prefix_fires_available_failed() {
     let report = sync(&vmc);
     assert_eq!(report.downloaded, vec!["img-a".to_owned()], "{report:?}");
 }
+
+/// Found by the property test: a download interrupted before its image was unselected (or
+/// replaced, or removed) stayed in `<partial>` for good. vmc's own partial files (those with a
+/// state file) of images not to be downloaded are removed; a blocked image keeps its partial
+/// file, and files without a state file are not vmc's and stay.
+#[test]
+fn partial_downloads_of_images_no_longer_wanted_are_removed() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    let partial = env.home.path().join("partial");
+    for name in ["img-a", "img-a.state", "img-b", "img-b.state", "notes"] {
+        std::fs::write(partial.join(name), b"x").unwrap();
+    }
+    // img-b cannot be cached while a foreign file holds its name.
+    std::fs::write(env.cache_dir().join("img-b"), b"foreign").unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let mut left: Vec<String> = std::fs::read_dir(&partial)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["img-b", "img-b.state", "notes"]);
+}
