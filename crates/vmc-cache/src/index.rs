@@ -122,8 +122,9 @@ fn foreign_entries(cache_dir: &Path, cached: &[CacheEntry]) -> Vec<(String, Valu
         .collect()
 }
 
-/// Writes the index for `cached` entries atomically (temporary file, fsync, rename), keeping
-/// the entries of files vmc did not write (see the module doc).
+/// Writes the index for `cached` entries atomically (a temporary file named for this writer
+/// alone, fsync, rename), keeping the entries of files vmc did not write (see the module doc);
+/// an index that already says exactly this is left as it is.
 pub fn write(
     cache_dir: &Path,
     cached: &[CacheEntry],
@@ -137,14 +138,22 @@ pub fn write(
         let rec = records.iter().find(|r| r.image.identifier == c.identifier);
         doc.insert(c.identifier.to_string(), entry(c, rec));
     }
-    let bytes = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
+    let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
+    bytes.push(b'\n');
     let target = cache_dir.join(INDEX_FILE);
-    let tmp = cache_dir.join(format!(".{INDEX_FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, &target).map_err(io("rename into place", &target))?;
-    Ok(())
+    if std::fs::read(&target).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let tmp = vmc_fetch::unique_tmp_path(&target);
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
+        .map_err(io("write", &tmp))
+        .and_then(|()| std::fs::rename(&tmp, &target).map_err(io("rename into place", &target)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

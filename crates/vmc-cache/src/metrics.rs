@@ -190,6 +190,12 @@ pub fn render(m: &SyncMetrics<'_>) -> String {
         let n = r.expired.iter().filter(|x| x.reason == reason).count();
         f.sample(name, &[("reason", reason.as_str())], n);
     }
+    let name = "vmc_sync_images_missing";
+    f.gauge(
+        name,
+        "Cached images whose file the last cache sync found gone from the cache directory.",
+    )
+    .sample(name, &[], r.missing.len());
     let name = "vmc_sync_verified_files";
     f.gauge(
         name,
@@ -243,11 +249,10 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<(), CacheError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "metrics".to_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = match path.file_name() {
+        Some(name) => vmc_fetch::unique_tmp_path(&dir.join(name)),
+        None => vmc_fetch::unique_tmp_path(&dir.join("metrics")),
+    };
     let written = std::fs::File::create(&tmp)
         .and_then(|mut file| {
             file.write_all(text.as_bytes())?;
@@ -295,10 +300,11 @@ mod tests {
                 list(UpdateStatus::Failed, Some(ErrorCode::ListExpired)),
             ],
             downloaded: vec!["a".into(), "b".into()],
+            missing: vec!["b".into()],
             expired: vec![ExpiryReport {
                 identifier: "c".into(),
                 reason: ExpiryReason::Removed,
-                expired_file: "c.2027".into(),
+                expired_file: Some("c.2027".into()),
             }],
             failed: vec![ImageFailure {
                 identifier: "d".into(),
@@ -414,6 +420,7 @@ mod tests {
         assert!(text.contains("vmc_sync_images_expired{reason=\"corrupt\"} 0\n"));
         assert!(text.contains("vmc_sync_downloaded_bytes 1048576\n"));
         assert!(text.contains("vmc_sync_images_downloaded 2\n"));
+        assert!(text.contains("vmc_sync_images_missing 1\n"));
         assert!(text.contains("vmc_sync_handler_failures 1\n"));
         assert!(text.contains("vmc_cache_images 3\n"));
         assert_eq!(last_success(&text), Some(before));

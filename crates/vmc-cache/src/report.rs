@@ -65,8 +65,9 @@ pub struct ExpiryReport {
     pub identifier: String,
     /// Why.
     pub reason: ExpiryReason,
-    /// Its file name in the expired directory.
-    pub expired_file: String,
+    /// Its file name in the expired directory; `None` when the file had gone missing from the
+    /// cache before (only the record was forgotten).
+    pub expired_file: Option<String>,
 }
 
 /// An image that could not be brought into (or kept in) the cache.
@@ -89,6 +90,9 @@ pub struct SyncReport {
     pub downloaded: Vec<String>,
     /// Images that left it.
     pub expired: Vec<ExpiryReport>,
+    /// Cached images whose file this run found gone from the cache directory (state
+    /// `missing`: fetched again by the download step when still wanted).
+    pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<ImageFailure>,
     /// Bytes received over the network (resumed bytes not counted twice).

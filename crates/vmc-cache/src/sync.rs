@@ -1,7 +1,8 @@
 //! The cache: expiry, parallel verified downloads, re-hashing, crash repair, and the sync that
 //! runs them in order. A file enters `<cache>` only after its size and sha512 verified, by an
 //! atomic rename, and the database records it right after; the next run repairs the window
-//! between the two (see [`Vmc::repair`]).
+//! between the two (see [`Vmc::repair`]). A cached file found gone is recorded as `missing`
+//! and fetched again, or forgotten (with expiry events) once its image is no longer wanted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,122 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
     }
 }
 
+/// How long a writer-unique partial file may go unwritten before another run deletes it as
+/// left by a crashed writer (a live transfer writes, or times out, far sooner).
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The partial file one download writes. Normally `<partial>/<id>`, resumable by the next run,
+/// while this writer holds `<partial>/.<id>.lock`; when another writer holds it (several vmc
+/// homes sharing one partial directory), a name unique to this writer, deleted when done.
+struct PartialFile {
+    path: PathBuf,
+    /// The held lock on `<partial>/.<id>.lock`, with its path; `None` for a unique name.
+    lock: Option<(std::fs::File, PathBuf)>,
+}
+
+impl PartialFile {
+    fn claim(dir: &Path, id: &str) -> Self {
+        let lock_path = dir.join(format!(".{id}.lock"));
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ok()
+            .filter(|file| file.try_lock().is_ok() && same_file(file, &lock_path));
+        match held {
+            Some(file) => Self {
+                path: dir.join(id),
+                lock: Some((file, lock_path)),
+            },
+            None => {
+                tracing::info!(
+                    "{id} is being downloaded by another writer; using a name of our own"
+                );
+                Self {
+                    path: vmc_fetch::unique_tmp_path(&dir.join(id)),
+                    lock: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        match &self.lock {
+            // Removed while still held: a writer that opened it before locks a file no longer
+            // at that path, sees so (`same_file`), and takes a name of its own.
+            Some((_, lock_path)) => {
+                let _ = std::fs::remove_file(lock_path);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+                let _ = std::fs::remove_file(vmc_fetch::state_path(&self.path));
+            }
+        }
+    }
+}
+
+/// Whether the open `file` is the one at `path` now.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Deletes writer-unique partial files (`.<id>.<pid>.<n>.<random>.tmp`, and their state)
+/// that nobody has written for [`STALE_PARTIAL`]: a crashed writer's, never resumed.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let unique =
+            name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".tmp.state"));
+        let stale = item
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_PARTIAL);
+        if unique && stale {
+            tracing::info!(
+                "removing {}, left by an interrupted download",
+                item.path().display()
+            );
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
+/// Deletes the resumable partial files (`<id>` with its `<id>.state`, which shows vmc wrote
+/// it) of images no longer to be downloaded, unless another writer holds them: an interrupted
+/// download of an image since unselected, replaced or removed would never be resumed.
+fn remove_unwanted_partials(dir: &Path, wanted: &HashSet<&str>) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".state") else {
+            continue;
+        };
+        if id.starts_with('.') || wanted.contains(id) || Identifier::new(id).is_err() {
+            continue;
+        }
+        let claimed = PartialFile::claim(dir, id);
+        if claimed.lock.is_some() {
+            tracing::info!("removing the partial download of {id}: no longer wanted");
+            let _ = std::fs::remove_file(&claimed.path);
+            let _ = std::fs::remove_file(item.path());
+        }
+    }
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -210,30 +327,28 @@ impl Vmc {
         Ok(report)
     }
 
-    /// Repairs what an interrupted run may have left: database entries whose file is gone are
-    /// forgotten (the image is fetched again), and a verified file renamed into the cache just
-    /// before a crash is adopted once its sha512 matches. Files vmc did not write are logged and
-    /// left alone.
-    pub fn repair(&self, records: &[ImageRecord]) -> Result<(), CacheError> {
+    /// Repairs what an interrupted run, or someone else, may have left: a cached file that is
+    /// gone from the cache directory is recorded as `missing` (the download step fetches it
+    /// again; [`Vmc::expire`] forgets it once its image is no longer wanted), and a verified
+    /// file renamed into the cache just before a crash is adopted once its sha512 matches.
+    /// Files vmc did not write are logged and left alone. Returns the ids of every missing
+    /// record, those found now and those found by an earlier run and not fetched yet.
+    pub fn repair(&self, records: &[ImageRecord]) -> Result<Vec<String>, CacheError> {
         let dir = &self.config().cache_dir;
         let entries = self.store().cache_entries()?;
         let mut known: HashSet<String> = HashSet::new();
         for entry in &entries {
             if dir.join(&entry.filename).is_file() {
                 known.insert(entry.filename.clone());
-            } else {
+            } else if self
+                .store()
+                .record_missing(&entry.identifier, self.config().clock.now())?
+            {
                 tracing::warn!(
                     "cached image {} is missing from {}; it will be fetched again",
                     entry.identifier,
                     dir.display()
                 );
-                // Recorded as a `corrupt` expiry with no file in <expired>.
-                self.store().record_expired(
-                    &entry.identifier,
-                    ExpiryReason::Corrupt,
-                    "",
-                    self.config().clock.now(),
-                )?;
             }
         }
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
@@ -271,6 +386,25 @@ impl Vmc {
                     })?;
                 }
                 _ => tracing::warn!("leaving alone {}: not a file vmc cached", path.display()),
+            }
+        }
+        Ok(self
+            .store()
+            .missing_entries()?
+            .into_iter()
+            .map(|m| m.entry.identifier.to_string())
+            .collect())
+    }
+
+    /// [`Vmc::repair`], adding the missing ids to `report` once each.
+    fn repair_into(
+        &self,
+        records: &[ImageRecord],
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
+        for id in self.repair(records)? {
+            if !report.missing.contains(&id) {
+                report.missing.push(id);
             }
         }
         Ok(())
@@ -313,7 +447,18 @@ impl Vmc {
         match std::fs::rename(&from, &to) {
             Ok(()) => fsync_dir(&self.config().expired_dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Gone since the repair step: nothing to move, the record is forgotten.
                 tracing::warn!("{} was already gone from the cache", from.display());
+                self.store().record_missing(&entry.identifier, now)?;
+                self.store().forget_missing(&entry.identifier)?;
+                let mut event = image_event(EventType::ExpirePostfix, image, record, None);
+                event.reason = Some(reason.as_str().to_owned());
+                dispatcher.fire(self.store(), &event, self.config().clock.now());
+                return Ok(ExpiryReport {
+                    identifier: entry.identifier.to_string(),
+                    reason,
+                    expired_file: None,
+                });
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
@@ -326,8 +471,39 @@ impl Vmc {
         Ok(ExpiryReport {
             identifier: entry.identifier.to_string(),
             reason,
-            expired_file: name,
+            expired_file: Some(name),
         })
+    }
+
+    /// Forgets the record of a missing file whose image is no longer wanted, with the expiry
+    /// events a handler needs to retire the image (no `VMCATCHER_EVENT_FILENAME`: there is no
+    /// file in either directory).
+    fn retire_missing(
+        &self,
+        dispatcher: &Dispatcher,
+        entry: &CacheEntry,
+        record: Option<&ImageRecord>,
+        reason: ExpiryReason,
+    ) -> Result<Option<ExpiryReport>, CacheError> {
+        let image = record
+            .map(|r| r.image.clone())
+            .unwrap_or_else(|| minimal_image(entry));
+        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, None);
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        if !self.store().forget_missing(&entry.identifier)? {
+            // Another process fetched or forgot it in the meantime.
+            return Ok(None);
+        }
+        tracing::info!("forgot missing {} ({reason})", entry.identifier);
+        let mut event = image_event(EventType::ExpirePostfix, image, record, None);
+        event.reason = Some(reason.as_str().to_owned());
+        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        Ok(Some(ExpiryReport {
+            identifier: entry.identifier.to_string(),
+            reason,
+            expired_file: None,
+        }))
     }
 
     pub(crate) fn expire_with(
@@ -336,7 +512,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let now = self.config().clock.now();
         let subs: HashMap<i64, bool> = self
             .store()
@@ -345,24 +521,30 @@ impl Vmc {
             .map(|s| (s.id, s.enabled))
             .collect();
         let entries = self.store().cache_entries()?;
-        let mut changed = false;
-        for entry in &entries {
+        let missing = self.store().missing_entries()?;
+        let current = entries.iter().map(|e| (e, false));
+        for (entry, is_missing) in current.chain(missing.iter().map(|m| (&m.entry, true))) {
             let record = records
                 .iter()
                 .filter(|r| r.image.identifier == entry.identifier)
                 .min_by_key(|r| Some(r.subscription_id) != entry.subscription_id);
             let enabled = entry.subscription_id.and_then(|id| subs.get(&id).copied());
-            if let Some(reason) = expiry_reason(entry, record, enabled, now) {
+            let Some(reason) = expiry_reason(entry, record, enabled, now) else {
+                continue;
+            };
+            if is_missing {
+                report
+                    .expired
+                    .extend(self.retire_missing(dispatcher, entry, record, reason)?);
+            } else {
                 report
                     .expired
                     .push(self.retire(dispatcher, entry, record, reason)?);
-                changed = true;
             }
         }
-        if changed || !self.config().cache_dir.join(index::INDEX_FILE).exists() {
-            self.write_index()?;
-        }
-        Ok(())
+        // Also when nothing expired: the repair may have found files missing, or an earlier
+        // run died between a database change and its index rewrite (unchanged: not written).
+        self.write_index()
     }
 
     pub(crate) fn download_with(
@@ -373,7 +555,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let now = self.config().clock.now();
         let cached: HashSet<Identifier> = self
             .store()
@@ -382,10 +564,21 @@ impl Vmc {
             .map(|e| e.identifier)
             .collect();
         let mut seen = HashSet::new();
-        let wanted: Vec<&ImageRecord> = records
+        let candidates: Vec<&ImageRecord> = records
             .iter()
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
+            .collect();
+        // Before the squatter check: a blocked image keeps its partial download for later.
+        remove_unwanted_partials(
+            &self.config().partial_dir,
+            &candidates
+                .iter()
+                .map(|r| r.image.identifier.as_str())
+                .collect(),
+        );
+        let wanted: Vec<&ImageRecord> = candidates
+            .into_iter()
             .filter(|r| {
                 // A file vmc did not write holds the name: refuse before spending a download.
                 let squatter = self.config().cache_dir.join(r.image.identifier.as_str());
@@ -400,7 +593,7 @@ impl Vmc {
             })
             .collect();
         if wanted.is_empty() {
-            return Ok(());
+            return self.write_index();
         }
         // Build the HTTP client (system roots, CA directory) once, here, rather than in
         // every worker that would otherwise find it missing at the same time. A failure is
@@ -408,9 +601,10 @@ impl Vmc {
         let _ = self.client();
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
-        let (tx, rx) = mpsc::channel::<(&ImageRecord, Result<DownloadOutcome, ImageFailure>)>();
+        remove_stale_partials(&self.config().partial_dir);
+        type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
+        let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
         let workers = jobs.clamp(1, wanted.len());
-        let mut changed = false;
         std::thread::scope(|scope| -> Result<(), CacheError> {
             for _ in 0..workers {
                 let tx = tx.clone();
@@ -431,13 +625,12 @@ impl Vmc {
             }
             drop(tx);
             for (record, result) in rx {
-                match result.and_then(|outcome| {
+                match result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
-                    self.admit(dispatcher, record)
+                    self.admit(dispatcher, record, &partial.path)
                 }) {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
-                        changed = true;
                     }
                     Err(failure) => {
                         tracing::warn!(
@@ -452,10 +645,7 @@ impl Vmc {
             }
             Ok(())
         })?;
-        if changed {
-            self.write_index()?;
-        }
-        Ok(())
+        self.write_index()
     }
 
     /// Downloads one image into the partial directory, verified (runs on a worker thread).
@@ -464,14 +654,15 @@ impl Vmc {
         record: &ImageRecord,
         reserved: &AtomicU64,
         progress: &dyn Progress,
-    ) -> Result<DownloadOutcome, ImageFailure> {
+    ) -> Result<(DownloadOutcome, PartialFile), ImageFailure> {
         let id = record.image.identifier.as_str();
         let fail = |code: ErrorCode, message: String| ImageFailure {
             identifier: id.to_owned(),
             code,
             message,
         };
-        let partial: PathBuf = self.config().partial_dir.join(id);
+        let claimed = PartialFile::claim(&self.config().partial_dir, id);
+        let partial = claimed.path.clone();
         let present = partial.metadata().map(|m| m.len()).unwrap_or(0);
         let need = record.image.size.saturating_sub(present);
         let before = reserved.fetch_add(need, Ordering::SeqCst);
@@ -502,18 +693,21 @@ impl Vmc {
             .client()
             .and_then(|client| client.download(&request, &DownloadProgress { id, progress }));
         reserved.fetch_sub(need, Ordering::SeqCst);
-        result.map_err(|e: FetchError| fail(e.code(), chain(&e)))
+        result
+            .map(|outcome| (outcome, claimed))
+            .map_err(|e: FetchError| fail(e.code(), chain(&e)))
     }
 
-    /// Moves a verified partial file into the cache with its events (main thread).
-    fn admit(&self, dispatcher: &Dispatcher, record: &ImageRecord) -> Result<(), ImageFailure> {
+    /// Moves a verified partial file into the cache with its events (main thread). Once
+    /// `AvailablePrefix` has fired, the image ends with `AvailablePostfix` or, when the move or
+    /// its record fails, `AvailableFailed` (reason on stdin).
+    fn admit(
+        &self,
+        dispatcher: &Dispatcher,
+        record: &ImageRecord,
+        partial: &Path,
+    ) -> Result<(), ImageFailure> {
         let id = record.image.identifier.as_str();
-        let fail = |code: ErrorCode, message: String| ImageFailure {
-            identifier: id.to_owned(),
-            code,
-            message,
-        };
-        let partial = self.config().partial_dir.join(id);
         let target = self.config().cache_dir.join(id);
         if target.exists() {
             return Err(squatter_failure(&target, id));
@@ -528,25 +722,17 @@ impl Vmc {
             ),
             self.config().clock.now(),
         );
-        std::fs::rename(&partial, &target).map_err(|e| {
-            fail(
-                ErrorCode::FetchFailed,
-                format!("cannot move {} into the cache: {e}", partial.display()),
-            )
-        })?;
-        fsync_dir(&self.config().cache_dir);
-        let _ = std::fs::remove_file(vmc_fetch::state_path(&partial));
-        self.store()
-            .record_cached(&CacheEntry {
-                identifier: record.image.identifier.clone(),
-                filename: id.to_owned(),
-                size: record.image.size,
-                sha512: record.image.sha512.clone(),
-                subscription_id: Some(record.subscription_id),
-                list_version_id: Some(record.list_version_id),
-                cached_at: self.config().clock.now(),
-            })
-            .map_err(|e| fail(ErrorCode::FetchFailed, format!("database: {}", chain(&e))))?;
+        if let Err(failure) = self.move_in(record, partial, &target) {
+            let mut event = image_event(
+                EventType::AvailableFailed,
+                record.image.clone(),
+                Some(record),
+                None,
+            );
+            event.reason = Some(failure.message.clone());
+            dispatcher.fire(self.store(), &event, self.config().clock.now());
+            return Err(failure);
+        }
         tracing::info!("cached {id}");
         dispatcher.fire(
             self.store(),
@@ -561,6 +747,40 @@ impl Vmc {
         Ok(())
     }
 
+    /// The rename into the cache and its record, for [`Vmc::admit`].
+    fn move_in(
+        &self,
+        record: &ImageRecord,
+        partial: &Path,
+        target: &Path,
+    ) -> Result<(), ImageFailure> {
+        let id = record.image.identifier.as_str();
+        let fail = |message: String| ImageFailure {
+            identifier: id.to_owned(),
+            code: ErrorCode::FetchFailed,
+            message,
+        };
+        std::fs::rename(partial, target).map_err(|e| {
+            fail(format!(
+                "cannot move {} into the cache: {e}",
+                partial.display()
+            ))
+        })?;
+        fsync_dir(&self.config().cache_dir);
+        let _ = std::fs::remove_file(vmc_fetch::state_path(partial));
+        self.store()
+            .record_cached(&CacheEntry {
+                identifier: record.image.identifier.clone(),
+                filename: id.to_owned(),
+                size: record.image.size,
+                sha512: record.image.sha512.clone(),
+                subscription_id: Some(record.subscription_id),
+                list_version_id: Some(record.list_version_id),
+                cached_at: self.config().clock.now(),
+            })
+            .map_err(|e| fail(format!("database: {}", chain(&e))))
+    }
+
     pub(crate) fn verify_with(
         &self,
         dispatcher: &Dispatcher,
@@ -569,7 +789,7 @@ impl Vmc {
         report: &mut SyncReport,
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
-        self.repair(&records)?;
+        self.repair_into(&records, report)?;
         let entries = self.store().cache_entries()?;
         progress.verify_started(entries.len(), entries.iter().map(|e| e.size).sum());
         let queue: Mutex<VecDeque<&CacheEntry>> = Mutex::new(entries.iter().collect());
@@ -616,6 +836,17 @@ impl Vmc {
             }
         });
         for (entry, message) in corrupt {
+            if !self.config().cache_dir.join(&entry.filename).exists() {
+                let now = self.config().clock.now();
+                if self.store().record_missing(&entry.identifier, now)? {
+                    tracing::warn!("{} went missing while it was verified", entry.identifier);
+                }
+                let id = entry.identifier.to_string();
+                if !report.missing.contains(&id) {
+                    report.missing.push(id);
+                }
+                continue;
+            }
             let record = records
                 .iter()
                 .find(|r| r.image.identifier == entry.identifier);

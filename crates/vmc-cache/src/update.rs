@@ -599,7 +599,10 @@ impl Vmc {
                 },
             )
             .map_err(store_failure)?;
-        report.status = if sub.current.is_some() {
+        report.status = if outcome.already_current {
+            // Another process sharing the database imported these bytes first.
+            UpdateStatus::Unchanged
+        } else if sub.current.is_some() {
             UpdateStatus::Updated
         } else {
             UpdateStatus::Added

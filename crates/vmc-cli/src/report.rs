@@ -2,7 +2,7 @@
 //! library's reports (never database rows). Keys are stable and snake_case.
 
 use serde::Serialize;
-use vmc_cache::store::{CacheEntry, ImageRecord};
+use vmc_cache::store::{CacheEntry, ImageRecord, MissingEntry};
 use vmc_cache::{CheckReport, ListReport, SyncReport};
 use vmc_model::{Endorser, LastError, Subscription};
 
@@ -175,6 +175,9 @@ pub struct RunJson {
     pub downloaded: Vec<String>,
     /// Images that left it.
     pub expired: Vec<ExpiredJson>,
+    /// Cached images whose file is gone from the cache directory (fetched again when still
+    /// wanted: then they are in `downloaded` too).
+    pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<FailedJson>,
     /// Bytes received.
@@ -218,6 +221,7 @@ pub fn run(r: &SyncReport) -> RunJson {
                 reason: e.reason.as_str(),
             })
             .collect(),
+        missing: r.missing.clone(),
         failed: r
             .failed
             .iter()
@@ -424,6 +428,11 @@ pub struct CachedJson {
     pub subscription: Option<String>,
     /// When it entered the cache.
     pub cached_at: String,
+    /// `cached`, or `missing`: the file is gone from the cache directory and the next sync
+    /// fetches the image again (or forgets it when it is no longer wanted).
+    pub state: &'static str,
+    /// When the file was found gone (`null` while it is cached).
+    pub missing_since: Option<String>,
 }
 
 /// Builds [`CachedJson`].
@@ -438,5 +447,16 @@ pub fn cached(c: &CacheEntry, dir: &std::path::Path, records: &[ImageRecord]) ->
             .find(|r| r.image.identifier == c.identifier)
             .map(|r| r.list_identifier.clone()),
         cached_at: time(c.cached_at),
+        state: "cached",
+        missing_since: None,
+    }
+}
+
+/// Builds the [`CachedJson`] of a cached file found gone.
+pub fn missing(m: &MissingEntry, dir: &std::path::Path, records: &[ImageRecord]) -> CachedJson {
+    CachedJson {
+        state: "missing",
+        missing_since: Some(time(m.since)),
+        ..cached(&m.entry, dir, records)
     }
 }

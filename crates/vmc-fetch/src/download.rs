@@ -22,8 +22,8 @@ use crate::{DownloadOutcome, DownloadRequest, Reporter};
 /// First line of a state file (its format version).
 const STATE_MAGIC: &str = "vmc-fetch-partial 1";
 
-/// The state file kept beside a partial file: `<dest>.state` (written through
-/// `<dest>.state.tmp`). Both belong to the download of `dest`; a successful download removes
+/// The state file kept beside a partial file: `<dest>.state` (written through a temporary
+/// name unique to the writer, see [`crate::unique_tmp_path`]). Both belong to the download of `dest`; a successful download removes
 /// the state file.
 pub fn state_path(dest: &Path) -> PathBuf {
     let mut name = dest.as_os_str().to_owned();
@@ -75,9 +75,12 @@ impl State {
             text.push_str(v);
             text.push('\n');
         }
-        let tmp = state_tmp_path(path);
-        fs::write(&tmp, text)?;
-        fs::rename(&tmp, path)
+        let tmp = crate::unique_tmp_path(path);
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, path))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
     }
 }
 
@@ -96,16 +99,7 @@ fn remove_if_present(path: &Path) -> Result<(), FetchError> {
 /// Deletes the partial file and its state so that the next try starts clean.
 fn discard(dest: &Path) -> Result<(), FetchError> {
     remove_if_present(dest)?;
-    let state = state_path(dest);
-    remove_if_present(&state_tmp_path(&state))?;
-    remove_if_present(&state)
-}
-
-/// The temporary file a state file is written to before its rename.
-fn state_tmp_path(state: &Path) -> PathBuf {
-    let mut tmp = state.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
+    remove_if_present(&state_path(dest))
 }
 
 /// The destination exists and is not a plain file: never delete or write through it.

@@ -20,6 +20,7 @@ mod config;
 mod download;
 mod error;
 mod hash;
+mod tmp;
 mod url;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ pub use config::{ClientConfig, Credentials, DEFAULT_USER_AGENT};
 pub use download::state_path;
 pub use error::FetchError;
 pub use hash::sha512_file;
+pub use tmp::unique_tmp_path;
 pub use url::redact_url;
 
 /// What to download, where to, and what it must be.

@@ -264,6 +264,9 @@ pub enum EventType {
     ExpirePostfix,
     /// An update found an image identifier not seen before.
     SubscriptionImageNew,
+    /// An image announced by `AvailablePrefix` did not reach the cache (the move or its
+    /// record failed); vmc's own type, which vmcatcher never sent. The reason is on stdin.
+    AvailableFailed,
 }
 
 impl EventType {
@@ -277,6 +280,7 @@ impl EventType {
             Self::ExpirePrefix => "ExpirePrefix",
             Self::ExpirePostfix => "ExpirePostfix",
             Self::SubscriptionImageNew => "SubscriptionImageNew",
+            Self::AvailableFailed => "AvailableFailed",
         }
     }
 }
@@ -299,13 +303,14 @@ impl FromStr for EventType {
             Self::ExpirePrefix,
             Self::ExpirePostfix,
             Self::SubscriptionImageNew,
+            Self::AvailableFailed,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
         .ok_or_else(|| ParseEnumError {
             what: "event type",
             value: s.to_owned(),
-            expected: "ProcessPrefix ProcessPostfix AvailablePrefix AvailablePostfix ExpirePrefix ExpirePostfix SubscriptionImageNew",
+            expected: "ProcessPrefix ProcessPostfix AvailablePrefix AvailablePostfix ExpirePrefix ExpirePostfix SubscriptionImageNew AvailableFailed",
         })
     }
 }

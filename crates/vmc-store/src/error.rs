@@ -138,6 +138,13 @@ pub enum StoreError {
         /// The value, as text.
         value: String,
     },
+    /// An expiry was to be recorded without the file's name in the expired directory (a file
+    /// that is gone from the cache is recorded as missing instead).
+    #[error("expiry of cached image {identifier} names no expired file")]
+    EmptyExpiredFile {
+        /// The image id.
+        identifier: String,
+    },
     /// A stored value cannot be read back (the database was edited by hand or is damaged).
     #[error("stored {what} {value:?} is invalid")]
     Corrupt {

@@ -50,8 +50,8 @@ use std::sync::Mutex;
 pub use error::StoreError;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
-    Lease, ListImport, NewEvent, NewSubscription, NodeInfo, NodeRecord, PendingSelection,
-    StoredList, SubscriptionChange,
+    Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,
+    PendingSelection, StoredList, SubscriptionChange,
 };
 pub use url::redact_url;
 

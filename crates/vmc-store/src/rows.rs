@@ -16,12 +16,14 @@ use crate::schema::{
     cache_entries, endorser_links, events, identities, images, list_versions, subscriptions,
 };
 use crate::time;
-use crate::types::{CacheEntry, EventOutcome, EventRecord, ExpiredEntry};
+use crate::types::{CacheEntry, EventOutcome, EventRecord, ExpiredEntry, MissingEntry};
 
 /// `cache_entries.state` of a file in the cache.
 pub(crate) const STATE_CACHED: &str = "cached";
 /// `cache_entries.state` of a file moved to the expired directory.
 pub(crate) const STATE_EXPIRED: &str = "expired";
+/// `cache_entries.state` of a cached file found gone from the cache directory.
+pub(crate) const STATE_MISSING: &str = "missing";
 
 /// A size as stored (BIGINT), refusing sizes above `i64::MAX`.
 pub(crate) fn size_to_db(what: &'static str, size: u64) -> Result<i64, StoreError> {
@@ -299,6 +301,7 @@ pub(crate) struct CacheEntryRow {
     pub(crate) expired_at: Option<String>,
     pub(crate) expiry_reason: Option<String>,
     pub(crate) expired_file: Option<String>,
+    pub(crate) missing_since: Option<String>,
 }
 
 impl CacheEntryRow {
@@ -311,6 +314,17 @@ impl CacheEntryRow {
             subscription_id: self.subscription_id,
             list_version_id: self.list_version_id,
             cached_at: time::decode("cache time", &self.cached_at)?,
+        })
+    }
+
+    pub(crate) fn into_missing(mut self) -> Result<MissingEntry, StoreError> {
+        let since = self.missing_since.take().ok_or(StoreError::Corrupt {
+            what: "missing-since time",
+            value: String::new(),
+        })?;
+        Ok(MissingEntry {
+            since: time::decode("missing-since time", &since)?,
+            entry: self.into_cached()?,
         })
     }
 

@@ -18,6 +18,7 @@ diesel::table! {
         expired_at -> Nullable<Text>,
         expiry_reason -> Nullable<Text>,
         expired_file -> Nullable<Text>,
+        missing_since -> Nullable<Text>,
     }
 }
 

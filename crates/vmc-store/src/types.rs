@@ -56,6 +56,10 @@ pub struct ImportOutcome {
     pub version_id: i64,
     /// Image ids this subscription never carried before, in list order.
     pub new_images: Vec<Identifier>,
+    /// The same bytes were already the subscription's current version (another process
+    /// imported them first): nothing was stored, `version_id` is that version and
+    /// `new_images` is empty (the first importer announced them).
+    pub already_current: bool,
 }
 
 /// A stored list version with its images.
@@ -152,6 +156,16 @@ pub struct CacheEntry {
     pub list_version_id: Option<i64>,
     /// When it entered the cache.
     pub cached_at: DateTime<Utc>,
+}
+
+/// A cached file found gone from the cache directory: the image is fetched again by the next
+/// download, or the record forgotten once the image is no longer wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingEntry {
+    /// The record as it was while the file was cached.
+    pub entry: CacheEntry,
+    /// When the file was found gone.
+    pub since: DateTime<Utc>,
 }
 
 /// A file moved to the expired directory.

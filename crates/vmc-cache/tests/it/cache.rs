@@ -41,7 +41,11 @@ fn assert_expired(env: &Gen, vmc: &Vmc, report: &SyncReport, image: &str, reason
     let e = &report.expired[0];
     assert_eq!(e.identifier, image);
     assert_eq!(e.reason, reason);
-    assert!(env.expired_dir().join(&e.expired_file).is_file());
+    assert!(
+        env.expired_dir()
+            .join(e.expired_file.as_ref().unwrap())
+            .is_file()
+    );
     if reason != ExpiryReason::Replaced {
         assert!(!env.cache_dir().join(image).exists());
         assert!(!cached_ids(vmc).contains(&image.to_owned()));
@@ -117,7 +121,11 @@ fn replaced_image_expires_and_its_new_file_is_downloaded() {
     assert_expired(&env, &vmc, &report, "img-c", ExpiryReason::Replaced);
     // The expired file is the old one.
     assert_eq!(
-        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        std::fs::read(
+            env.expired_dir()
+                .join(report.expired[0].expired_file.as_ref().unwrap())
+        )
+        .unwrap(),
         imgs[2].bytes
     );
     assert_eq!(report.downloaded, vec!["img-c".to_owned()]);
@@ -170,7 +178,11 @@ fn assert_all_unendorsed(env: &Gen, vmc: &Vmc, report: &SyncReport, n: usize) {
     assert_eq!(report.expired.len(), n, "{:?}", report.expired);
     for e in &report.expired {
         assert_eq!(e.reason, ExpiryReason::Unendorsed, "{e:?}");
-        assert!(env.expired_dir().join(&e.expired_file).is_file());
+        assert!(
+            env.expired_dir()
+                .join(e.expired_file.as_ref().unwrap())
+                .is_file()
+        );
     }
     assert!(cached_ids(vmc).is_empty());
     assert!(report.downloaded.is_empty());
@@ -236,7 +248,11 @@ fn corrupt_file_is_expired_and_fetched_again() {
     assert_eq!(report.verified, 3);
     assert_expired(&env, &vmc, &report, "img-b", ExpiryReason::Corrupt);
     assert_eq!(
-        std::fs::read(env.expired_dir().join(&report.expired[0].expired_file)).unwrap(),
+        std::fs::read(
+            env.expired_dir()
+                .join(report.expired[0].expired_file.as_ref().unwrap())
+        )
+        .unwrap(),
         bytes
     );
     let fetched = vmc.download(2, &NoProgress).unwrap();
@@ -377,4 +393,310 @@ fn an_image_larger_than_the_free_space_fails_disk_full_before_downloading() {
     assert_eq!(report.failed[0].code, ErrorCode::DiskFull);
     assert_eq!(env.server.requests(&imgs[1].path()), 0);
     assert!(!env.cache_dir().join("img-b").exists());
+}
+
+/// The journalled image events after event `after`.
+fn journal_since(vmc: &Vmc, after: i64) -> Vec<vmc_store::EventRecord> {
+    vmc.store()
+        .events(false, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.id > after && e.identifier.is_some())
+        .collect()
+}
+
+/// The journalled image events after event `after`, as `(type, image id)`.
+fn events_since(vmc: &Vmc, after: i64) -> Vec<(String, String)> {
+    journal_since(vmc, after)
+        .into_iter()
+        .map(|e| (e.event_type.to_string(), e.identifier.unwrap()))
+        .collect()
+}
+
+fn last_event_id(vmc: &Vmc) -> i64 {
+    vmc.store()
+        .events(false, None)
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.id)
+}
+
+/// Regression (issue 20): the second lost file was recorded as a second expiry named `""`,
+/// which the unique index on expired file names refused, so every later sync failed.
+#[test]
+fn any_number_of_lost_cached_files_are_fetched_again() {
+    for lose in [1, 2, 3, usize::MAX] {
+        let imgs = images();
+        let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+        assert_eq!(sync(&vmc).downloaded.len(), 3);
+        // Twice in a row: the state a first loss leaves must not block the second.
+        for round in 0..2 {
+            let lost: Vec<String> = if lose == usize::MAX {
+                std::fs::remove_dir_all(env.cache_dir()).unwrap();
+                imgs.iter().map(|g| g.id.to_owned()).collect()
+            } else {
+                imgs[..lose]
+                    .iter()
+                    .map(|g| {
+                        std::fs::remove_file(env.cache_dir().join(g.id)).unwrap();
+                        g.id.to_owned()
+                    })
+                    .collect()
+            };
+            let before = last_event_id(&vmc);
+            let mut report = sync(&vmc);
+            report.downloaded.sort();
+            let what = format!("lose {lose}, round {round}: {report:?}");
+            assert!(!report.has_failures(), "{what}");
+            assert_eq!(report.downloaded, lost, "{what}");
+            assert_eq!(report.missing, lost, "{what}");
+            assert!(report.expired.is_empty(), "{what}");
+            for g in &imgs {
+                assert_eq!(std::fs::read(env.cache_dir().join(g.id)).unwrap(), g.bytes);
+            }
+            assert_eq!(cached_ids(&vmc).len(), 3);
+            assert!(vmc.store().missing_entries().unwrap().is_empty());
+            assert!(vmc.store().expired_entries().unwrap().is_empty(), "{what}");
+            // The handler sees the image become available again, and no expiry.
+            let expected: Vec<(String, String)> = lost
+                .iter()
+                .flat_map(|id| {
+                    [
+                        ("AvailablePrefix".to_owned(), id.clone()),
+                        ("AvailablePostfix".to_owned(), id.clone()),
+                    ]
+                })
+                .collect();
+            let mut seen = events_since(&vmc, before);
+            seen.sort();
+            let mut expected_sorted = expected.clone();
+            expected_sorted.sort();
+            assert_eq!(seen, expected_sorted, "{what}");
+            let index: Value = serde_json::from_slice(
+                &std::fs::read(env.cache_dir().join("cache.index")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(index.as_object().unwrap().len(), 3, "{what}");
+            let verified = vmc.verify_cache(2, &NoProgress).unwrap();
+            assert_eq!(verified.verified, 3);
+            assert!(verified.expired.is_empty() && verified.missing.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_lost_file_of_an_image_no_longer_wanted_is_forgotten_with_expiry_events() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    std::fs::remove_file(env.cache_dir().join("img-a")).unwrap();
+    std::fs::remove_file(env.cache_dir().join("img-b")).unwrap();
+    vmc.store()
+        .set_selected(&[id("img-a"), id("img-b")], false)
+        .unwrap();
+    let before = last_event_id(&vmc);
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert!(report.downloaded.is_empty());
+    assert_eq!(report.missing, vec!["img-a".to_owned(), "img-b".to_owned()]);
+    assert_eq!(report.expired.len(), 2, "{:?}", report.expired);
+    for (e, image) in report.expired.iter().zip(["img-a", "img-b"]) {
+        assert_eq!(e.identifier, image);
+        assert_eq!(e.reason, ExpiryReason::Unselected);
+        assert_eq!(e.expired_file, None);
+    }
+    assert!(vmc.store().missing_entries().unwrap().is_empty());
+    assert!(vmc.store().expired_entries().unwrap().is_empty());
+    assert_eq!(cached_ids(&vmc), vec!["img-c".to_owned()]);
+    assert_eq!(std::fs::read_dir(env.expired_dir()).unwrap().count(), 0);
+    let journal = journal_since(&vmc, before);
+    assert_eq!(
+        events_since(&vmc, before),
+        [
+            ("ExpirePrefix", "img-a"),
+            ("ExpirePostfix", "img-a"),
+            ("ExpirePrefix", "img-b"),
+            ("ExpirePostfix", "img-b"),
+        ]
+        .map(|(t, i)| (t.to_owned(), i.to_owned()))
+    );
+    for e in &journal {
+        assert_eq!(e.payload["reason"], "unselected");
+        assert!(e.payload.get("VMCATCHER_EVENT_FILENAME").is_none(), "{e:?}");
+    }
+    // Nothing is left to do.
+    let again = sync(&vmc);
+    assert!(again.expired.is_empty() && again.missing.is_empty() && again.downloaded.is_empty());
+}
+
+#[test]
+fn verify_reports_a_lost_file_as_missing_and_download_fetches_it() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs, NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 3);
+    std::fs::remove_file(env.cache_dir().join("img-b")).unwrap();
+    for _ in 0..2 {
+        // Still missing on the second verify: nothing fetched it yet.
+        let report = vmc.verify_cache(2, &NoProgress).unwrap();
+        assert_eq!(report.missing, vec!["img-b".to_owned()]);
+        assert_eq!(report.verified, 2);
+        assert!(report.expired.is_empty(), "{:?}", report.expired);
+    }
+    let missing = vmc.store().missing_entries().unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].entry.identifier.as_str(), "img-b");
+    assert_eq!(missing[0].entry.sha512, sha512_hex(&imgs[1].bytes));
+    let fetched = vmc.download(2, &NoProgress).unwrap();
+    assert_eq!(fetched.downloaded, vec!["img-b".to_owned()]);
+    assert!(vmc.store().missing_entries().unwrap().is_empty());
+    let clean = vmc.verify_cache(2, &NoProgress).unwrap();
+    assert_eq!(clean.verified, 3);
+    assert!(clean.missing.is_empty() && clean.expired.is_empty());
+}
+
+/// Several vmc homes may share one partial directory (their instance locks differ): a download
+/// whose `<partial>/<id>` another writer holds goes to a name of this writer's own, and the
+/// other writer's partial file is left alone.
+#[test]
+fn a_partial_file_another_writer_holds_is_left_alone() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    let partial_dir = env.home.path().join("partial");
+    let theirs = partial_dir.join("img-a");
+    std::fs::write(&theirs, &imgs[0].bytes[..100]).unwrap();
+    let lock_path = partial_dir.join(".img-a.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    // A writer-unique partial file nobody wrote for two hours is a crashed writer's.
+    let stale = partial_dir.join(".img-z.4242.0.abcdef.tmp");
+    std::fs::write(&stale, b"left by a crash").unwrap();
+    let two_hours = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours)
+        .unwrap();
+    let fresh = partial_dir.join(".img-y.4243.0.abcdef.tmp");
+    std::fs::write(&fresh, b"someone is writing this").unwrap();
+
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert_eq!(
+        std::fs::read(env.cache_dir().join("img-a")).unwrap(),
+        imgs[0].bytes
+    );
+    assert_eq!(std::fs::read(&theirs).unwrap(), &imgs[0].bytes[..100]);
+    assert!(lock_path.exists());
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+    let mut left: Vec<String> = std::fs::read_dir(&partial_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".img-a.lock", ".img-y.4243.0.abcdef.tmp", "img-a"],
+        "nothing of ours is left"
+    );
+    drop(lock);
+    // Unheld, the shared name is used and resumed, and its lock file removed after.
+    std::fs::remove_file(env.cache_dir().join("img-a")).unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()]);
+    assert!(!theirs.exists() && !lock_path.exists());
+}
+
+/// The index was always written through `.cache.index.tmp`: two writers collided there, and
+/// anything left at that name blocked every later write.
+#[test]
+fn the_index_is_written_through_a_name_of_its_writers_own() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    std::fs::create_dir(env.cache_dir().join(".cache.index.tmp")).unwrap();
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(env.cache_dir().join("cache.index")).unwrap())
+            .unwrap();
+    assert!(index.get("img-a").is_some());
+    let names: Vec<String> = std::fs::read_dir(env.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && n != ".cache.index.tmp")
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
+
+/// An `AvailablePrefix` is never left without an end: when the move into the cache fails
+/// (here the handler deletes the verified partial file), `AvailableFailed` follows, the image
+/// is reported failed, and the next sync fetches it.
+#[test]
+fn a_failed_move_after_available_prefix_fires_available_failed() {
+    let imgs = images();
+    let env = Gen::new();
+    env.publish("1", &imgs[..1]);
+    let mut config = env.config();
+    config.event_handler = Some(
+        r#"[ "$VMCATCHER_EVENT_TYPE" = AvailablePrefix ] && rm -f "${VMCATCHER_CACHE_DIR_DOWNLOAD}${VMCATCHER_EVENT_DC_IDENTIFIER}"; true"#
+            .to_owned(),
+    );
+    let vmc = Vmc::open(config).unwrap();
+    env.subscribe(&vmc, NewImagePolicy::Subscribe);
+    let before = last_event_id(&vmc);
+    let report = sync(&vmc);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].identifier, "img-a");
+    assert!(
+        report.failed[0].message.contains("cannot move"),
+        "{report:?}"
+    );
+    assert!(cached_ids(&vmc).is_empty());
+    assert_eq!(
+        events_since(&vmc, before),
+        [("AvailablePrefix", "img-a"), ("AvailableFailed", "img-a")]
+            .map(|(t, i)| (t.to_owned(), i.to_owned()))
+    );
+    let journal = vmc.store().events(false, None).unwrap();
+    let failed = journal
+        .iter()
+        .find(|e| e.event_type == vmc_model::EventType::AvailableFailed)
+        .unwrap();
+    let reason = failed.payload["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot move"), "{reason}");
+    assert!(failed.payload.get("VMCATCHER_EVENT_FILENAME").is_none());
+    // Without the handler in the way the next sync caches it.
+    let vmc = env.open();
+    let report = sync(&vmc);
+    assert_eq!(report.downloaded, vec!["img-a".to_owned()], "{report:?}");
+}
+
+/// Found by the property test: a download interrupted before its image was unselected (or
+/// replaced, or removed) stayed in `<partial>` for good. vmc's own partial files (those with a
+/// state file) of images not to be downloaded are removed; a blocked image keeps its partial
+/// file, and files without a state file are not vmc's and stay.
+#[test]
+fn partial_downloads_of_images_no_longer_wanted_are_removed() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..2], NewImagePolicy::Subscribe);
+    vmc.ensure_dirs().unwrap();
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    let partial = env.home.path().join("partial");
+    for name in ["img-a", "img-a.state", "img-b", "img-b.state", "notes"] {
+        std::fs::write(partial.join(name), b"x").unwrap();
+    }
+    // img-b cannot be cached while a foreign file holds its name.
+    std::fs::write(env.cache_dir().join("img-b"), b"foreign").unwrap();
+    let report = sync(&vmc);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let mut left: Vec<String> = std::fs::read_dir(&partial)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["img-b", "img-b.state", "notes"]);
 }

@@ -183,7 +183,7 @@ fn sync_events_reach_the_handler_in_order_with_their_variables() {
     assert_eq!(post.checks, vec!["expired-file-exists"]);
     assert_eq!(
         post.var("VMCATCHER_EVENT_FILENAME"),
-        report.expired[0].expired_file
+        report.expired[0].expired_file.as_deref().unwrap()
     );
     assert_eq!(post.var("VMCATCHER_EVENT_DC_IDENTIFIER"), "ev-a");
     assert_eq!(post.stdin.as_ref().unwrap()["reason"], "unselected");

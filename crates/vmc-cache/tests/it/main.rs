@@ -6,6 +6,8 @@ mod cache;
 mod events;
 mod import;
 mod manifest;
+mod nodes;
+mod props;
 mod update;
 
 use std::path::PathBuf;

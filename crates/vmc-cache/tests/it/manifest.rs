@@ -295,7 +295,7 @@ fn removed_image_expires_as_removed() {
     assert!(
         vmc.config()
             .expired_dir
-            .join(&second.expired[0].expired_file)
+            .join(second.expired[0].expired_file.as_ref().unwrap())
             .is_file()
     );
     assert!(!cached_ids(&vmc).contains(&gone.to_owned()));

@@ -124,27 +124,40 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             let r = vmc.verify_cache(usize::from(jobs), &bars)?;
             drop(bars);
             let outcome = print_run(ctx, &r, "cache verify");
+            // A corrupt file (expired) or a lost one (missing) is a cache that did not verify.
             let corrupt = r.expired.iter().any(|e| e.reason == ExpiryReason::Corrupt);
-            Ok(if corrupt { Outcome::Failed } else { outcome })
+            Ok(if corrupt || !r.missing.is_empty() {
+                Outcome::Failed
+            } else {
+                outcome
+            })
         }
         CacheCmd::List => {
             let records = vmc.store().images(&ImageFilter::default())?;
-            let entries: Vec<_> = vmc
+            let dir = &vmc.config().cache_dir;
+            let mut entries: Vec<_> = vmc
                 .store()
                 .cache_entries()?
                 .iter()
-                .map(|c| report::cached(c, &vmc.config().cache_dir, &records))
+                .map(|c| report::cached(c, dir, &records))
                 .collect();
+            let missing = vmc.store().missing_entries()?;
+            entries.extend(missing.iter().map(|m| report::missing(m, dir, &records)));
+            entries.sort_by(|a, b| a.identifier.cmp(&b.identifier));
             match ctx.format {
                 Format::Json => output::json(&entries),
                 Format::Text => {
                     for e in &entries {
                         output::line(format!(
-                            "{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}{}",
                             e.identifier,
                             output::bytes(e.size),
                             e.cached_at,
-                            e.file
+                            e.file,
+                            e.missing_since
+                                .as_ref()
+                                .map(|t| format!("\tmissing since {t}"))
+                                .unwrap_or_default()
                         ));
                     }
                 }
@@ -156,8 +169,10 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             let now = vmc.config().clock.now();
             let mut purged = Vec::new();
             let mut failed = false;
+            // Only expired records name a file in the expired directory; cached and missing
+            // records are the cache's own (a missing one is fetched again or forgotten by sync).
             for e in vmc.store().expired_entries()? {
-                if e.file.is_empty() || min_age.is_some_and(|age| now - e.expired_at < age) {
+                if min_age.is_some_and(|age| now - e.expired_at < age) {
                     continue;
                 }
                 let path = vmc.config().expired_dir.join(&e.file);

@@ -125,6 +125,9 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
             for id in &r.downloaded {
                 output::line(format!("cached\t{id}"));
             }
+            for id in &r.missing {
+                output::line(format!("missing\t{id}"));
+            }
             for e in &r.expired {
                 output::line(format!("expired\t{}\t{}", e.identifier, e.reason));
             }

@@ -9,5 +9,6 @@ mod errors;
 mod flow;
 mod help;
 mod lock;
+mod missing;
 mod secrets;
 mod vmcatcher;

@@ -1,33 +1,90 @@
-//! The cache's files: entering it, leaving it for the expired directory, being purged.
+//! The cache's files: entering it, found missing from it, leaving it for the expired
+//! directory, being purged. A record is `cached`, `missing` (the file was found gone; at most
+//! one cached-or-missing record per image id) or `expired` (history of a file in the expired
+//! directory, always with its file name).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use vmc_model::{ExpiryReason, Identifier};
 
 use crate::Store;
+#[cfg(feature = "postgres")]
+use crate::conn::AnyConnection;
 use crate::error::{StoreError, is_unique_violation};
-use crate::rows::{CacheEntryRow, NewCacheEntryRow, STATE_CACHED, STATE_EXPIRED, size_to_db};
+use crate::rows::{
+    CacheEntryRow, NewCacheEntryRow, STATE_CACHED, STATE_EXPIRED, STATE_MISSING, size_to_db,
+};
 use crate::schema::cache_entries;
 use crate::time;
-use crate::types::{CacheEntry, ExpiredEntry};
+use crate::types::{CacheEntry, ExpiredEntry, MissingEntry};
+
+/// The partial unique index `cache_entries_one_cached` covers these states.
+const CURRENT_STATES: [&str; 2] = [STATE_CACHED, STATE_MISSING];
+
+/// PostgreSQL: the upsert of a cached record. The conflict target names the partial unique
+/// index by its predicate, written literally (a bound parameter would not let PostgreSQL
+/// infer the index); a concurrent writer's row is overwritten instead of failing.
+#[cfg(feature = "postgres")]
+fn upsert_cached_pg(
+    conn: &mut diesel::PgConnection,
+    row: &NewCacheEntryRow<'_>,
+) -> Result<(), StoreError> {
+    use diesel::upsert::{DecoratableTarget, excluded};
+    diesel::insert_into(cache_entries::table)
+        .values(row)
+        .on_conflict(cache_entries::identifier)
+        .filter_target(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "state IN ('cached', 'missing')",
+        ))
+        .do_update()
+        .set((
+            cache_entries::state.eq(excluded(cache_entries::state)),
+            cache_entries::filename.eq(excluded(cache_entries::filename)),
+            cache_entries::size.eq(excluded(cache_entries::size)),
+            cache_entries::sha512.eq(excluded(cache_entries::sha512)),
+            cache_entries::subscription_id.eq(excluded(cache_entries::subscription_id)),
+            cache_entries::list_version_id.eq(excluded(cache_entries::list_version_id)),
+            cache_entries::cached_at.eq(excluded(cache_entries::cached_at)),
+            cache_entries::missing_since.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
 
 impl Store {
-    /// The files in the cache, sorted by image id.
-    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+    /// The records in `state`, sorted by image id, each converted by `convert`.
+    fn entries_in<T>(
+        &self,
+        state: &str,
+        convert: fn(CacheEntryRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         self.read(|conn| {
             cache_entries::table
-                .filter(cache_entries::state.eq(STATE_CACHED))
+                .filter(cache_entries::state.eq(state))
                 .select(CacheEntryRow::as_select())
                 .order(cache_entries::identifier.asc())
                 .load(conn)?
                 .into_iter()
-                .map(CacheEntryRow::into_cached)
+                .map(convert)
                 .collect()
         })
     }
 
-    /// Records a file entering the cache, replacing the record of an older cached file of the
-    /// same image id (one transaction).
+    /// The files in the cache, sorted by image id.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        self.entries_in(STATE_CACHED, CacheEntryRow::into_cached)
+    }
+
+    /// The cached files found gone from the cache directory, sorted by image id.
+    pub fn missing_entries(&self) -> Result<Vec<MissingEntry>, StoreError> {
+        self.entries_in(STATE_MISSING, CacheEntryRow::into_missing)
+    }
+
+    /// Records a file entering the cache, replacing the cached or missing record of the same
+    /// image id (one transaction). Conflict-safe: two processes recording the same image at
+    /// the same time both succeed and one record remains (on PostgreSQL an upsert on the
+    /// partial unique index; on SQLite the transaction holds the write lock from its start,
+    /// so nothing comes between the delete and the insert).
     pub fn record_cached(&self, entry: &CacheEntry) -> Result<(), StoreError> {
         let row = NewCacheEntryRow {
             identifier: entry.identifier.as_str(),
@@ -40,9 +97,13 @@ impl Store {
             cached_at: time::encode("cache time", entry.cached_at)?,
         };
         self.write(|conn| {
+            #[cfg(feature = "postgres")]
+            if let AnyConnection::Postgres(c) = &mut *conn {
+                return upsert_cached_pg(c, &row);
+            }
             diesel::delete(
                 cache_entries::table
-                    .filter(cache_entries::state.eq(STATE_CACHED))
+                    .filter(cache_entries::state.eq_any(CURRENT_STATES))
                     .filter(cache_entries::identifier.eq(entry.identifier.as_str())),
             )
             .execute(conn)?;
@@ -53,12 +114,52 @@ impl Store {
         })
     }
 
+    /// Records that the cached file of `identifier` is gone from the cache directory (state
+    /// `missing`, since `at`); says whether a cached record changed. Idempotent: a record that
+    /// is already missing, or no record at all (another process got there first), is `false`.
+    pub fn record_missing(
+        &self,
+        identifier: &Identifier,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = time::encode("missing-since time", at)?;
+        self.write(|conn| {
+            let rows = diesel::update(
+                cache_entries::table
+                    .filter(cache_entries::state.eq(STATE_CACHED))
+                    .filter(cache_entries::identifier.eq(identifier.as_str())),
+            )
+            .set((
+                cache_entries::state.eq(STATE_MISSING),
+                cache_entries::missing_since.eq(Some(&at)),
+            ))
+            .execute(conn)?;
+            Ok(rows > 0)
+        })
+    }
+
+    /// Forgets the missing record of `identifier` (its image is no longer wanted, and there is
+    /// no file to move); says whether there was one.
+    pub fn forget_missing(&self, identifier: &Identifier) -> Result<bool, StoreError> {
+        self.write(|conn| {
+            let rows = diesel::delete(
+                cache_entries::table
+                    .filter(cache_entries::state.eq(STATE_MISSING))
+                    .filter(cache_entries::identifier.eq(identifier.as_str())),
+            )
+            .execute(conn)?;
+            Ok(rows > 0)
+        })
+    }
+
     /// Records the cached file of `identifier` moving to the expired directory as
     /// `expired_file`, with the reason and time; the record stays as history until
     /// [`Store::forget_expired`].
     ///
-    /// Fails with [`StoreError::NotFound`] when no file of that id is cached, and with
-    /// [`StoreError::Conflict`] when `expired_file` names another expired record.
+    /// Fails with [`StoreError::NotFound`] when no file of that id is cached, with
+    /// [`StoreError::Conflict`] when `expired_file` names another expired record, and with
+    /// [`StoreError::EmptyExpiredFile`] when `expired_file` is empty (a file that is gone is
+    /// [`Store::record_missing`], not an expiry).
     pub fn record_expired(
         &self,
         identifier: &Identifier,
@@ -66,6 +167,11 @@ impl Store {
         expired_file: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if expired_file.is_empty() {
+            return Err(StoreError::EmptyExpiredFile {
+                identifier: identifier.to_string(),
+            });
+        }
         let at = time::encode("expiry time", at)?;
         self.write(|conn| {
             let rows = diesel::update(

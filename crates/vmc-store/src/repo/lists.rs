@@ -110,7 +110,26 @@ impl Store {
             });
         }
         let keep = self.keep_versions();
+        let sha512 = import.sha512.to_ascii_lowercase();
         self.write(|conn| {
+            // Two processes importing the same new version: the second sees the first's
+            // commit here and stores nothing. SQLite's write transaction holds the lock from
+            // its start; PostgreSQL locks the subscription row until the commit.
+            #[cfg(feature = "postgres")]
+            if let AnyConnection::Postgres(c) = &mut *conn {
+                subscriptions::table
+                    .find(id)
+                    .select(subscriptions::id)
+                    .for_update()
+                    .load::<i64>(c)?;
+            }
+            if let Some(version_id) = current_with_digest(conn, id, &sha512)? {
+                return Ok(ImportOutcome {
+                    version_id,
+                    new_images: Vec::new(),
+                    already_current: true,
+                });
+            }
             let (policy, stored_identifier) = subscription_policy(conn, id)?;
             if let Some(expected) = stored_identifier
                 && expected != list.identifier.as_str()
@@ -143,7 +162,7 @@ impl Store {
                     created: created.clone(),
                     expires: expires.clone(),
                     imported: imported.clone(),
-                    sha512: import.sha512.to_ascii_lowercase(),
+                    sha512: sha512.clone(),
                     raw: import.raw,
                 })
                 .returning(list_versions::id)
@@ -212,6 +231,7 @@ impl Store {
             Ok(ImportOutcome {
                 version_id,
                 new_images,
+                already_current: false,
             })
         })
     }
@@ -281,6 +301,24 @@ impl Store {
 }
 
 /// The subscription's policy and list identifier.
+/// Subscription `id`'s current version, when its digest is `sha512`.
+fn current_with_digest(
+    conn: &mut AnyConnection,
+    id: i64,
+    sha512: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(subscriptions::table
+        .inner_join(
+            list_versions::table
+                .on(subscriptions::current_version_id.eq(list_versions::id.nullable())),
+        )
+        .filter(subscriptions::id.eq(id))
+        .filter(list_versions::sha512.eq(sha512))
+        .select(list_versions::id)
+        .first::<i64>(conn)
+        .optional()?)
+}
+
 fn subscription_policy(
     conn: &mut AnyConnection,
     id: i64,

@@ -93,7 +93,15 @@ fn older_schema_is_migrated_on_open(db: &TestDb) {
          INSERT INTO identities (endorser_id, subject, issuer) VALUES ('old-endorser', '/CN=Old', '/CN=CA');
          INSERT INTO subscriptions (url, new_images) VALUES ('https://example.org/old', 'subscribe');
          INSERT INTO events (session, event_type, payload, outcome, failure, at)
-             VALUES ('s', 'ProcessPrefix', '{}', 'failed', 'boom', '2027-01-01T00:00:00.000000000Z');",
+             VALUES ('s', 'ProcessPrefix', '{}', 'failed', 'boom', '2027-01-01T00:00:00.000000000Z');
+         INSERT INTO cache_entries (identifier, state, filename, size, sha512, cached_at)
+             VALUES ('kept', 'cached', 'kept', 10, 'aa', '2027-01-01T00:00:00.000000000Z');
+         INSERT INTO cache_entries (identifier, state, filename, size, sha512, cached_at,
+                 expired_at, expiry_reason, expired_file)
+             VALUES ('gone', 'expired', 'gone', 11, 'bb', '2027-01-01T00:00:00.000000000Z',
+                 '2027-01-02T00:00:00.000000000Z', 'removed', 'gone.2027-01-02_00-00-00'),
+                 ('lost', 'expired', 'lost', 12, 'cc', '2027-01-01T00:00:00.000000000Z',
+                 '2027-01-03T00:00:00.000000000Z', 'corrupt', '');",
     );
 
     let store = db.open();
@@ -133,6 +141,25 @@ fn older_schema_is_migrated_on_open(db: &TestDb) {
     assert_eq!(records.len(), 1);
     assert!(records[0].endorsed && records[0].selected);
     assert_eq!(records[0].image.identifier, id("img-1"));
+    // Issue 20: a lost file that an older version recorded as an expiry named "" is missing.
+    let cached: Vec<String> = store
+        .cache_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.identifier.to_string())
+        .collect();
+    assert_eq!(cached, ["kept"]);
+    let expired = store.expired_entries().unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].file, "gone.2027-01-02_00-00-00");
+    let missing = store.missing_entries().unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].entry.identifier, id("lost"));
+    assert_eq!(missing[0].entry.size, 12);
+    assert_eq!(
+        missing[0].since,
+        chrono::DateTime::parse_from_rfc3339("2027-01-03T00:00:00Z").unwrap()
+    );
     let old_at = chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z").unwrap();
     assert_eq!(store.events(false, None).unwrap()[0].at, old_at);
 }
