@@ -16,11 +16,12 @@ const NEW: [&str; 5] = ["n-2", "n-3", "n-4", "n-5", "n-6"];
 /// Runs `test` with a PostgreSQL URL whose schema is fresh (dropped after), when there is a
 /// server to test against.
 #[cfg(feature = "postgres")]
-#[allow(clippy::print_stderr, reason = "a skipped test says so")]
 fn with_postgres(test: impl FnOnce(String)) {
     use diesel::{Connection, connection::SimpleConnection};
     let Ok(admin) = std::env::var("VMC_TEST_POSTGRES_URL") else {
-        eprintln!("skipped on PostgreSQL: VMC_TEST_POSTGRES_URL is not set (.ci/run sets it)");
+        vmc_testkit::skip::skipped(
+            "VMC_TEST_POSTGRES_URL is not set: no PostgreSQL server to test on (.ci/run starts one)",
+        );
         return;
     };
     let schema = format!("vmcc_nodes_{}", std::process::id());
@@ -36,9 +37,8 @@ fn with_postgres(test: impl FnOnce(String)) {
 }
 
 #[cfg(not(feature = "postgres"))]
-#[allow(clippy::print_stderr, reason = "a skipped test says so")]
 fn with_postgres(_test: impl FnOnce(String)) {
-    eprintln!("skipped on PostgreSQL: needs the cargo feature `postgres`");
+    vmc_testkit::skip::skipped("the PostgreSQL half needs the cargo feature `postgres`");
 }
 
 fn two_homes_on(database_url: Option<String>) {
