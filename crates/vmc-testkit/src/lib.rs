@@ -1,8 +1,11 @@
 //! Test support shared by the vmc crates' tests (never a normal dependency).
 //!
 //! - [`server`]: a thread-based HTTP/1.1 server on `127.0.0.1:0` that can misbehave on purpose.
+//! - [`registry`]: a real OCI registry (`docker-registry`, distribution 2.8) on `127.0.0.1`,
+//!   anonymous or behind the bearer-token flow, and pushes through the distribution API.
 //! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
 //!   S/MIME signing of image lists, all relative to an injected clock.
 
 pub mod pki;
+pub mod registry;
 pub mod server;
