@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use vmc_model::ErrorCode;
+use vmc_model::oci::DigestAlgorithm;
 
 /// A fetch or a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +162,14 @@ pub enum FetchError {
         actual: u64,
     },
 
-    /// The downloaded file's SHA-512 is not the expected one.
-    #[error("sha512 of {url} is {actual}, expected {expected}")]
+    /// The downloaded file's digest (SHA-512 of list images, the blob digest of registry
+    /// layers) is not the expected one.
+    #[error("{algorithm} of {url} is {actual}, expected {expected}")]
     ChecksumMismatch {
         /// The URL, userinfo stripped.
         url: String,
+        /// The digest algorithm.
+        algorithm: DigestAlgorithm,
         /// The expected digest (lowercase hex).
         expected: String,
         /// The digest of the bytes received (lowercase hex).
@@ -255,6 +259,7 @@ mod tests {
         assert!(!size.is_transient());
         let sum = FetchError::ChecksumMismatch {
             url: url.clone(),
+            algorithm: DigestAlgorithm::Sha512,
             expected: "a".into(),
             actual: "b".into(),
         };
