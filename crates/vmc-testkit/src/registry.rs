@@ -58,6 +58,21 @@ pub fn registry_binary() -> Option<PathBuf> {
     BINARIES.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
+/// `registry`, or `None` with a note on stderr when the binary is absent (the test is then
+/// skipped); when `ci` (the caller passes whether `CI=true`), an absent binary fails instead,
+/// because CI installs it (contrib/setup-debian.sh).
+#[allow(clippy::print_stderr)] // the note is for the person running the tests
+pub fn or_skip(registry: Option<Registry>, ci: bool) -> Option<Registry> {
+    if registry.is_none() {
+        assert!(
+            !ci,
+            "docker-registry is not installed (contrib/setup-debian.sh installs it)"
+        );
+        eprintln!("skipped: docker-registry is not installed (apt-get install docker-registry)");
+    }
+    registry
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex_lower(&openssl::sha::sha256(data)))
@@ -736,21 +751,11 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::print_stderr)]
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The registry, or `None` (with a note) when the binary is absent; under `CI=true` an
-    /// absent binary fails the test.
     fn registry_or_skip(start: impl FnOnce() -> Option<Registry>) -> Option<Registry> {
-        let registry = start();
-        if registry.is_none() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "docker-registry is not installed (contrib/setup-debian.sh installs it)"
-            );
-            eprintln!("skipped: docker-registry is not installed");
-        }
-        registry
+        or_skip(start(), std::env::var("CI").as_deref() == Ok("true"))
     }
 
     fn get(url: &str, auth: Option<&str>) -> (u16, String, String) {

@@ -1,0 +1,557 @@
+//! The OCI registry client against a real `docker-registry` (distribution 2.8) on 127.0.0.1,
+//! anonymous and behind the bearer-token flow, and against the loopback test server posing as
+//! a registry that misbehaves (wrong digests, foreign layers, endless or oversized bodies).
+//! The real-registry tests are skipped, saying so, when the binary is absent, and fail then
+//! under `CI=true`.
+
+use std::path::Path;
+
+use vmc_fetch::oci::{Registry, RegistryOptions};
+use vmc_fetch::{Client, Credentials, FetchError, NoReporter};
+use vmc_model::OciError;
+use vmc_model::oci::{Descriptor, Digest, DiskFormat, Manifest, Reference};
+use vmc_testkit::registry::{self as testreg, Account, DiskImage, sha256_digest};
+use vmc_testkit::server::{Fault, Route, TestServer};
+
+use crate::{body, client};
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+fn anonymous() -> Option<testreg::Registry> {
+    testreg::or_skip(testreg::Registry::start(), ci())
+}
+
+fn plain(credentials: Option<Credentials>) -> RegistryOptions {
+    RegistryOptions {
+        plain_http: true,
+        credentials,
+        ..RegistryOptions::default()
+    }
+}
+
+fn push(registry: &testreg::Registry, repository: &str, tag: &str, data: &[u8]) -> String {
+    registry
+        .push_disk_image(&DiskImage {
+            repository,
+            tag,
+            data,
+            file_name: "disk.qcow2",
+            layer_media_type: "application/x-qemu-disk",
+            layer_annotations: &[
+                ("org.openstack.glance.os_distro", "ubuntu"),
+                ("org.openstack.glance.disk_format", "qcow2"),
+            ],
+            manifest_annotations: &[("org.opencontainers.image.revision", "r1")],
+        })
+        .digest
+}
+
+fn image_layer(manifest: &Manifest) -> Descriptor {
+    match manifest {
+        Manifest::Image(m) => m.disk_layer().unwrap().descriptor,
+        Manifest::Index(_) => panic!("an index"),
+    }
+}
+
+#[test]
+fn registry_tag_manifest_and_layer_are_fetched_and_verified() {
+    let Some(registry) = anonymous() else {
+        return;
+    };
+    let data = body(3 << 20, 7);
+    let digest = push(&registry, "vo.example/ubuntu", "22.04", &data);
+    let reference = Reference::parse(&format!(
+        "oci://{}/vo.example/ubuntu:22.04",
+        registry.host()
+    ))
+    .unwrap();
+    let client = client(0);
+    let oci = Registry::for_reference(&client, &reference, plain(None)).unwrap();
+    oci.ping().unwrap();
+    let name = reference.name().unwrap();
+    assert_eq!(oci.tags(&name).unwrap(), ["22.04"]);
+    let fetched = oci.manifest_for_tag(&name, "22.04").unwrap();
+    assert_eq!(fetched.digest.to_string(), digest);
+    let Manifest::Image(manifest) = &fetched.manifest else {
+        panic!("an index");
+    };
+    let layer = manifest.disk_layer().unwrap();
+    assert_eq!(layer.format, DiskFormat::Qcow2);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("partial").join("img");
+    let outcome = oci
+        .download_blob(&name, &layer.descriptor, &dest, &NoReporter)
+        .unwrap();
+    assert_eq!(outcome.digest.to_string(), sha256_digest(&data));
+    assert_eq!(outcome.size, data.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(!vmc_fetch::state_path(&dest).exists());
+}
+
+#[test]
+fn registry_tag_lists_are_followed_across_pages() {
+    let Some(registry) = anonymous() else {
+        return;
+    };
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let tag = format!("v{i}");
+        push(
+            &registry,
+            "vo.example/paged",
+            &tag,
+            format!("disk {i}").as_bytes(),
+        );
+        expected.push(tag);
+    }
+    let client = client(0);
+    let oci = Registry::new(
+        &client,
+        &registry.host(),
+        RegistryOptions {
+            page_size: 2,
+            ..plain(None)
+        },
+    )
+    .unwrap();
+    let mut tags = oci.tags("vo.example/paged").unwrap();
+    tags.sort();
+    assert_eq!(tags, expected);
+}
+
+#[test]
+fn registry_tag_moving_gives_a_new_digest_and_a_deleted_tag_is_gone() {
+    let Some(registry) = anonymous() else {
+        return;
+    };
+    let client = client(0);
+    let oci = Registry::new(&client, &registry.host(), plain(None)).unwrap();
+    let first = push(&registry, "vo.example/moving", "latest", b"version one");
+    assert_eq!(
+        oci.resolve_tag("vo.example/moving", "latest")
+            .unwrap()
+            .to_string(),
+        first
+    );
+    let second = push(&registry, "vo.example/moving", "latest", b"version two");
+    assert_ne!(first, second);
+    assert_eq!(
+        oci.resolve_tag("vo.example/moving", "latest")
+            .unwrap()
+            .to_string(),
+        second
+    );
+    registry.delete_manifest("vo.example/moving", &second);
+    let err = oci.resolve_tag("vo.example/moving", "latest").unwrap_err();
+    assert!(
+        matches!(err, FetchError::Status { code: 404, .. }),
+        "{err:?}"
+    );
+    assert!(oci.tags("vo.example/moving").unwrap().is_empty());
+}
+
+#[test]
+fn bearer_flow_gets_a_scoped_token_with_the_robot_account_and_reuses_it() {
+    let account = Account {
+        username: "robot$vo.example+sync".into(),
+        password: "robot-secret-4711".into(),
+    };
+    let Some(registry) = testreg::or_skip(
+        testreg::Registry::start_with_token(account.clone(), false),
+        ci(),
+    ) else {
+        return;
+    };
+    let data = body(1 << 20, 3);
+    push(&registry, "vo.example/alma", "9", &data);
+    let client = client(0);
+    let creds = Credentials::Basic {
+        username: account.username.clone(),
+        password: account.password.clone(),
+    };
+    let oci = Registry::new(&client, &registry.host(), plain(Some(creds))).unwrap();
+    assert_eq!(oci.tags("vo.example/alma").unwrap(), ["9"]);
+    let fetched = oci.manifest_for_tag("vo.example/alma", "9").unwrap();
+    let layer = image_layer(&fetched.manifest);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    oci.download_blob("vo.example/alma", &layer, &dest, &NoReporter)
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let tokens = registry.token_server().unwrap().request_log();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one token for the scope, reused: {tokens:?}"
+    );
+    assert_eq!(tokens[0].scopes, ["repository:vo.example/alma:pull"]);
+    assert_eq!(tokens[0].service.as_deref(), Some(testreg::TOKEN_SERVICE));
+    assert_eq!(tokens[0].authenticated, Some(true));
+    assert!(!format!("{oci:?}").contains("robot-secret-4711"));
+
+    // Without credentials, and with a wrong password, there is no token: a clear error that
+    // does not show the password.
+    for options in [
+        plain(None),
+        plain(Some(Credentials::Basic {
+            username: account.username.clone(),
+            password: "wrong-password-0815".into(),
+        })),
+    ] {
+        let oci = Registry::new(&client, &registry.host(), options).unwrap();
+        let err = oci.tags("vo.example/alma").unwrap_err();
+        assert!(
+            matches!(err, FetchError::Status { code: 401, .. }),
+            "{err:?}"
+        );
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("/token"), "{text}");
+        assert!(!text.contains("wrong-password-0815"), "{text}");
+    }
+}
+
+#[test]
+fn bearer_flow_without_credentials_works_for_anonymous_pull() {
+    let account = Account {
+        username: "robot".into(),
+        password: "pw".into(),
+    };
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_with_token(account, true), ci())
+    else {
+        return;
+    };
+    push(&registry, "vo.example/public", "1", b"public disk");
+    let client = client(0);
+    let oci = Registry::new(&client, &registry.host(), plain(None)).unwrap();
+    let fetched = oci.manifest_for_tag("vo.example/public", "1").unwrap();
+    assert!(matches!(fetched.manifest, Manifest::Image(_)));
+    let log = registry.token_server().unwrap().request_log();
+    assert_eq!(log[0].authenticated, None);
+}
+
+// --- the test server posing as a misbehaving registry ----------------------------------------
+
+/// A manifest with one qcow2 layer of `layer` (its digest and size, unless overridden).
+fn manifest_for(layer_digest: &str, layer_size: u64, extra: &str) -> Vec<u8> {
+    let config = sha256_digest(b"{}");
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},
+        "layers":[{{"mediaType":"application/x-qemu-disk","digest":"{layer_digest}","size":{layer_size}{extra}}}]}}"#
+    )
+    .into_bytes()
+}
+
+fn fake(server: &TestServer) -> Registry {
+    let client = client(0);
+    Registry::new(&client, &server.addr().to_string(), plain(None)).unwrap()
+}
+
+fn serve_manifest(server: &TestServer, digest: &str, bytes: Vec<u8>) {
+    server.add(
+        &format!("/v2/p/r/manifests/{digest}"),
+        Route::new(bytes).header("Docker-Content-Digest", digest),
+    );
+}
+
+#[test]
+fn a_registry_serving_other_bytes_than_the_digest_asked_for_is_refused() {
+    let server = TestServer::start();
+    let good = manifest_for(&sha256_digest(b"x"), 1, "");
+    let other = manifest_for(&sha256_digest(b"y"), 1, "");
+    let asked = sha256_digest(&good);
+    server.add(
+        &format!("/v2/p/r/manifests/{asked}"),
+        Route::new(other.clone()),
+    );
+    let err = fake(&server)
+        .manifest("p/r", &asked.parse().unwrap())
+        .unwrap_err();
+    match &err {
+        FetchError::DigestMismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(*expected, asked);
+            assert_eq!(*actual, sha256_digest(&other));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.code(), vmc_model::ErrorCode::ChecksumMismatch);
+    assert!(err.to_string().contains(&asked), "{err}");
+
+    // A tag whose Docker-Content-Digest is not the digest of what the GET serves.
+    server.add(
+        "/v2/p/r/manifests/t",
+        Route::new(other.clone()).header("Docker-Content-Digest", &asked),
+    );
+    let server_digest = fake(&server).resolve_tag("p/r", "t");
+    // HEAD gives the announced digest; fetching by it then shows the mismatch.
+    let digest = server_digest.unwrap();
+    assert_eq!(digest.to_string(), asked);
+    assert!(matches!(
+        fake(&server).manifest("p/r", &digest),
+        Err(FetchError::DigestMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_manifest_pointing_outside_the_repository_is_refused() {
+    let server = TestServer::start();
+    let bytes = manifest_for(
+        &sha256_digest(b"x"),
+        1,
+        r#","urls":["https://elsewhere.example/disk.qcow2"]"#,
+    );
+    let digest = sha256_digest(&bytes);
+    serve_manifest(&server, &digest, bytes);
+    let err = fake(&server)
+        .manifest("p/r", &digest.parse().unwrap())
+        .unwrap_err();
+    match &err {
+        FetchError::Manifest {
+            source: OciError::ForeignDescriptor { urls, .. },
+            ..
+        } => assert_eq!(urls, &["https://elsewhere.example/disk.qcow2"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn layer(data: &[u8]) -> Descriptor {
+    let bytes = manifest_for(&sha256_digest(data), data.len() as u64, "");
+    match vmc_model::oci::parse_manifest(&bytes, None).unwrap() {
+        Manifest::Image(m) => m.disk_layer().unwrap().descriptor,
+        Manifest::Index(_) => unreachable!(),
+    }
+}
+
+fn assert_nothing_left(dest: &Path) {
+    assert!(!dest.exists(), "partial file left");
+    assert!(!vmc_fetch::state_path(dest).exists(), "state file left");
+}
+
+#[test]
+fn an_endless_layer_body_is_refused_after_the_declared_size() {
+    let server = TestServer::start();
+    let data = body(300_000, 5);
+    let descriptor = layer(&data);
+    server.add(
+        &format!("/v2/p/r/blobs/{}", descriptor.digest),
+        Route::new(data).fault(Fault::EndlessBody),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let err = fake(&server)
+        .download_blob("p/r", &descriptor, &dest, &NoReporter)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::SizeMismatch {
+                expected: 300_000,
+                actual: 300_001,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_nothing_left(&dest);
+}
+
+#[test]
+fn a_layer_over_its_declared_size_is_refused_before_any_byte_is_written() {
+    let server = TestServer::start();
+    let data = body(200_000, 9);
+    let descriptor = layer(&data[..100_000]);
+    server.add(
+        &format!("/v2/p/r/blobs/{}", descriptor.digest),
+        Route::new(data),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let err = fake(&server)
+        .download_blob("p/r", &descriptor, &dest, &NoReporter)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::SizeMismatch {
+                expected: 100_000,
+                actual: 200_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_nothing_left(&dest);
+}
+
+#[test]
+fn a_layer_with_another_digest_is_refused_and_deleted() {
+    let server = TestServer::start();
+    let data = body(150_000, 1);
+    let descriptor = layer(&data);
+    let mut wrong = data.clone();
+    wrong[77_777] ^= 1;
+    server.add(
+        &format!("/v2/p/r/blobs/{}", descriptor.digest),
+        Route::new(wrong),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let err = fake(&server)
+        .download_blob("p/r", &descriptor, &dest, &NoReporter)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::ChecksumMismatch {
+                algorithm: vmc_model::oci::DigestAlgorithm::Sha256,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("sha256 of "), "{err}");
+    assert_nothing_left(&dest);
+}
+
+#[test]
+fn an_interrupted_layer_download_resumes_where_it_stopped() {
+    let server = TestServer::start();
+    let data = body(1_000_000, 4);
+    let descriptor = layer(&data);
+    let path = format!("/v2/p/r/blobs/{}", descriptor.digest);
+    // The HEAD and the first GET are requests 0 and 1: the GET is reset after 400 kB.
+    server.add(
+        &path,
+        Route::new(data.clone())
+            .etag("\"blob\"")
+            .fault_for(Fault::ResetAt(400_000), 2),
+    );
+    let client = client(2);
+    let oci = Registry::new(&client, &server.addr().to_string(), plain(None)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let outcome = oci
+        .download_blob("p/r", &descriptor, &dest, &NoReporter)
+        .unwrap();
+    assert_eq!(outcome.attempts, 2);
+    assert!(outcome.resumed_from > 0, "{outcome:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let last = server.last_request(&path).unwrap();
+    assert!(
+        last.header("range").is_some(),
+        "the retry asked for the rest"
+    );
+}
+
+#[test]
+fn an_endless_manifest_or_tag_list_is_cut_at_the_limit() {
+    let server = TestServer::start();
+    let digest: Digest = sha256_digest(b"m").parse().unwrap();
+    server.add(
+        &format!("/v2/p/r/manifests/{digest}"),
+        Route::new(vec![b' '; 1000]).fault(Fault::EndlessBody),
+    );
+    server.add(
+        "/v2/p/r/tags/list",
+        Route::new(vec![b' '; 1000]).fault(Fault::EndlessBody),
+    );
+    let err = fake(&server).manifest("p/r", &digest).unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
+    let err = fake(&server).tags("p/r").unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn basic_challenges_are_answered_with_the_configured_credentials_only() {
+    let server = TestServer::start();
+    server.add(
+        "/v2/p/r/tags/list",
+        Route::new(&br#"{"name":"p/r","tags":["a","b"]}"#[..]).auth(
+            vmc_testkit::server::Auth::Basic {
+                username: "user".into(),
+                password: "basic-secret-99".into(),
+            },
+        ),
+    );
+    let client = client(0);
+    let oci = Registry::new(
+        &client,
+        &server.addr().to_string(),
+        plain(Some(Credentials::Basic {
+            username: "user".into(),
+            password: "basic-secret-99".into(),
+        })),
+    )
+    .unwrap();
+    assert_eq!(oci.tags("p/r").unwrap(), ["a", "b"]);
+    let err = fake(&server).tags("p/r").unwrap_err();
+    assert!(matches!(err, FetchError::AuthChallenge { .. }), "{err:?}");
+    assert!(err.to_string().contains("Basic"), "{err}");
+}
+
+#[test]
+fn credentials_are_never_sent_to_a_plain_http_realm_elsewhere() {
+    let server = TestServer::start();
+    server.add(
+        "/v2/p/r/tags/list",
+        Route::new(Vec::new()).status(401).header(
+            "WWW-Authenticate",
+            r#"Bearer realm="http://auth.example.org/token",service="s",scope="repository:p/r:pull""#,
+        ),
+    );
+    let client = client(0);
+    let oci = Registry::new(
+        &client,
+        &server.addr().to_string(),
+        plain(Some(Credentials::Basic {
+            username: "u".into(),
+            password: "realm-secret".into(),
+        })),
+    )
+    .unwrap();
+    let err = oci.tags("p/r").unwrap_err();
+    assert!(matches!(err, FetchError::InsecureRealm { .. }), "{err:?}");
+    assert!(!err.to_string().contains("realm-secret"));
+}
+
+#[test]
+fn plain_http_is_refused_for_registries_off_loopback() {
+    let client: Client = client(0);
+    let err = Registry::new(&client, "registry.egi.eu", plain(None)).unwrap_err();
+    assert!(
+        matches!(err, FetchError::PlainHttpRefused { .. }),
+        "{err:?}"
+    );
+    assert!(Registry::new(&client, "registry.egi.eu", RegistryOptions::default()).is_ok());
+}
+
+#[test]
+fn tag_list_pages_elsewhere_or_in_a_loop_are_refused() {
+    let server = TestServer::start();
+    server.add(
+        "/v2/p/r/tags/list",
+        Route::new(&br#"{"name":"p/r","tags":["a"]}"#[..])
+            .header("Link", r#"</v2/p/r/tags/list?n=1&last=a>; rel="next""#),
+    );
+    let err = fake(&server).tags("p/r").unwrap_err();
+    assert!(err.to_string().contains("repeats"), "{err}");
+    server.replace(
+        "/v2/p/r/tags/list",
+        Route::new(&br#"{"name":"p/r","tags":["a"]}"#[..]).header(
+            "Link",
+            r#"<https://evil.example/v2/p/r/tags/list?last=a>; rel="next""#,
+        ),
+    );
+    let err = fake(&server).tags("p/r").unwrap_err();
+    assert!(err.to_string().contains("another origin"), "{err}");
+    server.replace(
+        "/v2/p/r/tags/list",
+        Route::new(&br#"{"name":"q/other","tags":["a"]}"#[..]),
+    );
+    let err = fake(&server).tags("p/r").unwrap_err();
+    assert!(err.to_string().contains("does not name"), "{err}");
+}
