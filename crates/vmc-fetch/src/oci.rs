@@ -101,6 +101,26 @@ pub struct FetchedManifest {
     pub manifest: Manifest,
 }
 
+/// The manifests that refer to a manifest, and where the list came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrers {
+    /// The referrers API, the tag schema, or neither (no referrers).
+    pub source: ReferrersSource,
+    /// Their descriptors (`artifactType` says which kind: cosign or notation signatures, …).
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Where [`Referrers`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferrersSource {
+    /// `GET /v2/<name>/referrers/<digest>` (distribution spec 1.1).
+    Api,
+    /// The `<algorithm>-<hex>` tag of the fallback schema.
+    TagSchema,
+    /// Neither exists: nothing refers to the manifest.
+    None,
+}
+
 /// What a blob download did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobOutcome {
@@ -174,12 +194,105 @@ impl Registry {
 
     /// Every tag of repository `name` (`project/repository`), following `Link` pages.
     pub fn tags(&self, name: &str) -> Result<Vec<String>, FetchError> {
-        let scope = pull_scope(name);
-        let mut url = format!("{}/v2/{name}/tags/list?n={}", self.base, self.page_size);
+        let url = format!("{}/v2/{name}/tags/list?n={}", self.base, self.page_size);
         let mut tags = Vec::new();
+        self.paged(url, &pull_scope(name), |url, value| {
+            let bad = |reason: String| FetchError::RegistryResponse {
+                url: url.to_owned(),
+                reason,
+            };
+            if value.get("name").and_then(|n| n.as_str()) != Some(name) {
+                return Err(bad(format!("tag list does not name the repository {name}")));
+            }
+            for item in string_array(url, &value, "tags")? {
+                if !is_tag(&item) {
+                    return Err(bad(format!("tag {item:?} is not a valid tag")));
+                }
+                tags.push(item);
+            }
+            Ok(())
+        })?;
+        Ok(tags)
+    }
+
+    /// The repositories of `project` (names `project/…`): Harbor's project API
+    /// (`/api/v2.0/projects/{project}/repositories`, page by page) when the registry is a
+    /// Harbor, else the distribution catalog (`/v2/_catalog`, filtered to the project).
+    pub fn repositories(&self, project: &str) -> Result<Vec<String>, FetchError> {
+        match self.harbor_repositories(project) {
+            Err(FetchError::Status { code: 404, .. }) => {}
+            other => return other,
+        }
+        let url = format!("{}/v2/_catalog?n={}", self.base, self.page_size);
+        let prefix = format!("{project}/");
+        let mut names = Vec::new();
+        self.paged(url, "registry:catalog:*", |url, value| {
+            for name in string_array(url, &value, "repositories")? {
+                if name.starts_with(&prefix) {
+                    names.push(name);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(names)
+    }
+
+    /// Harbor's repositories of `project`; `Status 404` when this is not a Harbor.
+    fn harbor_repositories(&self, project: &str) -> Result<Vec<String>, FetchError> {
+        let prefix = format!("{project}/");
+        let mut names = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let url = format!(
+                "{}/api/v2.0/projects/{}/repositories?page={page}&page_size={}",
+                self.base,
+                query_escape(project),
+                self.page_size
+            );
+            let response = self.request(Method::Get, &url, None, &[])?;
+            expect_ok(&url, &response)?;
+            let body = read_capped(&url, response, MAX_SMALL_BODY)?;
+            let bad = |reason: String| FetchError::RegistryResponse {
+                url: url.clone(),
+                reason,
+            };
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| bad(format!("repository list is not JSON: {e}")))?;
+            let items = value
+                .as_array()
+                .ok_or_else(|| bad("repository list is not an array".into()))?;
+            for item in items {
+                match item.get("name").and_then(|n| n.as_str()) {
+                    Some(name) if name.starts_with(&prefix) && name.len() > prefix.len() => {
+                        names.push(name.to_owned());
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "repository {item} is not a named repository of project {project}"
+                        )));
+                    }
+                }
+            }
+            if items.len() < self.page_size {
+                return Ok(names);
+            }
+        }
+        Err(FetchError::RegistryResponse {
+            url: format!("{}/api/v2.0/projects/{project}/repositories", self.base),
+            reason: format!("more than {MAX_PAGES} pages of repositories"),
+        })
+    }
+
+    /// Reads the JSON pages starting at `url`, following `Link: <…>; rel="next"` on the same
+    /// origin, at most [`MAX_PAGES`], never the same page twice.
+    fn paged(
+        &self,
+        mut url: String,
+        scope: &str,
+        mut each: impl FnMut(&str, serde_json::Value) -> Result<(), FetchError>,
+    ) -> Result<(), FetchError> {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
-            let response = self.request(Method::Get, &url, Some(&scope), &[])?;
+            let response = self.request(Method::Get, &url, Some(scope), &[])?;
             expect_ok(&url, &response)?;
             let next = next_link(&response);
             let body = read_capped(&url, response, MAX_SMALL_BODY)?;
@@ -187,25 +300,11 @@ impl Registry {
                 url: url.clone(),
                 reason,
             };
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| bad(format!("tag list is not JSON: {e}")))?;
-            if value.get("name").and_then(|n| n.as_str()) != Some(name) {
-                return Err(bad(format!("tag list does not name the repository {name}")));
-            }
-            match value.get("tags") {
-                None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::Array(items)) => {
-                    for item in items {
-                        match item.as_str() {
-                            Some(tag) if is_tag(tag) => tags.push(tag.to_owned()),
-                            _ => return Err(bad(format!("tag {item} is not a valid tag"))),
-                        }
-                    }
-                }
-                Some(_) => return Err(bad("tags is not an array".into())),
-            }
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+            each(&url, value)?;
             let Some(next) = next else {
-                return Ok(tags);
+                return Ok(());
             };
             let next = resolve_location(&url, &next);
             if origin(&next) != origin(&self.base) {
@@ -214,14 +313,14 @@ impl Registry {
                     redact_url(&next)
                 )));
             }
-            if !seen.insert(next.clone()) {
+            if !seen.insert(next.clone()) || next == url {
                 return Err(bad("the next page link repeats".into()));
             }
             url = next;
         }
         Err(FetchError::RegistryResponse {
             url,
-            reason: format!("more than {MAX_PAGES} pages of tags"),
+            reason: format!("more than {MAX_PAGES} pages"),
         })
     }
 
@@ -305,6 +404,61 @@ impl Registry {
     pub fn manifest_for_tag(&self, name: &str, tag: &str) -> Result<FetchedManifest, FetchError> {
         let digest = self.resolve_tag(name, tag)?;
         self.manifest(name, &digest)
+    }
+
+    /// The manifests that refer to the manifest `digest` of `name` (signatures, SBOMs): from
+    /// the referrers API (`/v2/<name>/referrers/<digest>`) where the registry has it, else
+    /// from the distribution spec's tag schema (an index tagged `<algorithm>-<hex>`, fetched
+    /// by digest and verified). vmc does not check signatures yet; this is where a
+    /// requirement for them would read them (see ARCHITECTURE.md).
+    pub fn referrers(&self, name: &str, digest: &Digest) -> Result<Referrers, FetchError> {
+        let scope = pull_scope(name);
+        let url = format!("{}/v2/{name}/referrers/{digest}", self.base);
+        let accept = [("Accept", vmc_model::oci::MEDIA_TYPE_OCI_INDEX.to_owned())];
+        let response = self.request(Method::Get, &url, Some(&scope), &accept)?;
+        if response.status == 200 {
+            let content_type = response.header("content-type").map(str::to_owned);
+            let bytes = read_capped(&url, response, MAX_MANIFEST_BYTES as u64)?;
+            return match parse_manifest(&bytes, content_type.as_deref()) {
+                Ok(Manifest::Index(index)) => Ok(Referrers {
+                    source: ReferrersSource::Api,
+                    manifests: index.manifests,
+                }),
+                Ok(Manifest::Image(_)) => Err(FetchError::RegistryResponse {
+                    url,
+                    reason: "the referrers answer is not an index".into(),
+                }),
+                Err(source) => Err(FetchError::Manifest { url, source }),
+            };
+        }
+        if response.status != 404 {
+            return Err(FetchError::Status {
+                url,
+                code: response.status,
+            });
+        }
+        let tag = format!("{}-{}", digest.algorithm(), digest.hex());
+        let index_digest = match self.resolve_tag(name, &tag) {
+            Ok(d) => d,
+            Err(FetchError::Status { code: 404, .. }) => {
+                return Ok(Referrers {
+                    source: ReferrersSource::None,
+                    manifests: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let fetched = self.manifest(name, &index_digest)?;
+        match fetched.manifest {
+            Manifest::Index(index) => Ok(Referrers {
+                source: ReferrersSource::TagSchema,
+                manifests: index.manifests,
+            }),
+            Manifest::Image(_) => Err(FetchError::RegistryResponse {
+                url: format!("{}/v2/{name}/manifests/{tag}", self.base),
+                reason: "the referrers tag does not hold an index".into(),
+            }),
+        }
     }
 
     /// Downloads the blob `descriptor` of `name` into `dest` (a file of the partial
@@ -515,6 +669,30 @@ impl Registry {
 
 /// The key basic credentials are remembered under once a registry asked for them.
 const BASIC_KEY: &str = "\0basic";
+
+/// The strings of `value[field]` (absent or null: none).
+fn string_array(
+    url: &str,
+    value: &serde_json::Value,
+    field: &str,
+) -> Result<Vec<String>, FetchError> {
+    let bad = |reason: String| FetchError::RegistryResponse {
+        url: url.to_owned(),
+        reason,
+    };
+    match value.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("{field} holds {i}, not a string")))
+            })
+            .collect(),
+        Some(_) => Err(bad(format!("{field} is not an array"))),
+    }
+}
 
 fn pull_scope(name: &str) -> String {
     format!("repository:{name}:pull")

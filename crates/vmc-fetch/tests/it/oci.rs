@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use vmc_fetch::oci::{Registry, RegistryOptions};
+use vmc_fetch::oci::{ReferrersSource, Registry, RegistryOptions};
 use vmc_fetch::{Client, Credentials, FetchError, NoReporter};
 use vmc_model::OciError;
 use vmc_model::oci::{Descriptor, Digest, DiskFormat, Manifest, Reference};
@@ -90,8 +90,10 @@ fn registry_tag_manifest_and_layer_are_fetched_and_verified() {
     assert!(!vmc_fetch::state_path(&dest).exists());
 }
 
+/// distribution 2.8 ignores `n` on tag lists (it sends every tag, no `Link`): a small page
+/// size still gives every tag. Following `Link` pages is tested on the test server below.
 #[test]
-fn registry_tag_lists_are_followed_across_pages() {
+fn registry_tag_list_with_a_small_page_size_gives_every_tag() {
     let Some(registry) = anonymous() else {
         return;
     };
@@ -554,4 +556,168 @@ fn tag_list_pages_elsewhere_or_in_a_loop_are_refused() {
     );
     let err = fake(&server).tags("p/r").unwrap_err();
     assert!(err.to_string().contains("does not name"), "{err}");
+}
+
+#[test]
+fn tag_list_pages_are_followed_by_their_link() {
+    let server = TestServer::start();
+    server.add(
+        "/v2/p/r/tags/list",
+        Route::new(&br#"{"name":"p/r","tags":["a","b"]}"#[..])
+            .header("Link", r#"</v2/p/r/tags/page2?n=2&last=b>; rel="next""#),
+    );
+    server.add(
+        "/v2/p/r/tags/page2",
+        Route::new(&br#"{"name":"p/r","tags":["c"]}"#[..]),
+    );
+    assert_eq!(fake(&server).tags("p/r").unwrap(), ["a", "b", "c"]);
+    assert_eq!(server.requests("/v2/p/r/tags/page2"), 1);
+    let first = server.last_request("/v2/p/r/tags/list").unwrap();
+    assert!(first.target.ends_with("?n=1000"), "{}", first.target);
+}
+
+#[test]
+fn registry_catalog_lists_the_repositories_of_a_project() {
+    let account = Account {
+        username: "robot".into(),
+        password: "catalog-pw".into(),
+    };
+    let Some(registry) = testreg::or_skip(
+        testreg::Registry::start_with_token(account.clone(), false),
+        ci(),
+    ) else {
+        return;
+    };
+    for repository in ["vo.a/ubuntu", "vo.a/alma", "vo.b/debian"] {
+        push(&registry, repository, "1", repository.as_bytes());
+    }
+    let client = client(0);
+    let oci = Registry::new(
+        &client,
+        &registry.host(),
+        plain(Some(Credentials::Basic {
+            username: account.username,
+            password: account.password,
+        })),
+    )
+    .unwrap();
+    let mut names = oci.repositories("vo.a").unwrap();
+    names.sort();
+    assert_eq!(names, ["vo.a/alma", "vo.a/ubuntu"]);
+    let scopes: Vec<Vec<String>> = registry
+        .token_server()
+        .unwrap()
+        .request_log()
+        .into_iter()
+        .map(|r| r.scopes)
+        .collect();
+    assert_eq!(scopes, [vec!["registry:catalog:*".to_owned()]]);
+}
+
+#[test]
+fn harbor_project_api_is_used_where_the_registry_has_it() {
+    let server = TestServer::start();
+    server.add(
+        "/api/v2.0/projects/vo.access.egi.eu/repositories",
+        Route::new(
+            &br#"[{"id":1,"name":"vo.access.egi.eu/ubuntu","artifact_count":2},
+                  {"id":2,"name":"vo.access.egi.eu/alma","artifact_count":1}]"#[..],
+        ),
+    );
+    assert_eq!(
+        fake(&server).repositories("vo.access.egi.eu").unwrap(),
+        ["vo.access.egi.eu/ubuntu", "vo.access.egi.eu/alma"]
+    );
+    let asked = server
+        .last_request("/api/v2.0/projects/vo.access.egi.eu/repositories")
+        .unwrap();
+    assert!(
+        asked.target.contains("page=1&page_size=1000"),
+        "{}",
+        asked.target
+    );
+    assert_eq!(server.requests("/v2/_catalog"), 0);
+    // A repository of another project in the answer is refused.
+    server.replace(
+        "/api/v2.0/projects/vo.access.egi.eu/repositories",
+        Route::new(&br#"[{"name":"other/ubuntu"}]"#[..]),
+    );
+    let err = fake(&server).repositories("vo.access.egi.eu").unwrap_err();
+    assert!(err.to_string().contains("not a named repository"), "{err}");
+}
+
+#[test]
+fn referrers_come_from_the_tag_schema_on_distribution_2_8() {
+    let Some(registry) = anonymous() else {
+        return;
+    };
+    let image = push(&registry, "vo.example/signed", "1", b"signed disk");
+    let image_digest: Digest = image.parse().unwrap();
+    let client = client(0);
+    let oci = Registry::new(&client, &registry.host(), plain(None)).unwrap();
+    let none = oci.referrers("vo.example/signed", &image_digest).unwrap();
+    assert_eq!(none.source, ReferrersSource::None);
+    assert!(none.manifests.is_empty());
+
+    // A cosign-style signature: a manifest whose subject is the image, listed in the index
+    // tagged sha256-<hex>.
+    let config = registry.push_blob("vo.example/signed", b"{}");
+    let payload = registry.push_blob("vo.example/signed", b"signature payload");
+    let signature = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},
+        "layers":[{{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"{payload}","size":17}}],
+        "subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{image}","size":1}}}}"#
+    );
+    let signature_digest = registry.push_manifest(
+        "vo.example/signed",
+        &sha256_digest(signature.as_bytes()),
+        testreg::OCI_MANIFEST_MEDIA_TYPE,
+        signature.as_bytes(),
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+        "manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{signature_digest}",
+          "size":{},"artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json"}}]}}"#,
+        signature.len()
+    );
+    registry.push_manifest(
+        "vo.example/signed",
+        &format!("sha256-{}", image_digest.hex()),
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+    let found = oci.referrers("vo.example/signed", &image_digest).unwrap();
+    assert_eq!(found.source, ReferrersSource::TagSchema);
+    assert_eq!(found.manifests.len(), 1);
+    assert_eq!(found.manifests[0].digest.to_string(), signature_digest);
+    assert_eq!(
+        found.manifests[0].artifact_type.as_deref(),
+        Some("application/vnd.dev.cosign.artifact.sig.v1+json")
+    );
+}
+
+#[test]
+fn referrers_api_is_used_where_the_registry_has_it() {
+    let server = TestServer::start();
+    let digest = sha256_digest(b"image");
+    let sig = sha256_digest(b"sig");
+    server.add(
+        &format!("/v2/p/r/referrers/{digest}"),
+        Route::new(format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+            "manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sig}","size":5,
+              "artifactType":"application/vnd.cncf.notary.signature"}}]}}"#
+        )
+        .into_bytes()),
+    );
+    let found = fake(&server)
+        .referrers("p/r", &digest.parse().unwrap())
+        .unwrap();
+    assert_eq!(found.source, ReferrersSource::Api);
+    assert_eq!(
+        found.manifests[0].artifact_type.as_deref(),
+        Some("application/vnd.cncf.notary.signature")
+    );
 }
