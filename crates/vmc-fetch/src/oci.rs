@@ -101,6 +101,16 @@ pub struct FetchedManifest {
     pub manifest: Manifest,
 }
 
+/// A manifest as a `GET` served it, not yet verified.
+struct ServedManifest {
+    /// `Docker-Content-Digest`, if sent.
+    announced: Option<Digest>,
+    /// `Content-Type`, if sent.
+    content_type: Option<String>,
+    /// The body.
+    bytes: Vec<u8>,
+}
+
 /// The manifests that refer to a manifest, and where the list came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referrers {
@@ -336,10 +346,9 @@ impl Registry {
         if let Some(digest) = announced_digest(&url, &response)? {
             return Ok(digest);
         }
-        let response = self.request(Method::Get, &url, Some(&scope), &accept)?;
-        expect_ok(&url, &response)?;
-        let announced = announced_digest(&url, &response)?;
-        let bytes = read_capped(&url, response, MAX_MANIFEST_BYTES as u64)?;
+        let ServedManifest {
+            announced, bytes, ..
+        } = self.get_manifest(&url, &scope)?;
         let algorithm = announced
             .as_ref()
             .map_or(DigestAlgorithm::Sha256, Digest::algorithm);
@@ -364,14 +373,12 @@ impl Registry {
     /// `Docker-Content-Digest` must say the same), then it is parsed (descriptors pointing
     /// outside the repository are refused).
     pub fn manifest(&self, name: &str, digest: &Digest) -> Result<FetchedManifest, FetchError> {
-        let scope = pull_scope(name);
         let url = format!("{}/v2/{name}/manifests/{digest}", self.base);
-        let accept = [("Accept", MANIFEST_MEDIA_TYPES.join(", "))];
-        let response = self.request(Method::Get, &url, Some(&scope), &accept)?;
-        expect_ok(&url, &response)?;
-        let announced = announced_digest(&url, &response)?;
-        let content_type = response.header("content-type").map(str::to_owned);
-        let bytes = read_capped(&url, response, MAX_MANIFEST_BYTES as u64)?;
+        let ServedManifest {
+            announced,
+            content_type,
+            bytes,
+        } = self.get_manifest(&url, &pull_scope(name))?;
         let actual = hex_digest(digest.algorithm(), &bytes);
         if actual != digest.hex() {
             return Err(FetchError::DigestMismatch {
@@ -396,6 +403,21 @@ impl Registry {
             bytes,
             content_type,
             manifest,
+        })
+    }
+
+    /// `GET` of a manifest URL (the body at most [`MAX_MANIFEST_BYTES`]).
+    fn get_manifest(&self, url: &str, scope: &str) -> Result<ServedManifest, FetchError> {
+        let accept = [("Accept", MANIFEST_MEDIA_TYPES.join(", "))];
+        let response = self.request(Method::Get, url, Some(scope), &accept)?;
+        expect_ok(url, &response)?;
+        let announced = announced_digest(url, &response)?;
+        let content_type = response.header("content-type").map(str::to_owned);
+        let bytes = read_capped(url, response, MAX_MANIFEST_BYTES as u64)?;
+        Ok(ServedManifest {
+            announced,
+            content_type,
+            bytes,
         })
     }
 

@@ -4,8 +4,6 @@
 //! The real-registry tests are skipped, saying so, when the binary is absent, and fail then
 //! under `CI=true`.
 
-use std::path::Path;
-
 use vmc_fetch::oci::{ReferrersSource, Registry, RegistryOptions};
 use vmc_fetch::{Client, Credentials, FetchError, NoReporter};
 use vmc_model::OciError;
@@ -21,6 +19,30 @@ fn ci() -> bool {
 
 fn anonymous() -> Option<testreg::Registry> {
     testreg::or_skip(testreg::Registry::start(), ci())
+}
+
+/// A registry behind the bearer flow whose token endpoint knows `username`/`password`.
+fn token_registry(
+    username: &str,
+    password: &str,
+    anonymous_pull: bool,
+) -> Option<(testreg::Registry, Account)> {
+    let account = Account {
+        username: username.into(),
+        password: password.into(),
+    };
+    let registry = testreg::or_skip(
+        testreg::Registry::start_with_token(account.clone(), anonymous_pull),
+        ci(),
+    )?;
+    Some((registry, account))
+}
+
+fn basic(account: &Account) -> Credentials {
+    Credentials::Basic {
+        username: account.username.clone(),
+        password: account.password.clone(),
+    }
 }
 
 fn plain(credentials: Option<Credentials>) -> RegistryOptions {
@@ -156,24 +178,15 @@ fn registry_tag_moving_gives_a_new_digest_and_a_deleted_tag_is_gone() {
 
 #[test]
 fn bearer_flow_gets_a_scoped_token_with_the_robot_account_and_reuses_it() {
-    let account = Account {
-        username: "robot$vo.example+sync".into(),
-        password: "robot-secret-4711".into(),
-    };
-    let Some(registry) = testreg::or_skip(
-        testreg::Registry::start_with_token(account.clone(), false),
-        ci(),
-    ) else {
+    let Some((registry, account)) =
+        token_registry("robot$vo.example+sync", "robot-secret-4711", false)
+    else {
         return;
     };
     let data = body(1 << 20, 3);
     push(&registry, "vo.example/alma", "9", &data);
     let client = client(0);
-    let creds = Credentials::Basic {
-        username: account.username.clone(),
-        password: account.password.clone(),
-    };
-    let oci = Registry::new(&client, &registry.host(), plain(Some(creds))).unwrap();
+    let oci = Registry::new(&client, &registry.host(), plain(Some(basic(&account)))).unwrap();
     assert_eq!(oci.tags("vo.example/alma").unwrap(), ["9"]);
     let fetched = oci.manifest_for_tag("vo.example/alma", "9").unwrap();
     let layer = image_layer(&fetched.manifest);
@@ -216,12 +229,7 @@ fn bearer_flow_gets_a_scoped_token_with_the_robot_account_and_reuses_it() {
 
 #[test]
 fn bearer_flow_without_credentials_works_for_anonymous_pull() {
-    let account = Account {
-        username: "robot".into(),
-        password: "pw".into(),
-    };
-    let Some(registry) = testreg::or_skip(testreg::Registry::start_with_token(account, true), ci())
-    else {
+    let Some((registry, _)) = token_registry("robot", "pw", true) else {
         return;
     };
     push(&registry, "vo.example/public", "1", b"public disk");
@@ -247,8 +255,12 @@ fn manifest_for(layer_digest: &str, layer_size: u64, extra: &str) -> Vec<u8> {
 }
 
 fn fake(server: &TestServer) -> Registry {
+    fake_with(server, None)
+}
+
+fn fake_with(server: &TestServer, credentials: Option<Credentials>) -> Registry {
     let client = client(0);
-    Registry::new(&client, &server.addr().to_string(), plain(None)).unwrap()
+    Registry::new(&client, &server.addr().to_string(), plain(credentials)).unwrap()
 }
 
 fn serve_manifest(server: &TestServer, digest: &str, bytes: Vec<u8>) {
@@ -328,25 +340,25 @@ fn layer(data: &[u8]) -> Descriptor {
     }
 }
 
-fn assert_nothing_left(dest: &Path) {
+/// Serves `route` as the blob of `descriptor`, downloads it, and returns the refusal after
+/// checking that neither the partial file nor its state is left.
+fn refused_blob(descriptor: &Descriptor, route: Route) -> FetchError {
+    let server = TestServer::start();
+    server.add(&format!("/v2/p/r/blobs/{}", descriptor.digest), route);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let err = fake(&server)
+        .download_blob("p/r", descriptor, &dest, &NoReporter)
+        .unwrap_err();
     assert!(!dest.exists(), "partial file left");
-    assert!(!vmc_fetch::state_path(dest).exists(), "state file left");
+    assert!(!vmc_fetch::state_path(&dest).exists(), "state file left");
+    err
 }
 
 #[test]
 fn an_endless_layer_body_is_refused_after_the_declared_size() {
-    let server = TestServer::start();
     let data = body(300_000, 5);
-    let descriptor = layer(&data);
-    server.add(
-        &format!("/v2/p/r/blobs/{}", descriptor.digest),
-        Route::new(data).fault(Fault::EndlessBody),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let err = fake(&server)
-        .download_blob("p/r", &descriptor, &dest, &NoReporter)
-        .unwrap_err();
+    let err = refused_blob(&layer(&data), Route::new(data).fault(Fault::EndlessBody));
     assert!(
         matches!(
             err,
@@ -358,23 +370,12 @@ fn an_endless_layer_body_is_refused_after_the_declared_size() {
         ),
         "{err:?}"
     );
-    assert_nothing_left(&dest);
 }
 
 #[test]
 fn a_layer_over_its_declared_size_is_refused_before_any_byte_is_written() {
-    let server = TestServer::start();
     let data = body(200_000, 9);
-    let descriptor = layer(&data[..100_000]);
-    server.add(
-        &format!("/v2/p/r/blobs/{}", descriptor.digest),
-        Route::new(data),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let err = fake(&server)
-        .download_blob("p/r", &descriptor, &dest, &NoReporter)
-        .unwrap_err();
+    let err = refused_blob(&layer(&data[..100_000]), Route::new(data));
     assert!(
         matches!(
             err,
@@ -386,25 +387,14 @@ fn a_layer_over_its_declared_size_is_refused_before_any_byte_is_written() {
         ),
         "{err:?}"
     );
-    assert_nothing_left(&dest);
 }
 
 #[test]
 fn a_layer_with_another_digest_is_refused_and_deleted() {
-    let server = TestServer::start();
     let data = body(150_000, 1);
-    let descriptor = layer(&data);
     let mut wrong = data.clone();
     wrong[77_777] ^= 1;
-    server.add(
-        &format!("/v2/p/r/blobs/{}", descriptor.digest),
-        Route::new(wrong),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let err = fake(&server)
-        .download_blob("p/r", &descriptor, &dest, &NoReporter)
-        .unwrap_err();
+    let err = refused_blob(&layer(&data), Route::new(wrong));
     assert!(
         matches!(
             err,
@@ -416,7 +406,6 @@ fn a_layer_with_another_digest_is_refused_and_deleted() {
         "{err:?}"
     );
     assert!(err.to_string().starts_with("sha256 of "), "{err}");
-    assert_nothing_left(&dest);
 }
 
 #[test]
@@ -479,16 +468,13 @@ fn basic_challenges_are_answered_with_the_configured_credentials_only() {
             },
         ),
     );
-    let client = client(0);
-    let oci = Registry::new(
-        &client,
-        &server.addr().to_string(),
-        plain(Some(Credentials::Basic {
+    let oci = fake_with(
+        &server,
+        Some(Credentials::Basic {
             username: "user".into(),
             password: "basic-secret-99".into(),
-        })),
-    )
-    .unwrap();
+        }),
+    );
     assert_eq!(oci.tags("p/r").unwrap(), ["a", "b"]);
     let err = fake(&server).tags("p/r").unwrap_err();
     assert!(matches!(err, FetchError::AuthChallenge { .. }), "{err:?}");
@@ -505,16 +491,13 @@ fn credentials_are_never_sent_to_a_plain_http_realm_elsewhere() {
             r#"Bearer realm="http://auth.example.org/token",service="s",scope="repository:p/r:pull""#,
         ),
     );
-    let client = client(0);
-    let oci = Registry::new(
-        &client,
-        &server.addr().to_string(),
-        plain(Some(Credentials::Basic {
+    let oci = fake_with(
+        &server,
+        Some(Credentials::Basic {
             username: "u".into(),
             password: "realm-secret".into(),
-        })),
-    )
-    .unwrap();
+        }),
+    );
     let err = oci.tags("p/r").unwrap_err();
     assert!(matches!(err, FetchError::InsecureRealm { .. }), "{err:?}");
     assert!(!err.to_string().contains("realm-secret"));
@@ -578,29 +561,14 @@ fn tag_list_pages_are_followed_by_their_link() {
 
 #[test]
 fn registry_catalog_lists_the_repositories_of_a_project() {
-    let account = Account {
-        username: "robot".into(),
-        password: "catalog-pw".into(),
-    };
-    let Some(registry) = testreg::or_skip(
-        testreg::Registry::start_with_token(account.clone(), false),
-        ci(),
-    ) else {
+    let Some((registry, account)) = token_registry("robot", "catalog-pw", false) else {
         return;
     };
     for repository in ["vo.a/ubuntu", "vo.a/alma", "vo.b/debian"] {
         push(&registry, repository, "1", repository.as_bytes());
     }
     let client = client(0);
-    let oci = Registry::new(
-        &client,
-        &registry.host(),
-        plain(Some(Credentials::Basic {
-            username: account.username,
-            password: account.password,
-        })),
-    )
-    .unwrap();
+    let oci = Registry::new(&client, &registry.host(), plain(Some(basic(&account)))).unwrap();
     let mut names = oci.repositories("vo.a").unwrap();
     names.sort();
     assert_eq!(names, ["vo.a/alma", "vo.a/ubuntu"]);
