@@ -3,6 +3,7 @@
 //! when the [`Registry`] is dropped.
 //!
 //! - [`Registry::start`]: anonymous pull and push.
+//! - [`Registry::start_tls`]: anonymous over HTTPS with a [`TestTls`] certificate.
 //! - [`Registry::start_with_token`]: the bearer-token flow of the distribution spec. The
 //!   registry answers `401` with `WWW-Authenticate: Bearer realm=…,service=…,scope=…`; the
 //!   realm is a token endpoint served here, in a thread of the test, that checks HTTP Basic
@@ -34,6 +35,8 @@ use openssl::sign::Signer;
 use openssl::x509::{X509, X509Name};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+use crate::server::TestTls;
 
 /// Where the Debian package puts the registry binary (first match wins).
 const BINARIES: &[&str] = &["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"];
@@ -108,6 +111,7 @@ impl std::fmt::Debug for Account {
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
+    scheme: &'static str,
     dir: TempDir,
     token: Option<TokenServer>,
     agent: ureq::Agent,
@@ -128,7 +132,7 @@ impl Registry {
     /// is installed but does not start.
     pub fn start() -> Option<Registry> {
         let binary = registry_binary()?;
-        Some(Self::launch(&binary, None))
+        Some(Self::launch(&binary, None, None))
     }
 
     /// Starts a registry behind the bearer-token flow, whose token endpoint accepts
@@ -137,17 +141,47 @@ impl Registry {
     pub fn start_with_token(account: Account, anonymous_pull: bool) -> Option<Registry> {
         let binary = registry_binary()?;
         let token = TokenServer::start(account, anonymous_pull);
-        Some(Self::launch(&binary, Some(token)))
+        Some(Self::launch(&binary, Some(token), None))
     }
 
-    fn launch(binary: &Path, token: Option<TokenServer>) -> Registry {
+    /// Starts an anonymous registry serving HTTPS with `tls`'s server certificate (clients
+    /// must trust `tls.ca_cert`). `None` when the binary is not installed.
+    pub fn start_tls(tls: &TestTls) -> Option<Registry> {
+        let binary = registry_binary()?;
+        Some(Self::launch(&binary, None, Some(tls)))
+    }
+
+    fn launch(binary: &Path, token: Option<TokenServer>, tls: Option<&TestTls>) -> Registry {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("registry temp dir: {e}"));
-        let agent = ureq::Agent::config_builder()
+        let mut agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .new_agent();
+            .timeout_global(Some(Duration::from_secs(120)));
+        let mut tls_files = None;
+        if let Some(tls) = tls {
+            let write = |name: &str, pem: Result<Vec<u8>, openssl::error::ErrorStack>| {
+                let path = dir.path().join(name);
+                let pem = pem.unwrap_or_else(|e| panic!("registry tls {name}: {e}"));
+                std::fs::write(&path, pem).unwrap_or_else(|e| panic!("registry tls {name}: {e}"));
+                path
+            };
+            let cert = write("tls-cert.pem", tls.cert.to_pem());
+            let key = write("tls-key.pem", tls.key.private_key_to_pem_pkcs8());
+            tls_files = Some((cert, key));
+            let ca = tls
+                .ca_cert
+                .to_der()
+                .unwrap_or_else(|e| panic!("registry tls ca: {e}"));
+            let roots = vec![ureq::tls::Certificate::from_der(&ca).to_owned()];
+            agent = agent.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::NativeTls)
+                    .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                    .build(),
+            );
+        }
+        let agent = agent.build().new_agent();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut last_log = String::new();
         // The port is picked by binding :0 and released before the registry binds it: another
         // process may take it in between, so a failed start is tried again with a new port.
@@ -155,8 +189,8 @@ impl Registry {
             let port = free_port();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(dir.path(), addr, token.as_ref()))
-                .unwrap_or_else(|e| panic!("registry config: {e}"));
+            let yaml = config_yaml(dir.path(), addr, token.as_ref(), tls_files.as_ref());
+            std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("registry config: {e}"));
             let log_path = dir.path().join("registry.log");
             let log =
                 std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("registry log: {e}"));
@@ -177,7 +211,7 @@ impl Registry {
                     break false;
                 }
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    let url = format!("http://{addr}/v2/");
+                    let url = format!("{scheme}://{addr}/v2/");
                     if agent.get(&url).call().is_ok() {
                         break true;
                     }
@@ -191,6 +225,7 @@ impl Registry {
                 return Registry {
                     child,
                     addr,
+                    scheme,
                     dir,
                     token,
                     agent,
@@ -213,9 +248,9 @@ impl Registry {
         self.addr.to_string()
     }
 
-    /// `http://127.0.0.1:port`.
+    /// `http://127.0.0.1:port` (`https` when started with [`Registry::start_tls`]).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The token endpoint, when the registry uses token auth.
@@ -410,7 +445,12 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-fn config_yaml(dir: &Path, addr: SocketAddr, token: Option<&TokenServer>) -> String {
+fn config_yaml(
+    dir: &Path,
+    addr: SocketAddr,
+    token: Option<&TokenServer>,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> String {
     let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: warn\n  accesslog:\n    disabled: true\n\
@@ -418,6 +458,13 @@ fn config_yaml(dir: &Path, addr: SocketAddr, token: Option<&TokenServer>) -> Str
          http:\n  addr: {addr}\n  secret: vmc-testkit-not-a-secret\n",
         data = dir.join("data").display(),
     );
+    if let Some((cert, key)) = tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
     if let Some(token) = token {
         let bundle = dir.join("token-ca.pem");
         std::fs::write(&bundle, &token.cert_pem)

@@ -689,3 +689,35 @@ fn referrers_api_is_used_where_the_registry_has_it() {
         Some("application/vnd.cncf.notary.signature")
     );
 }
+
+#[test]
+fn registry_over_tls_is_reached_with_the_given_ca_and_refused_without() {
+    let tls = vmc_testkit::server::TestTls::generate();
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_tls(&tls), ci()) else {
+        return;
+    };
+    push(&registry, "vo.example/tls", "1", b"disk over tls");
+    let trusting = Client::new(vmc_fetch::ClientConfig {
+        extra_roots: vec![tls.ca_cert.clone()],
+        ..crate::config()
+    })
+    .unwrap();
+    let oci = Registry::new(&trusting, &registry.host(), RegistryOptions::default()).unwrap();
+    assert_eq!(oci.tags("vo.example/tls").unwrap(), ["1"]);
+    let fetched = oci.manifest_for_tag("vo.example/tls", "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    oci.download_blob(
+        "vo.example/tls",
+        &image_layer(&fetched.manifest),
+        &dest,
+        &NoReporter,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"disk over tls");
+    // The system roots (none here) and no CA: the handshake fails, nothing is fetched.
+    let untrusting = client(0);
+    let oci = Registry::new(&untrusting, &registry.host(), RegistryOptions::default()).unwrap();
+    let err = oci.tags("vo.example/tls").unwrap_err();
+    assert!(matches!(err, FetchError::Tls { .. }), "{err:?}");
+}
