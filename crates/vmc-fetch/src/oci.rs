@@ -902,6 +902,12 @@ mod tests {
     }
 
     #[test]
+    fn registry_is_shared_by_parallel_downloads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Registry>();
+    }
+
+    #[test]
     fn loopback_hosts_are_recognised() {
         for host in ["127.0.0.1:5000", "localhost", "[::1]:5000", "127.1.2.3"] {
             assert!(is_loopback(host), "{host}");

@@ -195,6 +195,14 @@ pub enum OciError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A site's registry/repository rule cannot be parsed.
+    #[error("registry rule {rule:?} is not valid: {reason}")]
+    BadAllowRule {
+        /// The refused text.
+        rule: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The manifest is larger than vmc reads.
     #[error("manifest is {size} bytes, over the limit of {max}")]
     ManifestTooLarge {

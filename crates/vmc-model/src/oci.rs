@@ -338,6 +338,101 @@ pub fn is_tag(tag: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What a site allows
+
+/// A registry and repository pattern a site allows, the OCI counterpart of an endorser:
+/// `REGISTRY/PATTERN`, where the pattern's `/`-separated components match one repository-path
+/// component each: literally, `*` for any one component, or `**` as the last component for
+/// one or more. `registry.egi.eu/vo.access.egi.eu/**` allows every repository of that
+/// project on that host; the host (with its port) must match exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AllowRule {
+    /// `host[:port]`, lowercase.
+    pub registry: String,
+    /// The path pattern's components.
+    components: Vec<String>,
+}
+
+impl AllowRule {
+    /// Parses `REGISTRY/PATTERN` (an `oci://` prefix is accepted).
+    pub fn parse(text: &str) -> Result<AllowRule, OciError> {
+        let bad = |reason: &'static str| OciError::BadAllowRule {
+            rule: text.to_owned(),
+            reason,
+        };
+        let rest = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("oci") => rest,
+            Some(_) => return Err(bad("the scheme is not oci://")),
+            None => text,
+        };
+        let (registry, pattern) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("it names no repository pattern after the registry"))?;
+        if !is_registry_host(registry) {
+            return Err(bad(
+                "the registry is not a host name or address with an optional port",
+            ));
+        }
+        let components: Vec<String> = pattern.split('/').map(str::to_owned).collect();
+        let last = components.len() - 1;
+        for (i, c) in components.iter().enumerate() {
+            let ok = c == "*" || (c == "**" && i == last) || is_name_component(c);
+            if !ok {
+                return Err(bad(
+                    "a pattern component is not a repository name component, * or a final **",
+                ));
+            }
+        }
+        Ok(AllowRule {
+            registry: registry.to_ascii_lowercase(),
+            components,
+        })
+    }
+
+    /// Whether the rule allows repository `name` (`project/repository`) on `registry`.
+    pub fn allows(&self, registry: &str, name: &str) -> bool {
+        if !self.registry.eq_ignore_ascii_case(registry) {
+            return false;
+        }
+        let parts: Vec<&str> = name.split('/').collect();
+        let mut i = 0;
+        for c in &self.components {
+            match c.as_str() {
+                "**" => return i < parts.len(),
+                "*" if i < parts.len() => {}
+                literal if parts.get(i) == Some(&literal) => {}
+                _ => return false,
+            }
+            i += 1;
+        }
+        i == parts.len()
+    }
+
+    /// Whether the rule allows the repository of `reference`; for a reference to a whole
+    /// project, whether it may allow repositories of it (each one found is then checked with
+    /// [`AllowRule::allows`]).
+    pub fn allows_reference(&self, reference: &Reference) -> bool {
+        match reference.name() {
+            Some(name) => self.allows(&reference.registry, &name),
+            None => {
+                self.registry == reference.registry
+                    && match self.components.first().map(String::as_str) {
+                        Some("*" | "**") => true,
+                        Some(first) => first == reference.project,
+                        None => false,
+                    }
+            }
+        }
+    }
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.components.join("/"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Manifests
 
 /// A content descriptor (image-spec `descriptor.md`), checked.

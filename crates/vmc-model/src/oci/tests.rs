@@ -369,3 +369,39 @@ fn malformed_manifests_are_refused_with_the_reason() {
         Err(OciError::ManifestTooLarge { .. })
     ));
 }
+
+#[test]
+fn allow_rules_match_host_and_repository_patterns() {
+    let project = AllowRule::parse("oci://registry.egi.eu/vo.access.egi.eu/**").unwrap();
+    assert!(project.allows("registry.egi.eu", "vo.access.egi.eu/ubuntu"));
+    assert!(project.allows("Registry.EGI.eu", "vo.access.egi.eu/images/alma"));
+    assert!(!project.allows("registry.egi.eu", "vo.access.egi.eu"));
+    assert!(!project.allows("registry.egi.eu", "other/ubuntu"));
+    assert!(!project.allows("registry.egi.eu:443", "vo.access.egi.eu/ubuntu"));
+    assert!(!project.allows("evil.example", "vo.access.egi.eu/ubuntu"));
+    let one = AllowRule::parse("127.0.0.1:5000/*/ubuntu").unwrap();
+    assert!(one.allows("127.0.0.1:5000", "vo/ubuntu"));
+    assert!(!one.allows("127.0.0.1:5000", "vo/alma"));
+    assert!(!one.allows("127.0.0.1:5000", "vo/ubuntu/extra"));
+    assert_eq!(one.to_string(), "127.0.0.1:5000/*/ubuntu");
+
+    let whole = Reference::parse("oci://registry.egi.eu/vo.access.egi.eu").unwrap();
+    assert!(project.allows_reference(&whole));
+    let other = Reference::parse("oci://registry.egi.eu/other").unwrap();
+    assert!(!project.allows_reference(&other));
+    let tagged = Reference::parse("oci://registry.egi.eu/vo.access.egi.eu/ubuntu:22.04").unwrap();
+    assert!(project.allows_reference(&tagged));
+    assert!(!one.allows_reference(&tagged));
+
+    for (bad, reason) in [
+        ("registry.egi.eu", "no repository pattern"),
+        ("https://registry.egi.eu/x", "scheme"),
+        ("registry.egi.eu/**/x", "final **"),
+        ("registry.egi.eu/Upper", "final **"),
+        ("bad host/x", "registry"),
+    ] {
+        let err = AllowRule::parse(bad).unwrap_err();
+        assert!(matches!(err, OciError::BadAllowRule { .. }), "{bad}");
+        assert!(err.to_string().contains(reason), "{bad}: {err}");
+    }
+}
