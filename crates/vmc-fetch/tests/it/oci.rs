@@ -721,3 +721,61 @@ fn registry_over_tls_is_reached_with_the_given_ca_and_refused_without() {
     let err = oci.tags("vo.example/tls").unwrap_err();
     assert!(matches!(err, FetchError::Tls { .. }), "{err:?}");
 }
+
+#[test]
+fn docker_v2_manifests_and_indexes_are_served_by_the_registry_and_parsed() {
+    let Some(registry) = anonymous() else {
+        return;
+    };
+    let repository = "vo.example/docker";
+    let disk = b"raw disk bytes";
+    let layer_digest = registry.push_blob(repository, disk);
+    let config_digest = registry.push_blob(repository, b"{\"architecture\":\"amd64\"}");
+    let docker = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+        "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{config_digest}","size":24}},
+        "layers":[{{"mediaType":"application/octet-stream","digest":"{layer_digest}","size":{},
+          "annotations":{{"org.opencontainers.image.title":"disk.img"}}}}]}}"#,
+        disk.len()
+    );
+    let docker_digest = registry.push_manifest(
+        repository,
+        "docker",
+        vmc_model::oci::MEDIA_TYPE_DOCKER_MANIFEST,
+        docker.as_bytes(),
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+        "manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+          "digest":"{docker_digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        docker.len()
+    );
+    registry.push_manifest(
+        repository,
+        "multi",
+        vmc_model::oci::MEDIA_TYPE_OCI_INDEX,
+        index.as_bytes(),
+    );
+    let client = client(0);
+    let oci = Registry::new(&client, &registry.host(), plain(None)).unwrap();
+    let fetched = oci.manifest_for_tag(repository, "docker").unwrap();
+    assert_eq!(
+        fetched.content_type.as_deref(),
+        Some(vmc_model::oci::MEDIA_TYPE_DOCKER_MANIFEST)
+    );
+    let Manifest::Image(manifest) = &fetched.manifest else {
+        panic!("an index");
+    };
+    assert_eq!(manifest.kind, vmc_model::oci::ManifestKind::DockerV2);
+    let layer = manifest.disk_layer().unwrap();
+    assert_eq!(layer.format, DiskFormat::Raw);
+    let fetched = oci.manifest_for_tag(repository, "multi").unwrap();
+    let Manifest::Index(index) = &fetched.manifest else {
+        panic!("not an index");
+    };
+    assert_eq!(index.manifests[0].digest.to_string(), docker_digest);
+    assert_eq!(
+        index.manifests[0].platform,
+        Some(("amd64".into(), "linux".into()))
+    );
+}
