@@ -405,3 +405,43 @@ fn allow_rules_match_host_and_repository_patterns() {
         assert!(err.to_string().contains(reason), "{bad}: {err}");
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,4}((\\.|_|__|-{1,2})[a-z0-9]{1,4}){0,2}"
+    }
+
+    proptest! {
+        /// Whatever a reference holds, its `oci://` form parses back to it.
+        #[test]
+        fn references_round_trip_through_their_text(
+            host in "[a-z][a-z0-9-]{0,8}[a-z0-9](\\.[a-z]{2,5}){0,2}",
+            port in proptest::option::of(1u16..),
+            project in component(),
+            path in proptest::collection::vec(component(), 0..3),
+            tag in proptest::option::of("[A-Za-z0-9_][A-Za-z0-9._-]{0,20}"),
+        ) {
+            let registry = match port {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            };
+            let repository = (!path.is_empty()).then(|| path.join("/"));
+            let tag = tag.filter(|_| repository.is_some());
+            let reference = Reference { registry, project, repository, tag, digest: None };
+            prop_assert_eq!(Reference::parse(&reference.to_string()).unwrap(), reference);
+        }
+
+        /// The parser never panics, and what it accepts prints back to something it accepts
+        /// the same way.
+        #[test]
+        fn any_text_parses_or_is_refused_and_accepted_text_is_stable(text in "\\PC{0,60}") {
+            if let Ok(r) = Reference::parse(&text) {
+                prop_assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+            }
+            let _ = parse_manifest(text.as_bytes(), None);
+        }
+    }
+}
