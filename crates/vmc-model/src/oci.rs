@@ -181,19 +181,8 @@ impl Reference {
             reference: text.to_owned(),
             reason,
         };
-        let rest = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("oci") => rest,
-            Some(_) => return Err(bad("the scheme is not oci://")),
-            None => text,
-        };
-        let (registry, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("it names no project after the registry"))?;
-        if !is_registry_host(registry) {
-            return Err(bad(
-                "the registry is not a host name or address with an optional port",
-            ));
-        }
+        let (registry, path) =
+            split_registry(text, "it names no project after the registry").map_err(bad)?;
         let (path, digest) = match path.split_once('@') {
             Some((path, digest)) => (
                 path,
@@ -261,6 +250,24 @@ impl fmt::Display for Reference {
         }
         Ok(())
     }
+}
+
+/// Splits `[oci://]REGISTRY/REST` into the registry (checked) and the rest; `no_path` is the
+/// reason given when there is no `/`.
+fn split_registry<'a>(
+    text: &'a str,
+    no_path: &'static str,
+) -> Result<(&'a str, &'a str), &'static str> {
+    let rest = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("oci") => rest,
+        Some(_) => return Err("the scheme is not oci://"),
+        None => text,
+    };
+    let (registry, path) = rest.split_once('/').ok_or(no_path)?;
+    if !is_registry_host(registry) {
+        return Err("the registry is not a host name or address with an optional port");
+    }
+    Ok((registry, path))
 }
 
 fn is_registry_host(host: &str) -> bool {
@@ -360,19 +367,9 @@ impl AllowRule {
             rule: text.to_owned(),
             reason,
         };
-        let rest = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("oci") => rest,
-            Some(_) => return Err(bad("the scheme is not oci://")),
-            None => text,
-        };
-        let (registry, pattern) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("it names no repository pattern after the registry"))?;
-        if !is_registry_host(registry) {
-            return Err(bad(
-                "the registry is not a host name or address with an optional port",
-            ));
-        }
+        let (registry, pattern) =
+            split_registry(text, "it names no repository pattern after the registry")
+                .map_err(bad)?;
         let components: Vec<String> = pattern.split('/').map(str::to_owned).collect();
         let last = components.len() - 1;
         for (i, c) in components.iter().enumerate() {
