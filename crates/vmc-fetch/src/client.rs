@@ -48,6 +48,15 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The methods vmc sends (it only reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// `GET`.
+    Get,
+    /// `HEAD`.
+    Head,
+}
+
 /// A response whose status was accepted, with its body still to read.
 pub(crate) struct Response {
     pub(crate) status: u16,
@@ -155,43 +164,7 @@ impl Client {
                 code: response.status,
             });
         }
-        if response.content_length.is_some_and(|n| n > max_len) {
-            return Err(FetchError::TooLarge {
-                url: url.to_owned(),
-                limit: max_len,
-            });
-        }
-        let reserve = response
-            .content_length
-            .unwrap_or(0)
-            .min(max_len)
-            .min(16 << 20);
-        let mut bytes = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
-        let mut reader = response.body.into_reader().take(max_len.saturating_add(1));
-        if let Err(error) = reader.read_to_end(&mut bytes) {
-            return Err(map_body_error(
-                url,
-                error,
-                bytes.len() as u64,
-                response.content_length,
-            ));
-        }
-        if bytes.len() as u64 > max_len {
-            return Err(FetchError::TooLarge {
-                url: url.to_owned(),
-                limit: max_len,
-            });
-        }
-        if let Some(expected) = response.content_length
-            && (bytes.len() as u64) < expected
-        {
-            return Err(FetchError::Truncated {
-                url: url.to_owned(),
-                received: bytes.len() as u64,
-                expected,
-            });
-        }
-        Ok(bytes)
+        read_capped(url, response, max_len)
     }
 
     /// Sends a GET with the given extra headers, following up to
@@ -201,6 +174,19 @@ impl Client {
     /// decides). `overall_timeout` covers all the hops.
     pub(crate) fn send(
         &self,
+        url: &str,
+        auth: Option<&str>,
+        headers: &[(&str, String)],
+        overall_timeout: Option<Duration>,
+    ) -> Result<Response, FetchError> {
+        self.send_method(Method::Get, url, auth, headers, overall_timeout)
+    }
+
+    /// [`Client::send`] with the method given (`HEAD` asks a registry for a manifest's
+    /// digest or a blob's size without the body).
+    pub(crate) fn send_method(
+        &self,
+        method: Method,
         url: &str,
         auth: Option<&str>,
         headers: &[(&str, String)],
@@ -221,7 +207,7 @@ impl Client {
                 }
                 None => None,
             };
-            let response = self.call(&current, auth, headers, remaining)?;
+            let response = self.call(method, &current, auth, headers, remaining)?;
             if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(response);
             }
@@ -256,12 +242,16 @@ impl Client {
     /// One request, no redirects followed.
     fn call(
         &self,
+        method: Method,
         url: &str,
         auth: Option<&str>,
         headers: &[(&str, String)],
         timeout: Option<Duration>,
     ) -> Result<Response, FetchError> {
-        let mut request = self.inner.agent.get(url);
+        let mut request = match method {
+            Method::Get => self.inner.agent.get(url),
+            Method::Head => self.inner.agent.head(url),
+        };
         if let Some(auth) = auth {
             request = request.header("Authorization", auth);
         }
@@ -318,6 +308,52 @@ impl Client {
     }
 }
 
+/// Reads a small body, refusing more than `max_len` bytes while reading it (and at once when
+/// `Content-Length` says so), and a body shorter than its `Content-Length`.
+pub(crate) fn read_capped(
+    url: &str,
+    response: Response,
+    max_len: u64,
+) -> Result<Vec<u8>, FetchError> {
+    if response.content_length.is_some_and(|n| n > max_len) {
+        return Err(FetchError::TooLarge {
+            url: url.to_owned(),
+            limit: max_len,
+        });
+    }
+    let reserve = response
+        .content_length
+        .unwrap_or(0)
+        .min(max_len)
+        .min(16 << 20);
+    let mut bytes = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+    let mut reader = response.body.into_reader().take(max_len.saturating_add(1));
+    if let Err(error) = reader.read_to_end(&mut bytes) {
+        return Err(map_body_error(
+            url,
+            error,
+            bytes.len() as u64,
+            response.content_length,
+        ));
+    }
+    if bytes.len() as u64 > max_len {
+        return Err(FetchError::TooLarge {
+            url: url.to_owned(),
+            limit: max_len,
+        });
+    }
+    if let Some(expected) = response.content_length
+        && (bytes.len() as u64) < expected
+    {
+        return Err(FetchError::Truncated {
+            url: url.to_owned(),
+            received: bytes.len() as u64,
+            expected,
+        });
+    }
+    Ok(bytes)
+}
+
 /// The `Authorization` header: explicit credentials win over the URL's userinfo.
 pub(crate) fn authorization(
     credentials: Option<&Credentials>,
@@ -338,7 +374,7 @@ pub(crate) fn authorization(
 
 /// `scheme://host:port` of an `http(s)` URL without userinfo, lowercase, with the default
 /// port made explicit.
-fn origin(url: &str) -> Option<(String, String, u16)> {
+pub(crate) fn origin(url: &str) -> Option<(String, String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
@@ -352,7 +388,7 @@ fn origin(url: &str) -> Option<(String, String, u16)> {
 
 /// Resolves a `Location` value against the URL it came from (absolute, scheme-relative,
 /// absolute-path and relative forms).
-fn resolve_location(base: &str, location: &str) -> String {
+pub(crate) fn resolve_location(base: &str, location: &str) -> String {
     let location = location.trim();
     let is_absolute = location.split_once("://").is_some_and(|(scheme, _)| {
         !scheme.is_empty()

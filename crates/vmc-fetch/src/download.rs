@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use vmc_model::oci::DigestAlgorithm;
+
 use crate::client::{Client, authorization, map_body_error};
 use crate::error::FetchError;
 use crate::hash::{BUFFER_SIZE, Hasher, fill};
@@ -34,7 +36,9 @@ pub fn state_path(dest: &Path) -> PathBuf {
 /// What the state file says about the partial bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
-    sha512: String,
+    algorithm: DigestAlgorithm,
+    /// The expected digest (lowercase hex).
+    digest: String,
     size: u64,
     /// A strong `ETag` or a `Last-Modified` value, for `If-Range`.
     validator: Option<String>,
@@ -47,18 +51,21 @@ impl State {
         if lines.next()? != STATE_MAGIC {
             return None;
         }
-        let (mut sha512, mut size, mut validator) = (None, None, None);
+        let (mut digest, mut size, mut validator) = (None, None, None);
         for line in lines {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
-                "sha512" => sha512 = Some(value.to_owned()),
+                "sha512" => digest = Some((DigestAlgorithm::Sha512, value.to_owned())),
+                "sha256" => digest = Some((DigestAlgorithm::Sha256, value.to_owned())),
                 "size" => size = value.parse().ok(),
                 "validator" if !value.is_empty() => validator = Some(value.to_owned()),
                 _ => {}
             }
         }
+        let (algorithm, digest) = digest?;
         Some(State {
-            sha512: sha512?,
+            algorithm,
+            digest,
             size: size?,
             validator,
         })
@@ -67,8 +74,8 @@ impl State {
     /// Writes the state atomically (temporary file, then rename).
     fn write(&self, path: &Path) -> io::Result<()> {
         let mut text = format!(
-            "{STATE_MAGIC}\nsha512 {}\nsize {}\n",
-            self.sha512, self.size
+            "{STATE_MAGIC}\n{} {}\nsize {}\n",
+            self.algorithm, self.digest, self.size
         );
         if let Some(v) = &self.validator {
             text.push_str("validator ");
@@ -143,9 +150,11 @@ fn parse_content_range(value: &str) -> Option<ContentRange> {
     (range.start <= range.end).then_some(range)
 }
 
-/// Checks that the expected digest is 128 hex digits; returns it in lowercase.
+/// Checks that the expected SHA-512 is 128 hex digits; returns it in lowercase.
 pub(crate) fn normalize_digest(value: &str) -> Result<String, FetchError> {
-    if value.len() == 128 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if value.len() == DigestAlgorithm::Sha512.hex_len()
+        && value.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         Ok(value.to_ascii_lowercase())
     } else {
         Err(FetchError::InvalidDigest {
@@ -244,36 +253,99 @@ impl Client {
         reporter: &dyn Reporter,
     ) -> Result<DownloadOutcome, FetchError> {
         let expected_sha = normalize_digest(request.expected_sha512)?;
-        if let Some(parent) = request.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(io_at(parent))?;
-        }
+        ensure_parent(request.dest)?;
         match Target::parse(request.url)? {
             Target::File { url, path } => copy_file(&url, &path, request, &expected_sha, reporter),
             Target::Http { url, userinfo } => {
                 let auth = authorization(request.credentials, userinfo.as_ref());
-                let mut transferred = 0u64;
-                let ((sha512, resumed_from), attempts) = self.with_retries(&url, |attempt| {
-                    let job = Job {
-                        client: self,
+                let done = self.download_http(
+                    &HttpDownload {
                         url: &url,
                         auth: auth.as_deref(),
                         dest: request.dest,
                         size: request.expected_size,
-                        sha512: &expected_sha,
-                        reporter,
-                    };
-                    tracing::debug!(url, attempt, dest = %request.dest.display(), "download attempt");
-                    job.attempt(&mut transferred)
-                })?;
+                        algorithm: DigestAlgorithm::Sha512,
+                        digest: &expected_sha,
+                    },
+                    reporter,
+                )?;
                 Ok(DownloadOutcome {
-                    sha512,
+                    sha512: done.digest,
                     size: request.expected_size,
-                    bytes_transferred: transferred,
-                    resumed_from,
-                    attempts,
+                    bytes_transferred: done.bytes_transferred,
+                    resumed_from: done.resumed_from,
+                    attempts: done.attempts,
                 })
             }
         }
+    }
+
+    /// The single-pass, resumable, verified download of an `http(s)` URL (no userinfo) that
+    /// [`Client::download`] and registry blob downloads share: `digest` is the expected
+    /// digest in lowercase hex of `algorithm`.
+    pub(crate) fn download_http(
+        &self,
+        request: &HttpDownload<'_>,
+        reporter: &dyn Reporter,
+    ) -> Result<Done, FetchError> {
+        ensure_parent(request.dest)?;
+        let mut transferred = 0u64;
+        let ((digest, resumed_from), attempts) = self.with_retries(request.url, |attempt| {
+            let job = Job {
+                client: self,
+                url: request.url,
+                auth: request.auth,
+                dest: request.dest,
+                size: request.size,
+                algorithm: request.algorithm,
+                digest: request.digest,
+                reporter,
+            };
+            tracing::debug!(url = request.url, attempt, dest = %request.dest.display(), "download attempt");
+            job.attempt(&mut transferred)
+        })?;
+        Ok(Done {
+            digest,
+            bytes_transferred: transferred,
+            resumed_from,
+            attempts,
+        })
+    }
+}
+
+/// An `http(s)` download for [`Client::download_http`].
+pub(crate) struct HttpDownload<'a> {
+    /// The URL, without userinfo.
+    pub(crate) url: &'a str,
+    /// The `Authorization` header value, if any (sent only to the URL's origin).
+    pub(crate) auth: Option<&'a str>,
+    /// The partial file.
+    pub(crate) dest: &'a Path,
+    /// The size the file must have.
+    pub(crate) size: u64,
+    /// The digest algorithm.
+    pub(crate) algorithm: DigestAlgorithm,
+    /// The digest the file must have (lowercase hex).
+    pub(crate) digest: &'a str,
+}
+
+/// What [`Client::download_http`] did.
+pub(crate) struct Done {
+    /// The verified digest (lowercase hex).
+    pub(crate) digest: String,
+    /// Body bytes received, all attempts together.
+    pub(crate) bytes_transferred: u64,
+    /// The offset the successful attempt started from.
+    pub(crate) resumed_from: u64,
+    /// Attempts made.
+    pub(crate) attempts: u32,
+}
+
+/// Creates the directory `dest` goes into.
+fn ensure_parent(dest: &Path) -> Result<(), FetchError> {
+    match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => fs::create_dir_all(parent).map_err(io_at(parent)),
+        None => Ok(()),
     }
 }
 
@@ -284,7 +356,8 @@ struct Job<'a> {
     auth: Option<&'a str>,
     dest: &'a Path,
     size: u64,
-    sha512: &'a str,
+    algorithm: DigestAlgorithm,
+    digest: &'a str,
     reporter: &'a dyn Reporter,
 }
 
@@ -308,7 +381,11 @@ impl Job<'_> {
             }
         };
         match State::read(&state_file) {
-            Some(state) if state.sha512 == self.sha512 && state.size == self.size => {
+            Some(state)
+                if state.algorithm == self.algorithm
+                    && state.digest == self.digest
+                    && state.size == self.size =>
+            {
                 if len > self.size {
                     tracing::info!(
                         url = self.url,
@@ -342,8 +419,9 @@ impl Job<'_> {
         let (mut existing, mut validator) = self.inspect_partial()?;
         if existing == self.size && existing > 0 {
             // Everything is there already (an earlier attempt died after the last byte).
-            let actual = crate::hash::sha512_file(self.dest).map_err(io_at(self.dest))?;
-            if actual == self.sha512 {
+            let actual =
+                crate::hash::digest_file(self.dest, self.algorithm).map_err(io_at(self.dest))?;
+            if actual == self.digest {
                 self.reporter.started(self.url, self.size, existing);
                 File::open(self.dest)
                     .and_then(|f| f.sync_all())
@@ -442,14 +520,15 @@ impl Job<'_> {
             .or_else(|| response.header("last-modified"))
             .map(str::to_owned);
         State {
-            sha512: self.sha512.to_owned(),
+            algorithm: self.algorithm,
+            digest: self.digest.to_owned(),
             size: self.size,
             validator,
         }
         .write(&state_path(self.dest))
         .map_err(io_at(self.dest))?;
 
-        let mut hasher = Hasher::new();
+        let mut hasher = Hasher::new(self.algorithm);
         let file = if start > 0 {
             let mut file = OpenOptions::new()
                 .read(true)
@@ -521,12 +600,13 @@ impl Job<'_> {
         }
 
         let actual = hasher.finish().map_err(io_at(self.dest))?;
-        if actual != self.sha512 {
+        if actual != self.digest {
             drop(file);
             discard(self.dest)?;
             return Err(FetchError::ChecksumMismatch {
                 url: self.url.to_owned(),
-                expected: self.sha512.to_owned(),
+                algorithm: self.algorithm,
+                expected: self.digest.to_owned(),
                 actual,
             });
         }
@@ -584,7 +664,7 @@ fn copy_file(
     remove_if_present(&state_path(dest))?;
     let mut output = Output::new(File::create(dest).map_err(io_at(dest))?);
     reporter.started(url, size, 0);
-    let mut hasher = Hasher::new();
+    let mut hasher = Hasher::new(DigestAlgorithm::Sha512);
     let mut done = 0u64;
     while done < size {
         let mut buf = hasher.buffer();
@@ -624,6 +704,7 @@ fn copy_file(
         discard(dest)?;
         return Err(FetchError::ChecksumMismatch {
             url: url.to_owned(),
+            algorithm: DigestAlgorithm::Sha512,
             expected: expected_sha.to_owned(),
             actual,
         });
@@ -659,12 +740,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img.state");
         let state = State {
-            sha512: "ab".repeat(64),
+            algorithm: DigestAlgorithm::Sha512,
+            digest: "ab".repeat(64),
             size: 42,
             validator: Some("\"etag-1\"".into()),
         };
         state.write(&path).unwrap();
-        assert_eq!(State::read(&path), Some(state));
+        assert_eq!(State::read(&path), Some(state.clone()));
+        let sha256 = State {
+            algorithm: DigestAlgorithm::Sha256,
+            digest: "cd".repeat(32),
+            ..state.clone()
+        };
+        sha256.write(&path).unwrap();
+        assert_eq!(State::read(&path), Some(sha256));
         fs::write(&path, "something else\n").unwrap();
         assert_eq!(State::read(&path), None);
         assert_eq!(

@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use vmc_model::ErrorCode;
+use vmc_model::oci::DigestAlgorithm;
 
 /// A fetch or a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +162,14 @@ pub enum FetchError {
         actual: u64,
     },
 
-    /// The downloaded file's SHA-512 is not the expected one.
-    #[error("sha512 of {url} is {actual}, expected {expected}")]
+    /// The downloaded file's digest (SHA-512 of list images, the blob digest of registry
+    /// layers) is not the expected one.
+    #[error("{algorithm} of {url} is {actual}, expected {expected}")]
     ChecksumMismatch {
         /// The URL, userinfo stripped.
         url: String,
+        /// The digest algorithm.
+        algorithm: DigestAlgorithm,
         /// The expected digest (lowercase hex).
         expected: String,
         /// The digest of the bytes received (lowercase hex).
@@ -180,6 +184,72 @@ pub enum FetchError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+
+    /// Plain `http` was asked for a registry that is not on a loopback address.
+    #[error(
+        "plain http is refused for registry {registry}: only loopback addresses may be reached without tls"
+    )]
+    PlainHttpRefused {
+        /// The registry (`host[:port]`).
+        registry: String,
+    },
+
+    /// A `WWW-Authenticate` challenge cannot be answered.
+    #[error("cannot answer the authentication challenge of {url}: {reason}")]
+    AuthChallenge {
+        /// The URL that was refused.
+        url: String,
+        /// Why (no challenge, unsupported scheme, no credentials for it, …).
+        reason: &'static str,
+    },
+
+    /// A token endpoint (the challenge's `realm`) is plain `http` on a host that is not
+    /// loopback: credentials are never sent there.
+    #[error("token realm {realm} is plain http: credentials are only sent over tls")]
+    InsecureRealm {
+        /// The realm URL.
+        realm: String,
+    },
+
+    /// The token endpoint answered without a usable token.
+    #[error("token endpoint {realm} gave no usable token: {reason}")]
+    BadToken {
+        /// The realm URL.
+        realm: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// A registry answer is not what the distribution spec says (JSON, names, links).
+    #[error("unexpected registry answer from {url}: {reason}")]
+    RegistryResponse {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The registry served content whose digest is not the one it was asked for (or that it
+    /// named itself in `Docker-Content-Digest`).
+    #[error("registry served {actual} for {url}, which names {expected}")]
+    DigestMismatch {
+        /// The URL.
+        url: String,
+        /// The digest asked for or announced.
+        expected: String,
+        /// The digest of what came.
+        actual: String,
+    },
+
+    /// A manifest the registry served is refused.
+    #[error("manifest {url} is refused")]
+    Manifest {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: vmc_model::OciError,
     },
 
     /// Another failure reported by the HTTP library.
@@ -198,7 +268,9 @@ impl FetchError {
     /// left on the device) or `fetch_failed`.
     pub fn code(&self) -> ErrorCode {
         match self {
-            FetchError::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
+            FetchError::ChecksumMismatch { .. } | FetchError::DigestMismatch { .. } => {
+                ErrorCode::ChecksumMismatch
+            }
             FetchError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
             FetchError::Io { source, .. } if is_disk_full(source) => ErrorCode::DiskFull,
             _ => ErrorCode::FetchFailed,
@@ -255,6 +327,7 @@ mod tests {
         assert!(!size.is_transient());
         let sum = FetchError::ChecksumMismatch {
             url: url.clone(),
+            algorithm: DigestAlgorithm::Sha512,
             expected: "a".into(),
             actual: "b".into(),
         };

@@ -7,7 +7,11 @@
 //! - [`Client::download`] streams an image to a partial file, hashing it with SHA-512 in a
 //!   second thread in the same pass, resumes interrupted downloads with `Range`/`If-Range`,
 //!   retries transient failures with exponential backoff, and checks size and digest.
-//! - [`sha512_file`] re-hashes a cached file (for `cache verify`).
+//! - [`sha512_file`] re-hashes a cached file (for `cache verify`); [`digest_file`] with
+//!   another algorithm.
+//! - [`oci::Registry`] reads an OCI registry (tags, manifests by tag then by digest, blobs
+//!   through the same verified, resumable download, with SHA-256), answering its
+//!   `WWW-Authenticate` challenges (Basic, or the bearer-token flow).
 //!
 //! `http`, `https` and `file` URLs are accepted. Credentials (HTTP Basic, also from a URL's
 //! userinfo, or a bearer token) are never logged: [`Credentials`]' `Debug` form hides them and
@@ -20,6 +24,7 @@ mod config;
 mod download;
 mod error;
 mod hash;
+pub mod oci;
 mod tmp;
 mod url;
 
@@ -29,7 +34,7 @@ pub use client::Client;
 pub use config::{ClientConfig, Credentials, DEFAULT_USER_AGENT};
 pub use download::state_path;
 pub use error::FetchError;
-pub use hash::sha512_file;
+pub use hash::{digest_file, sha512_file};
 pub use tmp::unique_tmp_path;
 pub use url::redact_url;
 

@@ -174,3 +174,88 @@ impl ImageError {
         }
     }
 }
+
+/// Why an OCI reference, digest or manifest is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OciError {
+    /// A digest is not `sha256:<64 hex>` or `sha512:<128 hex>` (lowercase).
+    #[error("digest {value:?} is not valid: {reason}")]
+    BadDigest {
+        /// The refused text.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An `oci://` reference cannot be parsed.
+    #[error("oci reference {reference:?} is not valid: {reason}")]
+    BadReference {
+        /// The refused text.
+        reference: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A site's registry/repository rule cannot be parsed.
+    #[error("registry rule {rule:?} is not valid: {reason}")]
+    BadAllowRule {
+        /// The refused text.
+        rule: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The manifest is larger than vmc reads.
+    #[error("manifest is {size} bytes, over the limit of {max}")]
+    ManifestTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The manifest is not JSON of the expected shape.
+    #[error("manifest is not valid JSON of a manifest: {reason}")]
+    ManifestSyntax {
+        /// The parser's message.
+        reason: String,
+    },
+    /// The manifest breaks a rule of the image-spec.
+    #[error("manifest is not valid: {reason}")]
+    ManifestInvalid {
+        /// Which rule.
+        reason: String,
+    },
+    /// The manifest's media type is none vmc reads.
+    #[error("manifest media type {media_type:?} is not supported")]
+    UnsupportedManifest {
+        /// The media type.
+        media_type: String,
+    },
+    /// A descriptor points outside the repository (`urls`): its content would come from
+    /// elsewhere.
+    #[error("manifest {field} points outside the repository (urls {urls:?})")]
+    ForeignDescriptor {
+        /// Which descriptor (`layers[0]`).
+        field: String,
+        /// The URLs it names.
+        urls: Vec<String>,
+    },
+    /// The layer's media type and its `org.openstack.glance.disk_format` disagree.
+    #[error("layer media type {media_type:?} contradicts disk_format {disk_format:?}")]
+    DiskFormatConflict {
+        /// The layer's media type.
+        media_type: String,
+        /// The annotation's value.
+        disk_format: String,
+    },
+    /// No layer is a disk image (qcow2, raw, vmdk, ova).
+    #[error("manifest has no disk-image layer (layer media types: {media_types:?})")]
+    NoDiskLayer {
+        /// The media types of the layers.
+        media_types: Vec<String>,
+    },
+    /// More than one layer is a disk image.
+    #[error("manifest has {count} disk-image layers, expected one")]
+    SeveralDiskLayers {
+        /// How many.
+        count: usize,
+    },
+}

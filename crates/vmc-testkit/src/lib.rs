@@ -1,6 +1,8 @@
 //! Test support shared by the vmc crates' tests (never a normal dependency).
 //!
 //! - [`server`]: a thread-based HTTP/1.1 server on `127.0.0.1:0` that can misbehave on purpose.
+//! - [`registry`]: a real OCI registry (`docker-registry`, distribution 2.8) on `127.0.0.1`,
+//!   anonymous or behind the bearer-token flow, and pushes through the distribution API.
 //! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
 //!   S/MIME signing of image lists, all relative to an injected clock.
 //! - [`interop`]: the openssl-cli interop lists, regenerated at test time with the `openssl`
@@ -9,5 +11,6 @@
 
 pub mod interop;
 pub mod pki;
+pub mod registry;
 pub mod server;
 pub mod skip;

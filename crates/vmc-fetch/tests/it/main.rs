@@ -4,6 +4,7 @@
 
 mod download;
 mod fetch;
+mod oci;
 mod proxy;
 mod tls;
 
