@@ -187,8 +187,7 @@ fn remove_stale_partials(dir: &Path) {
     };
     for item in listing.flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
-        let unique =
-            name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".tmp.state"));
+        let unique = vmc_fetch::is_unique_tmp_name(name.strip_suffix(".state").unwrap_or(&name));
         let stale = item
             .metadata()
             .ok()

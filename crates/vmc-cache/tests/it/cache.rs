@@ -570,14 +570,18 @@ fn a_partial_file_another_writer_holds_is_left_alone() {
     lock.try_lock().unwrap();
     // A writer-unique partial file nobody wrote for two hours is a crashed writer's.
     let stale = partial_dir.join(".img-z.4242.0.abcdef.tmp");
-    std::fs::write(&stale, b"left by a crash").unwrap();
+    // Old too, but not a name vmc gives: not vmc's, so it stays.
+    let foreign = partial_dir.join(".notes.tmp");
     let two_hours = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(two_hours)
-        .unwrap();
+    for path in [&stale, &foreign] {
+        std::fs::write(path, b"old").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(two_hours)
+            .unwrap();
+    }
     let fresh = partial_dir.join(".img-y.4243.0.abcdef.tmp");
     std::fs::write(&fresh, b"someone is writing this").unwrap();
 
@@ -599,7 +603,12 @@ fn a_partial_file_another_writer_holds_is_left_alone() {
     left.sort();
     assert_eq!(
         left,
-        [".img-a.lock", ".img-y.4243.0.abcdef.tmp", "img-a"],
+        [
+            ".img-a.lock",
+            ".img-y.4243.0.abcdef.tmp",
+            ".notes.tmp",
+            "img-a"
+        ],
         "nothing of ours is left"
     );
     drop(lock);
