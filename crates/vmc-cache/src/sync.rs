@@ -113,9 +113,9 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
     }
 }
 
-/// How long a writer-unique partial file may go unwritten before another run deletes it as
+/// How long a writer-unique temporary file may go unwritten before another run deletes it as
 /// left by a crashed writer (a live transfer writes, or times out, far sooner).
-const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The partial file one download writes. Normally `<partial>/<id>`, resumable by the next run,
 /// while this writer holds `<partial>/.<id>.lock`; when another writer holds it (several vmc
@@ -179,9 +179,10 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// Deletes writer-unique partial files (`.<id>.<pid>.<n>.<random>.tmp`, and their state)
-/// that nobody has written for [`STALE_PARTIAL`]: a crashed writer's, never resumed.
-fn remove_stale_partials(dir: &Path) {
+/// Deletes writer-unique temporary files in `dir` (`.<name>.<pid>.<n>.<random>.tmp`, and a
+/// partial file's state beside it) that nobody has written for [`STALE_TMP`]: a crashed
+/// writer's, never resumed or renamed.
+fn remove_stale_tmp(dir: &Path) {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return;
     };
@@ -193,10 +194,10 @@ fn remove_stale_partials(dir: &Path) {
             .ok()
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_PARTIAL);
+            .is_some_and(|age| age > STALE_TMP);
         if unique && stale {
             tracing::info!(
-                "removing {}, left by an interrupted download",
+                "removing {}, left by an interrupted run",
                 item.path().display()
             );
             let _ = std::fs::remove_file(item.path());
@@ -350,6 +351,7 @@ impl Vmc {
                 );
             }
         }
+        remove_stale_tmp(dir);
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
@@ -487,17 +489,16 @@ impl Vmc {
         let image = record
             .map(|r| r.image.clone())
             .unwrap_or_else(|| minimal_image(entry));
-        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, None);
-        event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, self.config().clock.now());
         if !self.store().forget_missing(&entry.identifier)? {
-            // Another process fetched or forgot it in the meantime.
+            // Another process fetched or forgot it in the meantime: nothing to announce.
             return Ok(None);
         }
         tracing::info!("forgot missing {} ({reason})", entry.identifier);
-        let mut event = image_event(EventType::ExpirePostfix, image, record, None);
-        event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        for event_type in [EventType::ExpirePrefix, EventType::ExpirePostfix] {
+            let mut event = image_event(event_type, image.clone(), record, None);
+            event.reason = Some(reason.as_str().to_owned());
+            dispatcher.fire(self.store(), &event, self.config().clock.now());
+        }
         Ok(Some(ExpiryReport {
             identifier: entry.identifier.to_string(),
             reason,
@@ -568,6 +569,7 @@ impl Vmc {
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
             .collect();
+        remove_stale_tmp(&self.config().partial_dir);
         // Before the squatter check: a blocked image keeps its partial download for later.
         remove_unwanted_partials(
             &self.config().partial_dir,
@@ -600,7 +602,6 @@ impl Vmc {
         let _ = self.client();
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
-        remove_stale_partials(&self.config().partial_dir);
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
         let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
         let workers = jobs.clamp(1, wanted.len());

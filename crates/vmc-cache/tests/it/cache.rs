@@ -627,6 +627,17 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
     let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
     vmc.ensure_dirs().unwrap();
     std::fs::create_dir(env.cache_dir().join(".cache.index.tmp")).unwrap();
+    // A crashed writer's temporary index (two hours old) goes; a live writer's stays.
+    let stale = env.cache_dir().join(".cache.index.99.0.ab12.tmp");
+    let live = env.cache_dir().join(".cache.index.98.0.ab12.tmp");
+    std::fs::write(&stale, b"{").unwrap();
+    std::fs::write(&live, b"{").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
     let report = sync(&vmc);
     assert!(!report.has_failures(), "{report:?}");
     let index: Value =
@@ -638,7 +649,7 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp") && n != ".cache.index.tmp")
         .collect();
-    assert!(names.is_empty(), "{names:?}");
+    assert_eq!(names, [".cache.index.98.0.ab12.tmp"]);
 }
 
 /// An `AvailablePrefix` is never left without an end: when the move into the cache fails
