@@ -82,6 +82,11 @@ impl Store {
     /// The signer must be a stored identity ([`StoreError::NotFound`] otherwise); whether it
     /// may sign for this subscription is the caller's check. A list with another
     /// `dc:identifier` than the subscription's fails with [`StoreError::IdentifierMismatch`].
+    ///
+    /// When the subscription's current version already has `sha512` (another process sharing
+    /// the database imported the same bytes first), nothing is stored and the outcome says
+    /// [`ImportOutcome::already_current`]; the check runs inside the transaction, after the
+    /// subscription row is locked, so two concurrent imports of one version store it once.
     pub fn import_list(
         &self,
         id: i64,
@@ -300,7 +305,6 @@ impl Store {
     }
 }
 
-/// The subscription's policy and list identifier.
 /// Subscription `id`'s current version, when its digest is `sha512`.
 fn current_with_digest(
     conn: &mut AnyConnection,
@@ -319,6 +323,7 @@ fn current_with_digest(
         .optional()?)
 }
 
+/// The subscription's policy and list identifier.
 fn subscription_policy(
     conn: &mut AnyConnection,
     id: i64,
