@@ -16,6 +16,7 @@ use crate::fixtures::{
 crate::on_both_backends!(
     concurrent_records_of_one_cached_file_both_succeed,
     concurrent_imports_of_one_version_store_it_once,
+    an_import_overtaken_by_a_newer_version_stores_nothing,
     missing_files_are_their_own_state,
 );
 
@@ -116,6 +117,31 @@ fn concurrent_imports_of_one_version_store_it_once(db: &TestDb) {
         let stored = store.current_version(sub).unwrap().unwrap();
         assert_eq!(stored.images.len(), 2);
     }
+}
+
+/// Two processes fetched the list at different times: the one holding the older version
+/// imports it after the newer one is stored, and must not make it current again.
+fn an_import_overtaken_by_a_newer_version_stores_nothing(db: &TestDb) {
+    let (store, signer, sub) = store_with_linked_subscription(db, NewImagePolicy::Subscribe);
+    let newer = import(
+        &store,
+        sub,
+        &list("L", "3", &signer, vec![image("img-1", 'a')]),
+        &signer,
+    );
+    let older = list(
+        "L",
+        "2",
+        &signer,
+        vec![image("img-1", 'a'), image("img-2", 'b')],
+    );
+    let outcome = crate::fixtures::import_with(&db.open(), sub, &older, &signer, false);
+    assert!(outcome.already_current, "{outcome:?}");
+    assert_eq!(outcome.version_id, newer);
+    assert!(outcome.new_images.is_empty());
+    let current = store.subscription(sub).unwrap().current.unwrap();
+    assert_eq!(current.version, "3");
+    assert_eq!(store.version_count(sub).unwrap(), 1);
 }
 
 fn missing_files_are_their_own_state(db: &TestDb) {
