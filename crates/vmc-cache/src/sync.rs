@@ -411,15 +411,55 @@ impl Vmc {
         Ok(())
     }
 
-    fn expired_name(&self, id: &Identifier, now: DateTime<Utc>) -> String {
+    /// A free name in the expired directory: `<id>.<UTC time>`, or with `.<n>` appended for
+    /// the first free `n >= from` (when `from > 0` or the plain name is taken).
+    fn expired_name(&self, id: &Identifier, now: DateTime<Utc>, from: usize) -> String {
         let base = format!("{id}.{}", now.format("%Y-%m-%d_%H-%M-%S"));
-        let mut name = base.clone();
-        let mut n = 1;
+        let mut name = if from == 0 {
+            base.clone()
+        } else {
+            format!("{base}.{from}")
+        };
+        let mut n = from.max(1);
         while self.config().expired_dir.join(&name).exists() {
             name = format!("{base}.{n}");
             n += 1;
         }
         name
+    }
+
+    /// Records `entry`'s file as moved to `<expired>/<name>`. Safe against another process
+    /// sharing the database: a name its expired directory holds in the database already
+    /// moves the file on to the next free one, and a record it expired first gets a record of
+    /// its own. Returns the name the file ends up with.
+    fn record_expiry(
+        &self,
+        entry: &CacheEntry,
+        reason: ExpiryReason,
+        mut name: String,
+        now: DateTime<Utc>,
+    ) -> Result<String, CacheError> {
+        let dir = &self.config().expired_dir;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let recorded = match self
+                .store()
+                .record_expired(&entry.identifier, reason, &name, now)
+            {
+                Err(e) if e.is_not_found() => self.store().add_expired(entry, reason, &name, now),
+                other => other,
+            };
+            match recorded {
+                Err(vmc_store::StoreError::Conflict { .. }) if attempt < 100 => {
+                    let next = self.expired_name(&entry.identifier, now, attempt);
+                    std::fs::rename(dir.join(&name), dir.join(&next))
+                        .map_err(io("rename in the expired directory", &dir.join(&name)))?;
+                    name = next;
+                }
+                other => return Ok(other.map(|()| name)?),
+            }
+        }
     }
 
     /// Moves one cached file to the expired directory with its events.
@@ -443,7 +483,7 @@ impl Vmc {
         event.reason = Some(reason.as_str().to_owned());
         dispatcher.fire(self.store(), &event, now);
         let from = self.config().cache_dir.join(&entry.filename);
-        let name = self.expired_name(&entry.identifier, now);
+        let name = self.expired_name(&entry.identifier, now, 0);
         let to = self.config().expired_dir.join(&name);
         match std::fs::rename(&from, &to) {
             Ok(()) => fsync_dir(&self.config().expired_dir),
@@ -463,8 +503,7 @@ impl Vmc {
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
-        self.store()
-            .record_expired(&entry.identifier, reason, &name, now)?;
+        let name = self.record_expiry(entry, reason, name, now)?;
         tracing::info!("expired {} ({reason})", entry.identifier);
         let mut event = image_event(EventType::ExpirePostfix, image, record, Some(name.clone()));
         event.reason = Some(reason.as_str().to_owned());

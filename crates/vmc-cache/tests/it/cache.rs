@@ -720,3 +720,46 @@ fn partial_downloads_of_images_no_longer_wanted_are_removed() {
     left.sort();
     assert_eq!(left, ["img-b", "img-b.state", "notes"]);
 }
+
+/// Another vmc home sharing the database expired the same image in the same second into its
+/// own expired directory: the name is taken in the database (unique), so the file moves on to
+/// the next free name instead of failing the sync on the constraint.
+#[test]
+fn an_expired_file_name_taken_by_another_home_moves_on_to_the_next() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 1);
+    let taken = format!("img-a.{}", env.now.format("%Y-%m-%d_%H-%M-%S"));
+    let theirs = vmc.store().cache_entries().unwrap().remove(0);
+    vmc.store()
+        .add_expired(&theirs, ExpiryReason::Unselected, &taken, env.now)
+        .unwrap();
+    let err = vmc
+        .store()
+        .add_expired(&theirs, ExpiryReason::Unselected, &taken, env.now)
+        .unwrap_err();
+    assert!(
+        matches!(err, vmc_store::StoreError::Conflict { .. }),
+        "{err:?}"
+    );
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    let ours = format!("{taken}.1");
+    assert_eq!(report.expired.len(), 1);
+    assert_eq!(
+        report.expired[0].expired_file.as_deref(),
+        Some(ours.as_str())
+    );
+    assert!(env.expired_dir().join(&ours).is_file());
+    assert!(!env.expired_dir().join(&taken).exists());
+    let mut files: Vec<String> = vmc
+        .store()
+        .expired_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.file)
+        .collect();
+    files.sort();
+    assert_eq!(files, [taken, ours]);
+}

@@ -51,6 +51,18 @@ fn upsert_cached_pg(
     Ok(())
 }
 
+/// A unique violation on the expired file name as [`StoreError::Conflict`].
+fn expired_file_conflict(e: diesel::result::Error, expired_file: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict {
+            what: "expired file",
+            key: expired_file.to_owned(),
+        }
+    } else {
+        e.into()
+    }
+}
+
 impl Store {
     /// The records in `state`, sorted by image id, each converted by `convert`.
     fn entries_in<T>(
@@ -186,17 +198,49 @@ impl Store {
                 cache_entries::expired_file.eq(Some(expired_file)),
             ))
             .execute(conn)
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict {
-                        what: "expired file",
-                        key: expired_file.to_owned(),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| expired_file_conflict(e, expired_file))?;
             super::require_touched(rows, "cached image", identifier)
+        })
+    }
+
+    /// Records a file moved to the expired directory as `expired_file` whose cached record is
+    /// no longer there to update (another process sharing the database expired or replaced it
+    /// first): a new expired record from `entry`, so that `cache purge` finds the file.
+    ///
+    /// Fails like [`Store::record_expired`] on an empty or taken `expired_file`.
+    pub fn add_expired(
+        &self,
+        entry: &CacheEntry,
+        reason: ExpiryReason,
+        expired_file: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if expired_file.is_empty() {
+            return Err(StoreError::EmptyExpiredFile {
+                identifier: entry.identifier.to_string(),
+            });
+        }
+        let at = time::encode("expiry time", at)?;
+        let cached_at = time::encode("cache time", entry.cached_at)?;
+        let size = size_to_db("cached file size", entry.size)?;
+        self.write(|conn| {
+            diesel::insert_into(cache_entries::table)
+                .values((
+                    cache_entries::identifier.eq(entry.identifier.as_str()),
+                    cache_entries::state.eq(STATE_EXPIRED),
+                    cache_entries::filename.eq(&entry.filename),
+                    cache_entries::size.eq(size),
+                    cache_entries::sha512.eq(entry.sha512.to_ascii_lowercase()),
+                    cache_entries::subscription_id.eq(entry.subscription_id),
+                    cache_entries::list_version_id.eq(entry.list_version_id),
+                    cache_entries::cached_at.eq(&cached_at),
+                    cache_entries::expired_at.eq(Some(&at)),
+                    cache_entries::expiry_reason.eq(Some(reason.as_str())),
+                    cache_entries::expired_file.eq(Some(expired_file)),
+                ))
+                .execute(conn)
+                .map_err(|e| expired_file_conflict(e, expired_file))?;
+            Ok(())
         })
     }
 

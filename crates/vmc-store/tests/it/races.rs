@@ -18,6 +18,7 @@ crate::on_both_backends!(
     concurrent_imports_of_one_version_store_it_once,
     an_import_overtaken_by_a_newer_version_stores_nothing,
     missing_files_are_their_own_state,
+    an_expiry_recorded_second_gets_a_record_of_its_own,
 );
 
 const ROUNDS: usize = 12;
@@ -199,4 +200,58 @@ fn missing_files_are_their_own_state(db: &TestDb) {
         "{err:?}"
     );
     assert_eq!(store.cache_entries().unwrap().len(), 1);
+}
+
+/// Two homes expire the same image: the second finds the cached record gone (`NotFound`) and
+/// records its own file with `add_expired`; a taken expired file name is a `Conflict`, which
+/// the caller answers by moving its file to another name.
+fn an_expiry_recorded_second_gets_a_record_of_its_own(db: &TestDb) {
+    let store = db.open();
+    let entry = CacheEntry {
+        identifier: id("img-a"),
+        filename: "img-a".into(),
+        size: 10,
+        sha512: sha('a'),
+        subscription_id: None,
+        list_version_id: None,
+        cached_at: at(10),
+    };
+    store.record_cached(&entry).unwrap();
+    store
+        .record_expired(
+            &entry.identifier,
+            ExpiryReason::Unselected,
+            "img-a.1",
+            at(20),
+        )
+        .unwrap();
+    let err = store
+        .record_expired(
+            &entry.identifier,
+            ExpiryReason::Unselected,
+            "img-a.2",
+            at(21),
+        )
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = store
+        .add_expired(&entry, ExpiryReason::Unselected, "img-a.1", at(21))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let err = store
+        .add_expired(&entry, ExpiryReason::Unselected, "", at(21))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::EmptyExpiredFile { .. }),
+        "{err:?}"
+    );
+    store
+        .add_expired(&entry, ExpiryReason::Unselected, "img-a.2", at(21))
+        .unwrap();
+    let expired = store.expired_entries().unwrap();
+    let files: Vec<&str> = expired.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(files, ["img-a.1", "img-a.2"]);
+    assert_eq!(expired[1].expired_at, at(21));
+    assert_eq!((expired[1].size, expired[1].sha512.clone()), (10, sha('a')));
+    assert!(store.cache_entries().unwrap().is_empty());
 }
