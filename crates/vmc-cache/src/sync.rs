@@ -113,9 +113,9 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
     }
 }
 
-/// How long a writer-unique partial file may go unwritten before another run deletes it as
+/// How long a writer-unique temporary file may go unwritten before another run deletes it as
 /// left by a crashed writer (a live transfer writes, or times out, far sooner).
-const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The partial file one download writes. Normally `<partial>/<id>`, resumable by the next run,
 /// while this writer holds `<partial>/.<id>.lock`; when another writer holds it (several vmc
@@ -179,25 +179,25 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// Deletes writer-unique partial files (`.<id>.<pid>.<n>.<random>.tmp`, and their state)
-/// that nobody has written for [`STALE_PARTIAL`]: a crashed writer's, never resumed.
-fn remove_stale_partials(dir: &Path) {
+/// Deletes writer-unique temporary files in `dir` (`.<name>.<pid>.<n>.<random>.tmp`, and a
+/// partial file's state beside it) that nobody has written for [`STALE_TMP`]: a crashed
+/// writer's, never resumed or renamed.
+fn remove_stale_tmp(dir: &Path) {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return;
     };
     for item in listing.flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
-        let unique =
-            name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".tmp.state"));
+        let unique = vmc_fetch::is_unique_tmp_name(name.strip_suffix(".state").unwrap_or(&name));
         let stale = item
             .metadata()
             .ok()
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_PARTIAL);
+            .is_some_and(|age| age > STALE_TMP);
         if unique && stale {
             tracing::info!(
-                "removing {}, left by an interrupted download",
+                "removing {}, left by an interrupted run",
                 item.path().display()
             );
             let _ = std::fs::remove_file(item.path());
@@ -351,6 +351,7 @@ impl Vmc {
                 );
             }
         }
+        remove_stale_tmp(dir);
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
@@ -410,15 +411,55 @@ impl Vmc {
         Ok(())
     }
 
-    fn expired_name(&self, id: &Identifier, now: DateTime<Utc>) -> String {
+    /// A free name in the expired directory: `<id>.<UTC time>`, or with `.<n>` appended for
+    /// the first free `n >= from` (when `from > 0` or the plain name is taken).
+    fn expired_name(&self, id: &Identifier, now: DateTime<Utc>, from: usize) -> String {
         let base = format!("{id}.{}", now.format("%Y-%m-%d_%H-%M-%S"));
-        let mut name = base.clone();
-        let mut n = 1;
+        let mut name = if from == 0 {
+            base.clone()
+        } else {
+            format!("{base}.{from}")
+        };
+        let mut n = from.max(1);
         while self.config().expired_dir.join(&name).exists() {
             name = format!("{base}.{n}");
             n += 1;
         }
         name
+    }
+
+    /// Records `entry`'s file as moved to `<expired>/<name>`. Safe against another process
+    /// sharing the database: a name its expired directory holds in the database already
+    /// moves the file on to the next free one, and a record it expired first gets a record of
+    /// its own. Returns the name the file ends up with.
+    fn record_expiry(
+        &self,
+        entry: &CacheEntry,
+        reason: ExpiryReason,
+        mut name: String,
+        now: DateTime<Utc>,
+    ) -> Result<String, CacheError> {
+        let dir = &self.config().expired_dir;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let recorded = match self
+                .store()
+                .record_expired(&entry.identifier, reason, &name, now)
+            {
+                Err(e) if e.is_not_found() => self.store().add_expired(entry, reason, &name, now),
+                other => other,
+            };
+            match recorded {
+                Err(vmc_store::StoreError::Conflict { .. }) if attempt < 100 => {
+                    let next = self.expired_name(&entry.identifier, now, attempt);
+                    std::fs::rename(dir.join(&name), dir.join(&next))
+                        .map_err(io("rename in the expired directory", &dir.join(&name)))?;
+                    name = next;
+                }
+                other => return Ok(other.map(|()| name)?),
+            }
+        }
     }
 
     /// Moves one cached file to the expired directory with its events.
@@ -442,7 +483,7 @@ impl Vmc {
         event.reason = Some(reason.as_str().to_owned());
         dispatcher.fire(self.store(), &event, now);
         let from = self.config().cache_dir.join(&entry.filename);
-        let name = self.expired_name(&entry.identifier, now);
+        let name = self.expired_name(&entry.identifier, now, 0);
         let to = self.config().expired_dir.join(&name);
         match std::fs::rename(&from, &to) {
             Ok(()) => fsync_dir(&self.config().expired_dir),
@@ -462,8 +503,7 @@ impl Vmc {
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
-        self.store()
-            .record_expired(&entry.identifier, reason, &name, now)?;
+        let name = self.record_expiry(entry, reason, name, now)?;
         tracing::info!("expired {} ({reason})", entry.identifier);
         let mut event = image_event(EventType::ExpirePostfix, image, record, Some(name.clone()));
         event.reason = Some(reason.as_str().to_owned());
@@ -488,17 +528,16 @@ impl Vmc {
         let image = record
             .map(|r| r.image.clone())
             .unwrap_or_else(|| minimal_image(entry));
-        let mut event = image_event(EventType::ExpirePrefix, image.clone(), record, None);
-        event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, self.config().clock.now());
         if !self.store().forget_missing(&entry.identifier)? {
-            // Another process fetched or forgot it in the meantime.
+            // Another process fetched or forgot it in the meantime: nothing to announce.
             return Ok(None);
         }
         tracing::info!("forgot missing {} ({reason})", entry.identifier);
-        let mut event = image_event(EventType::ExpirePostfix, image, record, None);
-        event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        for event_type in [EventType::ExpirePrefix, EventType::ExpirePostfix] {
+            let mut event = image_event(event_type, image.clone(), record, None);
+            event.reason = Some(reason.as_str().to_owned());
+            dispatcher.fire(self.store(), &event, self.config().clock.now());
+        }
         Ok(Some(ExpiryReport {
             identifier: entry.identifier.to_string(),
             reason,
@@ -569,6 +608,7 @@ impl Vmc {
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
             .collect();
+        remove_stale_tmp(&self.config().partial_dir);
         // Before the squatter check: a blocked image keeps its partial download for later.
         remove_unwanted_partials(
             &self.config().partial_dir,
@@ -601,7 +641,6 @@ impl Vmc {
         let _ = self.client();
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
-        remove_stale_partials(&self.config().partial_dir);
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
         let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
         let workers = jobs.clamp(1, wanted.len());

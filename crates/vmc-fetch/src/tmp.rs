@@ -29,6 +29,26 @@ pub fn unique_tmp_path(path: &Path) -> PathBuf {
     dir.join(format!(".{name}.{}.{n}.{salt}.tmp", std::process::id()))
 }
 
+/// Whether `name` has the form [`unique_tmp_path`] gives (`.<name>.<pid>.<n>.<random>.tmp`),
+/// so that a file left by a crashed writer can be told from anybody else's.
+pub fn is_unique_tmp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(4, '.');
+    let (Some(salt), Some(n), Some(pid), Some(base)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !base.is_empty()
+        && digits(pid)
+        && digits(n)
+        && !salt.is_empty()
+        && salt.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +72,26 @@ mod tests {
             unique_tmp_path(Path::new("x")).parent(),
             Some(Path::new("."))
         );
+    }
+
+    #[test]
+    fn unique_names_are_recognised_and_nothing_else() {
+        let made = unique_tmp_path(Path::new("/p/img-1"));
+        let name = made.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(is_unique_tmp_name(&name), "{name}");
+        assert!(is_unique_tmp_name(".img.a.1.2.0fab.tmp"));
+        for other in [
+            "img-1",
+            ".img-1.tmp",
+            ".cache.index.tmp",
+            ".notes.tmp",
+            ".x.12.3.tmp",
+            ".x.1a.3.ff.tmp",
+            ".x.1.3.zz.tmp",
+            "..1.2.ff.tmp",
+            ".x.1.2.ff.tmp.state",
+        ] {
+            assert!(!is_unique_tmp_name(other), "{other}");
+        }
     }
 }

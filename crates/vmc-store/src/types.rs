@@ -56,9 +56,9 @@ pub struct ImportOutcome {
     pub version_id: i64,
     /// Image ids this subscription never carried before, in list order.
     pub new_images: Vec<Identifier>,
-    /// The same bytes were already the subscription's current version (another process
-    /// imported them first): nothing was stored, `version_id` is that version and
-    /// `new_images` is empty (the first importer announced them).
+    /// The subscription's current version was already these bytes, or a higher version
+    /// (another process imported it first): nothing was stored, `version_id` is that version
+    /// and `new_images` is empty (the importer of that version announced its new images).
     pub already_current: bool,
 }
 

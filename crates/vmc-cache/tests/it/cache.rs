@@ -570,14 +570,18 @@ fn a_partial_file_another_writer_holds_is_left_alone() {
     lock.try_lock().unwrap();
     // A writer-unique partial file nobody wrote for two hours is a crashed writer's.
     let stale = partial_dir.join(".img-z.4242.0.abcdef.tmp");
-    std::fs::write(&stale, b"left by a crash").unwrap();
+    // Old too, but not a name vmc gives: not vmc's, so it stays.
+    let foreign = partial_dir.join(".notes.tmp");
     let two_hours = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(two_hours)
-        .unwrap();
+    for path in [&stale, &foreign] {
+        std::fs::write(path, b"old").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(two_hours)
+            .unwrap();
+    }
     let fresh = partial_dir.join(".img-y.4243.0.abcdef.tmp");
     std::fs::write(&fresh, b"someone is writing this").unwrap();
 
@@ -599,7 +603,12 @@ fn a_partial_file_another_writer_holds_is_left_alone() {
     left.sort();
     assert_eq!(
         left,
-        [".img-a.lock", ".img-y.4243.0.abcdef.tmp", "img-a"],
+        [
+            ".img-a.lock",
+            ".img-y.4243.0.abcdef.tmp",
+            ".notes.tmp",
+            "img-a"
+        ],
         "nothing of ours is left"
     );
     drop(lock);
@@ -618,6 +627,17 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
     let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
     vmc.ensure_dirs().unwrap();
     std::fs::create_dir(env.cache_dir().join(".cache.index.tmp")).unwrap();
+    // A crashed writer's temporary index (two hours old) goes; a live writer's stays.
+    let stale = env.cache_dir().join(".cache.index.99.0.ab12.tmp");
+    let live = env.cache_dir().join(".cache.index.98.0.ab12.tmp");
+    std::fs::write(&stale, b"{").unwrap();
+    std::fs::write(&live, b"{").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
     let report = sync(&vmc);
     assert!(!report.has_failures(), "{report:?}");
     let index: Value =
@@ -629,7 +649,7 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".tmp") && n != ".cache.index.tmp")
         .collect();
-    assert!(names.is_empty(), "{names:?}");
+    assert_eq!(names, [".cache.index.98.0.ab12.tmp"]);
 }
 
 /// An `AvailablePrefix` is never left without an end: when the move into the cache fails
@@ -699,4 +719,47 @@ fn partial_downloads_of_images_no_longer_wanted_are_removed() {
         .collect();
     left.sort();
     assert_eq!(left, ["img-b", "img-b.state", "notes"]);
+}
+
+/// Another vmc home sharing the database expired the same image in the same second into its
+/// own expired directory: the name is taken in the database (unique), so the file moves on to
+/// the next free name instead of failing the sync on the constraint.
+#[test]
+fn an_expired_file_name_taken_by_another_home_moves_on_to_the_next() {
+    let imgs = images();
+    let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
+    assert_eq!(sync(&vmc).downloaded.len(), 1);
+    let taken = format!("img-a.{}", env.now.format("%Y-%m-%d_%H-%M-%S"));
+    let theirs = vmc.store().cache_entries().unwrap().remove(0);
+    vmc.store()
+        .add_expired(&theirs, ExpiryReason::Unselected, &taken, env.now)
+        .unwrap();
+    let err = vmc
+        .store()
+        .add_expired(&theirs, ExpiryReason::Unselected, &taken, env.now)
+        .unwrap_err();
+    assert!(
+        matches!(err, vmc_store::StoreError::Conflict { .. }),
+        "{err:?}"
+    );
+    vmc.store().set_selected(&[id("img-a")], false).unwrap();
+    let report = sync(&vmc);
+    assert!(!report.has_failures(), "{report:?}");
+    let ours = format!("{taken}.1");
+    assert_eq!(report.expired.len(), 1);
+    assert_eq!(
+        report.expired[0].expired_file.as_deref(),
+        Some(ours.as_str())
+    );
+    assert!(env.expired_dir().join(&ours).is_file());
+    assert!(!env.expired_dir().join(&taken).exists());
+    let mut files: Vec<String> = vmc
+        .store()
+        .expired_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.file)
+        .collect();
+    files.sort();
+    assert_eq!(files, [taken, ours]);
 }

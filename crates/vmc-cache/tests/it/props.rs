@@ -4,8 +4,8 @@
 //! killed part-way — checking the invariants ARCHITECTURE.md states ("Cache invariants")
 //! after every completed sync and after a final `sync --verify`.
 //!
-//! Deterministic per seed: one download job, kills at a counted progress callback, a pinned
-//! clock. `PROPTEST_RNG_SEED` replays a run, `PROPTEST_CASES` runs more cases (default 10).
+//! Deterministic per seed: one download job, kills at counted events (a download's start, its
+//! half-way mark, a re-hashed file) rather than byte offsets, a pinned clock. `PROPTEST_RNG_SEED` replays a run, `PROPTEST_CASES` runs more cases (default 10).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -37,7 +37,7 @@ enum Op {
     NewBytes(usize),
     /// A new list version without this image.
     Drop(usize),
-    /// A sync that dies at the n-th progress callback (a download or a re-hash).
+    /// A sync that dies at the n-th kill point (see [`Killer`]).
     KillMidSync {
         at: usize,
         verify: bool,
@@ -59,13 +59,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Panics (as a killed process stops) at the `at`-th progress callback.
+/// Panics (as a killed process stops) at the `at`-th kill point. The points are events whose
+/// number does not depend on how the bytes arrive: a download's start, the first progress
+/// report at or past its half-way mark, a re-hashed file.
 struct Killer {
     at: usize,
     seen: AtomicUsize,
+    /// The running download's size, until its half-way point has counted.
+    half_way: std::sync::Mutex<Option<u64>>,
 }
 
 impl Killer {
+    fn new(at: usize) -> Killer {
+        Killer {
+            at,
+            seen: AtomicUsize::new(0),
+            half_way: std::sync::Mutex::new(None),
+        }
+    }
+
     fn tick(&self) {
         if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
             std::panic::panic_any(KILL);
@@ -74,11 +86,22 @@ impl Killer {
 }
 
 impl Progress for Killer {
-    fn download_started(&self, _: &str, _: u64, _: u64) {
+    fn download_started(&self, _: &str, total: u64, _: u64) {
+        *self.half_way.lock().unwrap() = Some(total);
         self.tick();
     }
-    fn download_progress(&self, _: &str, _: u64) {
-        self.tick();
+    fn download_progress(&self, _: &str, done: u64) {
+        let reached = {
+            let mut half_way = self.half_way.lock().unwrap();
+            let reached = half_way.is_some_and(|total| done.saturating_mul(2) >= total);
+            if reached {
+                *half_way = None;
+            }
+            reached
+        };
+        if reached {
+            self.tick();
+        }
     }
     fn verify_file_done(&self, _: &str, _: u64) {
         self.tick();
@@ -196,10 +219,7 @@ impl World {
                 self.publish();
             }
             Op::KillMidSync { at, verify } => {
-                let killer = Killer {
-                    at,
-                    seen: AtomicUsize::new(0),
-                };
+                let killer = Killer::new(at);
                 let vmc = &self.vmc;
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     vmc.sync(&World::options(verify), &killer)

@@ -51,6 +51,45 @@ fn upsert_cached_pg(
     Ok(())
 }
 
+/// The record of image `identifier` in `state`.
+type RecordIn<'a> = diesel::dsl::Filter<
+    diesel::dsl::Filter<cache_entries::table, diesel::dsl::Eq<cache_entries::state, &'a str>>,
+    diesel::dsl::Eq<cache_entries::identifier, &'a str>,
+>;
+
+/// The record of image `identifier` in `state`, to update or delete.
+fn record_in<'a>(state: &'a str, identifier: &'a Identifier) -> RecordIn<'a> {
+    cache_entries::table
+        .filter(cache_entries::state.eq(state))
+        .filter(cache_entries::identifier.eq(identifier.as_str()))
+}
+
+/// The stored expiry time, once `expired_file` is known to name a file.
+fn expiry_time(
+    identifier: &Identifier,
+    expired_file: &str,
+    at: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    if expired_file.is_empty() {
+        return Err(StoreError::EmptyExpiredFile {
+            identifier: identifier.to_string(),
+        });
+    }
+    time::encode("expiry time", at)
+}
+
+/// A unique violation on the expired file name as [`StoreError::Conflict`].
+fn expired_file_conflict(e: diesel::result::Error, expired_file: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict {
+            what: "expired file",
+            key: expired_file.to_owned(),
+        }
+    } else {
+        e.into()
+    }
+}
+
 impl Store {
     /// The records in `state`, sorted by image id, each converted by `convert`.
     fn entries_in<T>(
@@ -124,16 +163,12 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let at = time::encode("missing-since time", at)?;
         self.write(|conn| {
-            let rows = diesel::update(
-                cache_entries::table
-                    .filter(cache_entries::state.eq(STATE_CACHED))
-                    .filter(cache_entries::identifier.eq(identifier.as_str())),
-            )
-            .set((
-                cache_entries::state.eq(STATE_MISSING),
-                cache_entries::missing_since.eq(Some(&at)),
-            ))
-            .execute(conn)?;
+            let rows = diesel::update(record_in(STATE_CACHED, identifier))
+                .set((
+                    cache_entries::state.eq(STATE_MISSING),
+                    cache_entries::missing_since.eq(Some(&at)),
+                ))
+                .execute(conn)?;
             Ok(rows > 0)
         })
     }
@@ -142,12 +177,7 @@ impl Store {
     /// no file to move); says whether there was one.
     pub fn forget_missing(&self, identifier: &Identifier) -> Result<bool, StoreError> {
         self.write(|conn| {
-            let rows = diesel::delete(
-                cache_entries::table
-                    .filter(cache_entries::state.eq(STATE_MISSING))
-                    .filter(cache_entries::identifier.eq(identifier.as_str())),
-            )
-            .execute(conn)?;
+            let rows = diesel::delete(record_in(STATE_MISSING, identifier)).execute(conn)?;
             Ok(rows > 0)
         })
     }
@@ -167,36 +197,54 @@ impl Store {
         expired_file: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if expired_file.is_empty() {
-            return Err(StoreError::EmptyExpiredFile {
-                identifier: identifier.to_string(),
-            });
-        }
-        let at = time::encode("expiry time", at)?;
+        let at = expiry_time(identifier, expired_file, at)?;
         self.write(|conn| {
-            let rows = diesel::update(
-                cache_entries::table
-                    .filter(cache_entries::state.eq(STATE_CACHED))
-                    .filter(cache_entries::identifier.eq(identifier.as_str())),
-            )
-            .set((
-                cache_entries::state.eq(STATE_EXPIRED),
-                cache_entries::expired_at.eq(Some(&at)),
-                cache_entries::expiry_reason.eq(Some(reason.as_str())),
-                cache_entries::expired_file.eq(Some(expired_file)),
-            ))
-            .execute(conn)
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict {
-                        what: "expired file",
-                        key: expired_file.to_owned(),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            let rows = diesel::update(record_in(STATE_CACHED, identifier))
+                .set((
+                    cache_entries::state.eq(STATE_EXPIRED),
+                    cache_entries::expired_at.eq(Some(&at)),
+                    cache_entries::expiry_reason.eq(Some(reason.as_str())),
+                    cache_entries::expired_file.eq(Some(expired_file)),
+                ))
+                .execute(conn)
+                .map_err(|e| expired_file_conflict(e, expired_file))?;
             super::require_touched(rows, "cached image", identifier)
+        })
+    }
+
+    /// Records a file moved to the expired directory as `expired_file` whose cached record is
+    /// no longer there to update (another process sharing the database expired or replaced it
+    /// first): a new expired record from `entry`, so that `cache purge` finds the file.
+    ///
+    /// Fails like [`Store::record_expired`] on an empty or taken `expired_file`.
+    pub fn add_expired(
+        &self,
+        entry: &CacheEntry,
+        reason: ExpiryReason,
+        expired_file: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = expiry_time(&entry.identifier, expired_file, at)?;
+        let cached_at = time::encode("cache time", entry.cached_at)?;
+        let size = size_to_db("cached file size", entry.size)?;
+        self.write(|conn| {
+            diesel::insert_into(cache_entries::table)
+                .values((
+                    cache_entries::identifier.eq(entry.identifier.as_str()),
+                    cache_entries::state.eq(STATE_EXPIRED),
+                    cache_entries::filename.eq(&entry.filename),
+                    cache_entries::size.eq(size),
+                    cache_entries::sha512.eq(entry.sha512.to_ascii_lowercase()),
+                    cache_entries::subscription_id.eq(entry.subscription_id),
+                    cache_entries::list_version_id.eq(entry.list_version_id),
+                    cache_entries::cached_at.eq(&cached_at),
+                    cache_entries::expired_at.eq(Some(&at)),
+                    cache_entries::expiry_reason.eq(Some(reason.as_str())),
+                    cache_entries::expired_file.eq(Some(expired_file)),
+                ))
+                .execute(conn)
+                .map_err(|e| expired_file_conflict(e, expired_file))?;
+            Ok(())
         })
     }
 

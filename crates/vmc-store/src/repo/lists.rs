@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use diesel::prelude::*;
-use vmc_model::{Identifier, NewImagePolicy};
+use vmc_model::{Identifier, NewImagePolicy, Version};
 
 use super::endorsers::identity_owner;
 use crate::Store;
@@ -82,6 +82,12 @@ impl Store {
     /// The signer must be a stored identity ([`StoreError::NotFound`] otherwise); whether it
     /// may sign for this subscription is the caller's check. A list with another
     /// `dc:identifier` than the subscription's fails with [`StoreError::IdentifierMismatch`].
+    ///
+    /// When the subscription's current version already has `sha512`, or a higher version
+    /// (another process sharing the database imported the same bytes, or a newer list, first),
+    /// nothing is stored and the outcome says [`ImportOutcome::already_current`]; the check
+    /// runs inside the transaction, after the subscription row is locked, so two concurrent
+    /// imports of one version store it once and an older one never replaces a newer one.
     pub fn import_list(
         &self,
         id: i64,
@@ -123,7 +129,7 @@ impl Store {
                     .for_update()
                     .load::<i64>(c)?;
             }
-            if let Some(version_id) = current_with_digest(conn, id, &sha512)? {
+            if let Some(version_id) = superseding_current(conn, id, &sha512, &list.version)? {
                 return Ok(ImportOutcome {
                     version_id,
                     new_images: Vec::new(),
@@ -300,25 +306,34 @@ impl Store {
     }
 }
 
-/// The subscription's policy and list identifier.
-/// Subscription `id`'s current version, when its digest is `sha512`.
-fn current_with_digest(
+/// Subscription `id`'s current version, when it makes importing these bytes pointless: it
+/// has their digest `sha512`, or a higher `hv:version` than `version` (another process
+/// imported a newer list between this one's fetch and its import).
+fn superseding_current(
     conn: &mut AnyConnection,
     id: i64,
     sha512: &str,
+    version: &Version,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(subscriptions::table
+    let current: Option<(i64, String, String)> = subscriptions::table
         .inner_join(
             list_versions::table
                 .on(subscriptions::current_version_id.eq(list_versions::id.nullable())),
         )
         .filter(subscriptions::id.eq(id))
-        .filter(list_versions::sha512.eq(sha512))
-        .select(list_versions::id)
-        .first::<i64>(conn)
-        .optional()?)
+        .select((
+            list_versions::id,
+            list_versions::sha512,
+            list_versions::version,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(current
+        .filter(|(_, digest, current)| digest == sha512 || Version::new(current) > *version)
+        .map(|(version_id, _, _)| version_id))
 }
 
+/// The subscription's policy and list identifier.
 fn subscription_policy(
     conn: &mut AnyConnection,
     id: i64,

@@ -16,7 +16,9 @@ use crate::fixtures::{
 crate::on_both_backends!(
     concurrent_records_of_one_cached_file_both_succeed,
     concurrent_imports_of_one_version_store_it_once,
+    an_import_overtaken_by_a_newer_version_stores_nothing,
     missing_files_are_their_own_state,
+    an_expiry_recorded_second_gets_a_record_of_its_own,
 );
 
 const ROUNDS: usize = 12;
@@ -118,6 +120,31 @@ fn concurrent_imports_of_one_version_store_it_once(db: &TestDb) {
     }
 }
 
+/// Two processes fetched the list at different times: the one holding the older version
+/// imports it after the newer one is stored, and must not make it current again.
+fn an_import_overtaken_by_a_newer_version_stores_nothing(db: &TestDb) {
+    let (store, signer, sub) = store_with_linked_subscription(db, NewImagePolicy::Subscribe);
+    let newer = import(
+        &store,
+        sub,
+        &list("L", "3", &signer, vec![image("img-1", 'a')]),
+        &signer,
+    );
+    let older = list(
+        "L",
+        "2",
+        &signer,
+        vec![image("img-1", 'a'), image("img-2", 'b')],
+    );
+    let outcome = crate::fixtures::import_with(&db.open(), sub, &older, &signer, false);
+    assert!(outcome.already_current, "{outcome:?}");
+    assert_eq!(outcome.version_id, newer);
+    assert!(outcome.new_images.is_empty());
+    let current = store.subscription(sub).unwrap().current.unwrap();
+    assert_eq!(current.version, "3");
+    assert_eq!(store.version_count(sub).unwrap(), 1);
+}
+
 fn missing_files_are_their_own_state(db: &TestDb) {
     let store = db.open();
     let entry = |name: &str| CacheEntry {
@@ -173,4 +200,58 @@ fn missing_files_are_their_own_state(db: &TestDb) {
         "{err:?}"
     );
     assert_eq!(store.cache_entries().unwrap().len(), 1);
+}
+
+/// Two homes expire the same image: the second finds the cached record gone (`NotFound`) and
+/// records its own file with `add_expired`; a taken expired file name is a `Conflict`, which
+/// the caller answers by moving its file to another name.
+fn an_expiry_recorded_second_gets_a_record_of_its_own(db: &TestDb) {
+    let store = db.open();
+    let entry = CacheEntry {
+        identifier: id("img-a"),
+        filename: "img-a".into(),
+        size: 10,
+        sha512: sha('a'),
+        subscription_id: None,
+        list_version_id: None,
+        cached_at: at(10),
+    };
+    store.record_cached(&entry).unwrap();
+    store
+        .record_expired(
+            &entry.identifier,
+            ExpiryReason::Unselected,
+            "img-a.1",
+            at(20),
+        )
+        .unwrap();
+    let err = store
+        .record_expired(
+            &entry.identifier,
+            ExpiryReason::Unselected,
+            "img-a.2",
+            at(21),
+        )
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = store
+        .add_expired(&entry, ExpiryReason::Unselected, "img-a.1", at(21))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let err = store
+        .add_expired(&entry, ExpiryReason::Unselected, "", at(21))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::EmptyExpiredFile { .. }),
+        "{err:?}"
+    );
+    store
+        .add_expired(&entry, ExpiryReason::Unselected, "img-a.2", at(21))
+        .unwrap();
+    let expired = store.expired_entries().unwrap();
+    let files: Vec<&str> = expired.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(files, ["img-a.1", "img-a.2"]);
+    assert_eq!(expired[1].expired_at, at(21));
+    assert_eq!((expired[1].size, expired[1].sha512.clone()), (10, sha('a')));
+    assert!(store.cache_entries().unwrap().is_empty());
 }
