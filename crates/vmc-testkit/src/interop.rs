@@ -292,6 +292,215 @@ impl Generator {
     /// Writes every list and returns the manifest.
     fn lists(&self, images: &[Value]) -> Value {
         let good = list_json(images);
+        let dn = |dn: &str| with(&good, |l| l["hv:endorser"]["hv:x509"]["hv:dn"] = json!(dn));
+        let version = |v: &str| with(&good, |l| l["hv:version"] = json!(v));
+        let image_id = |index: usize, id: &str| {
+            with(&good, |l| {
+                l["hv:images"][index]["hv:image"]["dc:identifier"] = json!(id);
+            })
+        };
+        let table: Vec<Case<'_>> = vec![
+            (
+                "good.smime",
+                pretty(&good),
+                "endorser",
+                &[],
+                "accept",
+                "detached multipart/signed, sha256",
+                &[],
+            ),
+            (
+                "good-sha1.smime",
+                pretty(&good),
+                "endorser",
+                &["-md", "sha1"],
+                "accept",
+                "legacy sha1 digest, as old signing tools emit",
+                &[],
+            ),
+            (
+                "good-opaque.p7m",
+                pretty(&good),
+                "endorser",
+                &["-nodetach"],
+                "accept",
+                "opaque application/pkcs7-mime",
+                &[],
+            ),
+            (
+                "good-pem.p7",
+                pretty(&good),
+                "endorser",
+                &["-nodetach", "-outform", "PEM"],
+                "accept",
+                "PEM PKCS#7 signed-data",
+                &[],
+            ),
+            (
+                "good-v2.smime",
+                pretty(&version("2")),
+                "endorser",
+                &[],
+                "accept",
+                "newer hv:version after good.smime",
+                &[],
+            ),
+            (
+                "rollback-v0.smime",
+                pretty(&version("0.9")),
+                "endorser",
+                &[],
+                "reject",
+                "hv:version lower than an accepted one",
+                &[("after", "good.smime")],
+            ),
+            (
+                "revoked.smime",
+                pretty(&dn(REVOKED_DN)),
+                "revoked",
+                &[],
+                "reject",
+                "signer revoked by CA CRL",
+                &[("endorser", "revoked")],
+            ),
+            (
+                "expired-signer.smime",
+                pretty(&dn(EXPIRED_DN)),
+                "expired",
+                &[],
+                "reject",
+                "signer certificate expired",
+                &[("endorser", "expired")],
+            ),
+            (
+                "other-signer.smime",
+                pretty(&dn(OTHER_DN)),
+                "other",
+                &[],
+                "reject",
+                "valid certificate, but not an endorser of this subscription",
+                &[],
+            ),
+            (
+                "rogue.smime",
+                pretty(&with(&good, |l| {
+                    l["hv:endorser"]["hv:x509"]["hv:ca"] = json!(ROGUE_CA_DN)
+                })),
+                "rogue",
+                &[],
+                "reject",
+                "signer issued by a CA not in the CA directory; same subject DN as the endorser",
+                &[],
+            ),
+            (
+                "json-dn-mismatch.smime",
+                pretty(&dn(OTHER_DN)),
+                "endorser",
+                &[],
+                "reject",
+                "hv:endorser in the JSON names another DN than the signer",
+                &[],
+            ),
+            (
+                "expired-list.smime",
+                pretty(&with(&good, |l| {
+                    l["dc:date:created"] = json!("2027-04-02T00:00:00Z");
+                    l["dc:date:expires"] = json!("2027-05-31T00:00:00Z");
+                })),
+                "endorser",
+                &[],
+                "reject",
+                "dc:date:expires in the past; images of the list must expire",
+                &[],
+            ),
+            (
+                "future-created.smime",
+                pretty(&with(&good, |l| {
+                    l["dc:date:created"] = json!("2027-06-03T00:00:00Z")
+                })),
+                "endorser",
+                &[],
+                "reject",
+                "dc:date:created in the future",
+                &[],
+            ),
+            (
+                "not-json.smime",
+                b"this is not json\n".to_vec(),
+                "endorser",
+                &[],
+                "reject",
+                "signed payload is not JSON",
+                &[],
+            ),
+            (
+                "missing-keys.smime",
+                pretty(&with(&good, |l| {
+                    remove(l, "dc:identifier");
+                    remove(&mut l["hv:images"][0]["hv:image"], "sl:checksum:sha512");
+                })),
+                "endorser",
+                &[],
+                "reject",
+                "mandatory keys missing",
+                &[],
+            ),
+            (
+                "path-traversal.smime",
+                pretty(&image_id(1, "../../../../owned-by-list")),
+                "endorser",
+                &[],
+                "reject-image",
+                "an image identifier that is not a safe file name must never become a path",
+                &[],
+            ),
+            (
+                "duplicate-ids.smime",
+                pretty(&image_id(1, IMAGES[0].0)),
+                "endorser",
+                &[],
+                "reject",
+                "two images share one dc:identifier",
+                &[],
+            ),
+            (
+                "other-identifier.smime",
+                pretty(&with(&good, |l| {
+                    l["dc:identifier"] = json!("90b65ef9-e3d5-4e84-8b45-c10af9fa95fe");
+                })),
+                "endorser",
+                &[],
+                "reject",
+                "dc:identifier differs from the subscription's list",
+                &[("after", "good.smime")],
+            ),
+            (
+                "bad-checksum.smime",
+                pretty(&with(&good, |l| {
+                    l["hv:images"][2]["hv:image"]["sl:checksum:sha512"] = json!("0".repeat(128));
+                })),
+                "endorser",
+                &[],
+                "accept-list",
+                "list is valid, but image 2's file does not match its sha512: it must never enter \
+              the cache",
+                &[],
+            ),
+            (
+                "removed-image.smime",
+                pretty(&with(&good, |l| {
+                    l["hv:version"] = json!("3");
+                    if let Some(images) = l["hv:images"].as_array_mut() {
+                        images.truncate(2);
+                    }
+                })),
+                "endorser",
+                &[],
+                "accept",
+                "image 2 removed: it must expire",
+                &[("after", "good-v2.smime")],
+            ),
+        ];
         let mut cases = serde_json::Map::new();
         let mut case = |name: &str, expect: &str, why: &str, extra: &[(&str, &str)]| {
             let mut entry = json!({"expect": expect, "why": why});
@@ -300,64 +509,13 @@ impl Generator {
             }
             cases.insert(name.to_owned(), entry);
         };
-        let endorser = self.signer("endorser");
-        let sign = |name: &str, payload: &[u8], signer: &Signer, args: &[&str]| {
-            self.sign(name, payload, signer, args);
-        };
-
-        sign("good.smime", &pretty(&good), &endorser, &[]);
-        case(
-            "good.smime",
-            "accept",
-            "detached multipart/signed, sha256",
-            &[],
-        );
-        sign(
-            "good-sha1.smime",
-            &pretty(&good),
-            &endorser,
-            &["-md", "sha1"],
-        );
-        case(
-            "good-sha1.smime",
-            "accept",
-            "legacy sha1 digest, as old signing tools emit",
-            &[],
-        );
-        sign("good-opaque.p7m", &pretty(&good), &endorser, &["-nodetach"]);
-        case(
-            "good-opaque.p7m",
-            "accept",
-            "opaque application/pkcs7-mime",
-            &[],
-        );
-        sign(
-            "good-pem.p7",
-            &pretty(&good),
-            &endorser,
-            &["-nodetach", "-outform", "PEM"],
-        );
-        case("good-pem.p7", "accept", "PEM PKCS#7 signed-data", &[]);
-
-        let v2 = with(&good, |l| l["hv:version"] = json!("2"));
-        sign("good-v2.smime", &pretty(&v2), &endorser, &[]);
-        case(
-            "good-v2.smime",
-            "accept",
-            "newer hv:version after good.smime",
-            &[],
-        );
-        let v0 = with(&good, |l| l["hv:version"] = json!("0.9"));
-        sign("rollback-v0.smime", &pretty(&v0), &endorser, &[]);
-        case(
-            "rollback-v0.smime",
-            "reject",
-            "hv:version lower than an accepted one",
-            &[("after", "good.smime")],
-        );
-
+        for (name, payload, signer, args, expect, why, extra) in table {
+            let signed = self.sign_to_bytes(&payload, &self.signer(signer), args);
+            self.write_list(name, &signed);
+            case(name, expect, why, extra);
+        }
         // Signed as good.smime, then one word of the payload changed.
-        let signed = self.sign_to_bytes(&pretty(&good), &endorser, &[]);
+        let signed = self.sign_to_bytes(&pretty(&good), &self.signer("endorser"), &[]);
         let tampered = replace_once(&signed, b"Test image 0", b"Test image X");
         self.write_list("tampered.smime", &tampered);
         case(
@@ -365,150 +523,6 @@ impl Generator {
             "reject",
             "payload changed after signing",
             &[],
-        );
-
-        for (name, who, dn, why, endorser_key) in [
-            (
-                "revoked.smime",
-                "revoked",
-                REVOKED_DN,
-                "signer revoked by CA CRL",
-                Some("revoked"),
-            ),
-            (
-                "expired-signer.smime",
-                "expired",
-                EXPIRED_DN,
-                "signer certificate expired",
-                Some("expired"),
-            ),
-            (
-                "other-signer.smime",
-                "other",
-                OTHER_DN,
-                "valid certificate, but not an endorser of this subscription",
-                None,
-            ),
-        ] {
-            let list = with(&good, |l| l["hv:endorser"]["hv:x509"]["hv:dn"] = json!(dn));
-            sign(name, &pretty(&list), &self.signer(who), &[]);
-            match endorser_key {
-                Some(e) => case(name, "reject", why, &[("endorser", e)]),
-                None => case(name, "reject", why, &[]),
-            }
-        }
-        let rogue = with(&good, |l| {
-            l["hv:endorser"]["hv:x509"]["hv:ca"] = json!(ROGUE_CA_DN);
-        });
-        sign("rogue.smime", &pretty(&rogue), &self.signer("rogue"), &[]);
-        case(
-            "rogue.smime",
-            "reject",
-            "signer issued by a CA not in the CA directory; same subject DN as the endorser",
-            &[],
-        );
-        let mismatch = with(&good, |l| {
-            l["hv:endorser"]["hv:x509"]["hv:dn"] = json!(OTHER_DN);
-        });
-        sign("json-dn-mismatch.smime", &pretty(&mismatch), &endorser, &[]);
-        case(
-            "json-dn-mismatch.smime",
-            "reject",
-            "hv:endorser in the JSON names another DN than the signer",
-            &[],
-        );
-        let expired = with(&good, |l| {
-            l["dc:date:created"] = json!("2027-04-02T00:00:00Z");
-            l["dc:date:expires"] = json!("2027-05-31T00:00:00Z");
-        });
-        sign("expired-list.smime", &pretty(&expired), &endorser, &[]);
-        case(
-            "expired-list.smime",
-            "reject",
-            "dc:date:expires in the past; images of the list must expire",
-            &[],
-        );
-        let future = with(&good, |l| {
-            l["dc:date:created"] = json!("2027-06-03T00:00:00Z");
-        });
-        sign("future-created.smime", &pretty(&future), &endorser, &[]);
-        case(
-            "future-created.smime",
-            "reject",
-            "dc:date:created in the future",
-            &[],
-        );
-        sign("not-json.smime", b"this is not json\n", &endorser, &[]);
-        case(
-            "not-json.smime",
-            "reject",
-            "signed payload is not JSON",
-            &[],
-        );
-        let missing = with(&good, |l| {
-            remove(l, "dc:identifier");
-            remove(&mut l["hv:images"][0]["hv:image"], "sl:checksum:sha512");
-        });
-        sign("missing-keys.smime", &pretty(&missing), &endorser, &[]);
-        case(
-            "missing-keys.smime",
-            "reject",
-            "mandatory keys missing",
-            &[],
-        );
-        let traversal = with(&good, |l| {
-            l["hv:images"][1]["hv:image"]["dc:identifier"] = json!("../../../../owned-by-list");
-        });
-        sign("path-traversal.smime", &pretty(&traversal), &endorser, &[]);
-        case(
-            "path-traversal.smime",
-            "reject-image",
-            "an image identifier that is not a safe file name must never become a path",
-            &[],
-        );
-        let duplicate = with(&good, |l| {
-            l["hv:images"][1]["hv:image"]["dc:identifier"] = json!(IMAGES[0].0);
-        });
-        sign("duplicate-ids.smime", &pretty(&duplicate), &endorser, &[]);
-        case(
-            "duplicate-ids.smime",
-            "reject",
-            "two images share one dc:identifier",
-            &[],
-        );
-        let other_id = with(&good, |l| {
-            l["dc:identifier"] = json!("90b65ef9-e3d5-4e84-8b45-c10af9fa95fe");
-        });
-        sign("other-identifier.smime", &pretty(&other_id), &endorser, &[]);
-        case(
-            "other-identifier.smime",
-            "reject",
-            "dc:identifier differs from the subscription's list",
-            &[("after", "good.smime")],
-        );
-        let bad_sum = with(&good, |l| {
-            l["hv:images"][2]["hv:image"]["sl:checksum:sha512"] = json!("0".repeat(128));
-        });
-        sign("bad-checksum.smime", &pretty(&bad_sum), &endorser, &[]);
-        case(
-            "bad-checksum.smime",
-            "accept-list",
-            "list is valid, but image 2's file does not match its sha512: it must never enter \
-             the cache",
-            &[],
-        );
-        let removed = with(&good, |l| {
-            l["hv:version"] = json!("3");
-            if let Some(images) = l["hv:images"].as_array_mut() {
-                images.truncate(2);
-            }
-        });
-        sign("removed-image.smime", &pretty(&removed), &endorser, &[]);
-        case(
-            "removed-image.smime",
-            "accept",
-            "image 2 removed: it must expire",
-            &[("after", "good-v2.smime")],
         );
         self.write_list("unsigned.json", &pretty(&good));
         case("unsigned.json", "reject", "not signed at all", &[]);
@@ -684,11 +698,6 @@ impl Generator {
         self.openssl(&all)
     }
 
-    fn sign(&self, name: &str, payload: &[u8], signer: &Signer, args: &[&str]) {
-        let signed = self.sign_to_bytes(payload, signer, args);
-        self.write_list(name, &signed);
-    }
-
     fn write_list(&self, name: &str, bytes: &[u8]) {
         fs::write(self.root.join("lists").join(name), bytes).expect("interop list");
     }
@@ -718,6 +727,19 @@ struct Signer {
     cert: PathBuf,
     key: PathBuf,
 }
+
+/// One signed list of the set: file name, payload, signer (a `pki/` name), extra `openssl
+/// smime -sign` arguments, the manifest's verdict and why, and extra manifest keys (`after`,
+/// `endorser`).
+type Case<'a> = (
+    &'a str,
+    Vec<u8>,
+    &'a str,
+    &'a [&'a str],
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+);
 
 /// The `openssl ca` configuration of the CA whose files are in `dir`.
 fn ca_config(dir: &Path) -> String {
