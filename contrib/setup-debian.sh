@@ -2,10 +2,11 @@
 # Installs the system packages vmc's build and tests need on Debian or Ubuntu:
 # pkg-config and libssl-dev (the openssl crate), libsqlite3-dev (the embedded SQLite database;
 # the `bundled-sqlite` feature compiles it in instead), libpq-dev (the PostgreSQL backend), and
-# the postgresql server (used only by the tests of that backend).
+# the postgresql server (used only by the tests of that backend), python3-venv (the Glance
+# virtualenv .ci/run makes for the publisher tests) and qemu-utils (qemu-img).
 # Runs apt-get only when a package is missing; uses sudo when not root.
 set -euo pipefail
-packages=(pkg-config libssl-dev libsqlite3-dev libpq-dev postgresql)
+packages=(pkg-config libssl-dev libsqlite3-dev libpq-dev postgresql python3-venv qemu-utils)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

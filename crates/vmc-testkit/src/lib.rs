@@ -3,6 +3,11 @@
 //! - [`server`]: a thread-based HTTP/1.1 server on `127.0.0.1:0` that can misbehave on purpose.
 //! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
 //!   S/MIME signing of image lists, all relative to an injected clock.
+//! - [`glance`]: a real OpenStack Glance on `127.0.0.1`, started from a virtualenv.
+//! - [`proxy`]: an HTTP proxy in front of a real server that fails on purpose (5xx, a dropped
+//!   connection, a corrupted body byte).
 
+pub mod glance;
 pub mod pki;
+pub mod proxy;
 pub mod server;

@@ -6,6 +6,7 @@ mod endorsers;
 mod events;
 mod images;
 mod lists;
+pub(crate) mod publications;
 mod subscriptions;
 
 use diesel::prelude::*;

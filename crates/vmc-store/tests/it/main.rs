@@ -12,6 +12,7 @@ mod concurrency;
 mod db;
 mod fixtures;
 mod open;
+mod publications;
 mod schema;
 mod suite;
 
