@@ -61,7 +61,10 @@ pub fn identity_headers(project: &str) -> Vec<(String, String)> {
         ("X-Identity-Status".into(), "Confirmed".into()),
         ("X-Roles".into(), "admin,member,reader".into()),
         ("X-Project-Id".into(), project.into()),
-        ("X-User-Id".into(), "fedcba9876543210fedcba9876543210".into()),
+        (
+            "X-User-Id".into(),
+            "fedcba9876543210fedcba9876543210".into(),
+        ),
     ]
 }
 
@@ -107,7 +110,14 @@ impl Glance {
             let log = std::fs::File::create(root.join("gunicorn.log"))?;
             let child = Command::new(venv.join("bin/gunicorn"))
                 .args(["--bind", &addr.to_string()])
-                .args(["--workers", "1", "--worker-class", "gthread", "--threads", "8"])
+                .args([
+                    "--workers",
+                    "1",
+                    "--worker-class",
+                    "gthread",
+                    "--threads",
+                    "8",
+                ])
                 .args(["--timeout", "600", "--no-control-socket", "--pid"])
                 .arg(root.join("gunicorn.pid"))
                 .arg("glance.wsgi.api:application")

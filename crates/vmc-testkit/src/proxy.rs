@@ -173,7 +173,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -> io:
         let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         shared.log.push(format!("{method} {target}"));
         let rule = shared.rules.iter_mut().find(|r| {
-            r.times > 0 && r.method.eq_ignore_ascii_case(&method) && target.contains(&r.path_contains)
+            r.times > 0
+                && r.method.eq_ignore_ascii_case(&method)
+                && target.contains(&r.path_contains)
         });
         rule.map(|r| {
             r.times -= 1;
