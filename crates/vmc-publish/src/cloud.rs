@@ -68,6 +68,53 @@ pub fn from_env_vars(
     .map(Some)
 }
 
+/// Settings from the entry `cloud` of a `clouds.yaml` document (`source` names the file in
+/// errors): `clouds.<cloud>.auth`, `auth_type`, `region_name`, `interface`,
+/// `image_endpoint_override`. Scalars (strings, numbers, booleans) are taken as text.
+pub fn from_clouds_yaml(
+    text: &str,
+    source: &str,
+    cloud: &str,
+) -> Result<CloudSettings, PublishError> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let bad = |what: String, reason: String| PublishError::Config { what, reason };
+    let docs = YamlLoader::load_from_str(text)
+        .map_err(|e| bad(source.to_owned(), format!("not YAML: {e}")))?;
+    let doc = docs
+        .first()
+        .ok_or_else(|| bad(source.to_owned(), "empty".into()))?;
+    let entry = &doc["clouds"][cloud];
+    if entry.is_badvalue() || entry.as_hash().is_none() {
+        return Err(bad(
+            format!("{source}: clouds.{cloud}"),
+            "no such cloud".into(),
+        ));
+    }
+    let scalar = |y: &Yaml| match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut auth = BTreeMap::new();
+    if let Some(map) = entry["auth"].as_hash() {
+        for (k, v) in map {
+            if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
+                auth.insert(k.to_owned(), v);
+            }
+        }
+    }
+    let field = |k: &str| scalar(&entry[k]);
+    settings(
+        &format!("{source}: clouds.{cloud}"),
+        &auth,
+        field("auth_type").as_deref(),
+        field("region_name").as_deref(),
+        field("interface").as_deref(),
+        field("image_endpoint_override").as_deref(),
+    )
+}
+
 /// Settings from a cloud entry given as its parts (what `clouds.yaml` holds under
 /// `clouds.NAME`): the `auth` map, `auth_type`, `region_name`, `interface` and
 /// `image_endpoint_override`. `source` names the entry in errors.
@@ -240,6 +287,58 @@ mod tests {
         ));
         assert_eq!(s.keystone.project, None);
         assert_eq!(s.keystone.interface, "public");
+    }
+
+    #[test]
+    fn clouds_yaml_entries_are_read_as_the_openstack_tools_read_them() {
+        let text = r#"
+clouds:
+  other:
+    auth: {auth_url: "https://other:5000"}
+  site:
+    auth_type: v3applicationcredential
+    region_name: RegionTwo
+    interface: internal
+    image_endpoint_override: https://glance.site:9292
+    auth:
+      auth_url: https://ks.site:5000/v3
+      application_credential_name: vmc
+      username: svc-vmc
+      user_domain_name: Default
+      application_credential_secret: 12345
+"#;
+        let s = from_clouds_yaml(text, "clouds.yaml", "site").unwrap();
+        assert_eq!(s.keystone.auth_url, "https://ks.site:5000/v3");
+        assert_eq!(s.keystone.region.as_deref(), Some("RegionTwo"));
+        assert_eq!(s.keystone.interface, "internal");
+        assert_eq!(
+            s.image_endpoint.as_deref(),
+            Some("https://glance.site:9292")
+        );
+        assert_eq!(
+            s.keystone.credential,
+            Credential::ApplicationCredential {
+                credential: Named::Name("vmc".into()),
+                user: Some(Named::Name("svc-vmc".into())),
+                user_domain: Some(Named::Name("Default".into())),
+                secret: "12345".into(),
+            }
+        );
+        let error = from_clouds_yaml(text, "clouds.yaml", "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("clouds.yaml: clouds.nope: no such cloud"),
+            "{error}"
+        );
+        let error = from_clouds_yaml(text, "clouds.yaml", "other")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("clouds.other: username"), "{error}");
+        let error = from_clouds_yaml("clouds: [", "c.yaml", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("c.yaml: not YAML"), "{error}");
     }
 
     #[test]

@@ -9,5 +9,6 @@ mod errors;
 mod flow;
 mod help;
 mod lock;
+mod publish;
 mod secrets;
 mod vmcatcher;
