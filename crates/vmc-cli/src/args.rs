@@ -421,7 +421,7 @@ pub enum PublishCmd {
         lock: LockArgs,
         /// Publishing options
         #[command(flatten)]
-        publish_args: PublishArgs,
+        publish_args: Box<PublishArgs>,
     },
     /// List the publications (all targets, or one)
     List {
@@ -468,6 +468,24 @@ pub struct PublishArgs {
     /// This node's name in claims [default: the host name]
     #[arg(long, value_name = "NAME", env = env::VMC_NODE)]
     pub node: Option<String>,
+    /// The disk format the cloud wants (raw for a Ceph-backed Glance, qcow2 otherwise);
+    /// images in another format are converted with qemu-img [default: as the list declares]
+    #[arg(long, value_name = "FORMAT", env = env::VMC_PUBLISH_DISK_FORMAT)]
+    pub disk_format: Option<DiskFormatArg>,
+    /// Where converted files are kept [default: converted/ beside the cache directory]
+    #[arg(long, value_name = "DIR", env = env::VMC_CONVERTED_DIR)]
+    pub converted_dir: Option<PathBuf>,
+}
+
+/// A disk format vmc converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiskFormatArg {
+    /// Raw disk (Ceph RBD backends want it).
+    Raw,
+    /// QEMU copy-on-write v2.
+    Qcow2,
+    /// VMware disk.
+    Vmdk,
 }
 
 /// Glance visibility.

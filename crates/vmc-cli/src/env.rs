@@ -50,6 +50,10 @@ pub const VMC_PUBLISH_GRACE: &str = "VMC_PUBLISH_GRACE";
 pub const VMC_GLANCE_URL: &str = "VMC_GLANCE_URL";
 /// The project id sent to that Glance.
 pub const VMC_GLANCE_PROJECT: &str = "VMC_GLANCE_PROJECT";
+/// The disk format published images are converted to.
+pub const VMC_PUBLISH_DISK_FORMAT: &str = "VMC_PUBLISH_DISK_FORMAT";
+/// Where converted files are kept.
+pub const VMC_CONVERTED_DIR: &str = "VMC_CONVERTED_DIR";
 /// This node's name in publication claims.
 pub const VMC_NODE: &str = "VMC_NODE";
 /// The clouds.yaml entry (as the OpenStack tools read it).

@@ -2,9 +2,12 @@
 //! project owns the images of which VO or list, the grace time before a replaced or expired
 //! image is deleted, and how long another node's unfinished claim is respected.
 
+use std::path::PathBuf;
+
 use chrono::Duration;
 use vmc_cache::store::ImageRecord;
 
+use crate::convert::Converter;
 use crate::service::Visibility;
 
 /// Where the images of some lists go.
@@ -49,12 +52,21 @@ pub struct PublishConfig {
     /// presumes it dead and repairs it. This node's own unfinished claims are repaired at once
     /// (the caller holds the instance lock, so they belong to a run that ended).
     pub stale_claim: Duration,
+    /// How files are checked and converted (`qemu-img`, the converted directory, the disk
+    /// format the cloud wants).
+    pub converter: Converter,
 }
 
 impl PublishConfig {
     /// A configuration for `target` on `node`: private images in the credentials' project, a
-    /// grace time of 7 days, claims of other nodes stale after 6 hours.
-    pub fn new(target: impl Into<String>, node: impl Into<String>) -> PublishConfig {
+    /// grace time of 7 days, claims of other nodes stale after 6 hours, images published in
+    /// the format their list declares (checked by `qemu-img` from `PATH`), converted files
+    /// (OVA disks) kept in `converted_dir`.
+    pub fn new(
+        target: impl Into<String>,
+        node: impl Into<String>,
+        converted_dir: impl Into<PathBuf>,
+    ) -> PublishConfig {
         PublishConfig {
             target: target.into(),
             node: node.into(),
@@ -67,6 +79,11 @@ impl PublishConfig {
             },
             grace: Duration::days(7),
             stale_claim: Duration::hours(6),
+            converter: Converter {
+                qemu_img: PathBuf::from("qemu-img"),
+                dir: converted_dir.into(),
+                want: None,
+            },
         }
     }
 

@@ -15,6 +15,7 @@
 
 pub mod cloud;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod glance;
 pub mod keystone;
@@ -23,6 +24,7 @@ pub mod service;
 pub mod sync;
 
 pub use config::{PublishConfig, Route, RouteMatch};
+pub use convert::{Converter, Prepared};
 pub use error::PublishError;
 pub use glance::{Glance, GlanceAuth};
 pub use keystone::{Credential, Keystone, KeystoneConfig, Named};

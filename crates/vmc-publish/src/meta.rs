@@ -8,6 +8,7 @@ use vmc_cache::store::ImageRecord;
 
 use crate::PublishError;
 use crate::config::PublishConfig;
+use crate::convert::Prepared;
 use crate::service::{NewRemoteImage, Visibility};
 
 /// Property names vmc sets; annotations cannot override them.
@@ -65,10 +66,9 @@ const DISK_FORMATS: &[&str] = &[
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
 ];
 
-/// `(disk_format, container_format)` of the image as its list declares it (`hv:format`): an
-/// OVA is a `vmdk` disk in an `ova` container, `img` is `raw`. No `hv:format`, or one Glance
-/// does not know, cannot be published.
-pub fn declared_format(record: &ImageRecord) -> Result<(String, String), PublishError> {
+/// The format the list declares (`hv:format`, lowercase; `img` is `raw`): a disk format
+/// Glance knows, or `ova`. No `hv:format`, or an unknown one, cannot be published.
+pub fn declared_format(record: &ImageRecord) -> Result<String, PublishError> {
     let identifier = record.image.identifier.as_str();
     let Some(format) = record.image.extra.get("hv:format").and_then(Value::as_str) else {
         return Err(PublishError::Unpublishable {
@@ -78,9 +78,9 @@ pub fn declared_format(record: &ImageRecord) -> Result<(String, String), Publish
     };
     let format = format.trim().to_ascii_lowercase();
     match format.as_str() {
-        "ova" => Ok(("vmdk".into(), "ova".into())),
-        "img" => Ok(("raw".into(), "bare".into())),
-        f if DISK_FORMATS.contains(&f) => Ok((format.clone(), "bare".into())),
+        "img" => Ok("raw".into()),
+        "ova" => Ok(format),
+        f if DISK_FORMATS.contains(&f) => Ok(format),
         _ => Err(PublishError::Unpublishable {
             identifier: identifier.to_owned(),
             reason: format!("hv:format {format:?} is not a disk format Glance knows"),
@@ -93,8 +93,7 @@ pub fn remote_image(
     record: &ImageRecord,
     config: &PublishConfig,
     token: &str,
-    disk_format: &str,
-    container_format: &str,
+    file: &Prepared,
 ) -> NewRemoteImage {
     let image = &record.image;
     let extra = &image.extra;
@@ -144,12 +143,15 @@ pub fn remote_image(
     let route = config.route_for(record);
     NewRemoteImage {
         name: image.title.chars().take(255).collect(),
-        disk_format: disk_format.to_owned(),
-        container_format: container_format.to_owned(),
+        disk_format: file.disk_format.clone(),
+        container_format: file.container_format.clone(),
         visibility: route.visibility,
         owner: route.owner.clone(),
         min_ram: number(extra.get("hv:ram_minimum")).unwrap_or(0),
-        min_disk: number(extra.get("org.openstack.glance.min_disk")).unwrap_or(0),
+        // At least the disk's virtual size, in GiB rounded up.
+        min_disk: number(extra.get("org.openstack.glance.min_disk"))
+            .or_else(|| file.virtual_size.map(|v| v.div_ceil(1 << 30)))
+            .unwrap_or(0),
         properties,
     }
 }

@@ -8,7 +8,9 @@
 //!    list is claimed (once per target, whatever the number of nodes sharing the database),
 //!    created with its properties, streamed from the cache file while hashed, and checked:
 //!    the service's `os_hash_value` must be the file's sha512, else the image is deleted and
-//!    the claim `failed`. A `failed` claim is tried again on the next run. An image
+//!    the claim `failed`. An upload that fails on the connection or with a 5xx is tried once
+//!    more while the image still waits for data; a `failed` claim is tried again on the next
+//!    run. An image
 //!    deactivated earlier and wanted again is reactivated.
 //! 3. **Deactivate.** A published image no longer wanted is hidden from listings and
 //!    deactivated: `superseded` when another version of the image id is published (only once
@@ -30,6 +32,7 @@ use vmc_cache::store::{
 
 use crate::PublishError;
 use crate::config::PublishConfig;
+use crate::convert::{self, Prepared, Source};
 use crate::meta::{self, IN_USE_TAG, PROP_PUBLICATION};
 use crate::service::{Deletion, ImageService, RemoteImage};
 
@@ -313,6 +316,14 @@ impl<'a> Publisher<'a> {
                 _ => {}
             }
         }
+        // Converted files of images no longer wanted go.
+        if !dry_run {
+            let keep: BTreeSet<String> = wanted
+                .keys()
+                .map(|(identifier, sha512)| convert::stem(identifier, sha512))
+                .collect();
+            convert::prune(&self.config.converter.dir, &keep)?;
+        }
         Ok(report)
     }
 
@@ -378,14 +389,36 @@ impl<'a> Publisher<'a> {
             outcome: Outcome::Failed(chain(e)),
             detail: None,
         };
-        let (disk_format, container_format) = match meta::declared_format(record) {
-            Ok(f) => f,
+        let prepared = match meta::declared_format(record).and_then(|declared| {
+            self.config.converter.prepare(Source {
+                identifier,
+                path: &self.file(&want.entry),
+                sha512: &want.entry.sha512,
+                size: want.entry.size,
+                declared: &declared,
+            })
+        }) {
+            Ok(prepared) => prepared,
             Err(e) => return Ok(failed(&e)),
         };
+        let disk_format = prepared.disk_format.clone();
         let token = uuid::Uuid::new_v4().to_string();
         let list_url = vmc_cache::store::redact_url(&record.subscription_url);
         let claimed = match existing {
             Some(mut p) => {
+                // What the failed attempt left in the service goes first.
+                if let Some(id) = p.remote_id.clone() {
+                    match self.service.delete(&id) {
+                        Ok(Deletion::Deleted) => {}
+                        Ok(Deletion::InUse) => {
+                            return Ok(failed(&PublishError::Unpublishable {
+                                identifier: identifier.to_owned(),
+                                reason: format!("the failed upload {id} cannot be deleted"),
+                            }));
+                        }
+                        Err(e) => return Ok(failed(&e)),
+                    }
+                }
                 let old = std::mem::replace(&mut p.token, token.clone());
                 p.state = PublicationState::Uploading;
                 p.claimed_by = self.config.node.clone();
@@ -394,7 +427,7 @@ impl<'a> Publisher<'a> {
                 p.version = image.version.clone();
                 p.list_url = list_url;
                 p.disk_format = disk_format.clone();
-                p.file_sha512 = want.entry.sha512.to_ascii_lowercase();
+                p.file_sha512 = prepared.sha512.clone();
                 self.store.save_publication(&old, &p)?.then_some(p)
             }
             None => self.store.claim_publication(&NewPublication {
@@ -404,7 +437,7 @@ impl<'a> Publisher<'a> {
                 version: &image.version,
                 list_url: &list_url,
                 disk_format: &disk_format,
-                file_sha512: &want.entry.sha512,
+                file_sha512: &prepared.sha512,
                 token: &token,
                 claimed_by: &self.config.node,
                 claimed_at: now,
@@ -421,7 +454,7 @@ impl<'a> Publisher<'a> {
                 detail: Some("claimed by another run".into()),
             });
         };
-        match self.upload(&mut p, want, &disk_format, &container_format) {
+        match self.upload(&mut p, want, &prepared) {
             Ok(remote) => {
                 p.state = PublicationState::Active;
                 p.remote_id = Some(remote.id);
@@ -438,6 +471,8 @@ impl<'a> Publisher<'a> {
                 let message = chain(&error);
                 tracing::warn!(identifier, error = %message, "publication failed");
                 if let Some(id) = p.remote_id.clone() {
+                    // Glance may still be reading the broken upload: let it finish first.
+                    let _ = self.waits_for_data(&id);
                     match self.service.delete(&id) {
                         Ok(Deletion::Deleted) => p.remote_id = None,
                         Ok(Deletion::InUse) => {}
@@ -465,17 +500,10 @@ impl<'a> Publisher<'a> {
         &self,
         p: &mut Publication,
         want: &Wanted,
-        disk_format: &str,
-        container_format: &str,
+        file: &Prepared,
     ) -> Result<RemoteImage, PublishError> {
         let identifier = p.identifier.as_str().to_owned();
-        let new = meta::remote_image(
-            &want.record,
-            self.config,
-            &p.token,
-            disk_format,
-            container_format,
-        );
+        let new = meta::remote_image(&want.record, self.config, &p.token, file);
         let created = self.service.create(&new)?;
         p.remote_id = Some(created.id.clone());
         let token = p.token.clone();
@@ -485,12 +513,21 @@ impl<'a> Publisher<'a> {
                 reason: "another run took the claim over".into(),
             });
         }
-        let path = self.file(&want.entry);
-        let sent = self.service.upload(&created.id, &path, want.entry.size)?;
+        let sent = match self.service.upload(&created.id, &file.path, file.size) {
+            // A dropped connection or a 5xx: once more, if the image is still waiting for data
+            // (Glance puts it back to `queued` when an upload fails).
+            Err(error @ (PublishError::Http { .. } | PublishError::Status { .. }))
+                if transient(&error) && self.waits_for_data(&created.id)? =>
+            {
+                tracing::info!(identifier, error = %chain(&error), "upload failed, trying once more");
+                self.service.upload(&created.id, &file.path, file.size)?
+            }
+            other => other?,
+        };
         if sent != p.file_sha512 {
             return Err(PublishError::CachedFileChanged {
                 identifier,
-                path,
+                path: file.path.clone(),
                 expected: p.file_sha512.clone(),
                 found: sent,
             });
@@ -507,6 +544,21 @@ impl<'a> Publisher<'a> {
             self.service.add_member(&remote.id, member)?;
         }
         Ok(remote)
+    }
+
+    /// Whether image `id` is (back to) `queued` after a failed upload. The service may still
+    /// be reading the broken upload (`saving`) for a moment: it is asked again for up to 5 s.
+    fn waits_for_data(&self, id: &str) -> Result<bool, PublishError> {
+        for _ in 0..25 {
+            match self.service.get(id)?.map(|r| r.status) {
+                Some(status) if status == "saving" => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Some(status) => return Ok(status == "queued"),
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 
     /// Adopts or discards what an interrupted run left of claim `p`.
@@ -653,6 +705,15 @@ impl<'a> Publisher<'a> {
         p.changed_at = now;
         self.store.save_publication(&token, &p)?;
         Ok(())
+    }
+}
+
+/// Whether a failure may pass if tried again: the connection failed, or a 5xx.
+fn transient(error: &PublishError) -> bool {
+    match error {
+        PublishError::Http { .. } => true,
+        PublishError::Status { status, .. } => *status >= 500,
+        _ => false,
     }
 }
 

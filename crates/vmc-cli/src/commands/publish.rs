@@ -13,7 +13,7 @@ use vmc_publish::{
 
 use super::Ctx;
 use super::cache::parse_duration;
-use crate::args::{PublishArgs, PublishCmd, VisibilityArg};
+use crate::args::{DiskFormatArg, PublishArgs, PublishCmd, VisibilityArg};
 use crate::output::{self, Format};
 use crate::{Outcome, UsageError, env, report};
 
@@ -60,7 +60,12 @@ pub fn run(ctx: &Ctx, cmd: PublishCmd) -> anyhow::Result<Outcome> {
 /// One publisher run (the caller holds the instance lock); prints its report.
 pub fn sync(ctx: &Ctx, args: &PublishArgs, dry_run: bool) -> anyhow::Result<Outcome> {
     let (glance, default_target) = service(ctx, args)?;
-    let config = publish_config(args, default_target)?;
+    let cache_dir = &ctx.vmc.config().cache_dir;
+    let converted_dir = args
+        .converted_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir.parent().unwrap_or(cache_dir).join("converted"));
+    let config = publish_config(args, default_target, converted_dir)?;
     let vmc = &ctx.vmc;
     let now = vmc.config().clock.now();
     let publisher = Publisher::new(vmc.store(), &vmc.config().cache_dir, &glance, &config);
@@ -164,7 +169,11 @@ fn clouds_yaml() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-fn publish_config(args: &PublishArgs, default_target: String) -> anyhow::Result<PublishConfig> {
+fn publish_config(
+    args: &PublishArgs,
+    default_target: String,
+    converted_dir: PathBuf,
+) -> anyhow::Result<PublishConfig> {
     let node = args
         .node
         .clone()
@@ -175,7 +184,19 @@ fn publish_config(args: &PublishArgs, default_target: String) -> anyhow::Result<
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "localhost".to_owned());
-    let mut config = PublishConfig::new(args.target.clone().unwrap_or(default_target), node);
+    let mut config = PublishConfig::new(
+        args.target.clone().unwrap_or(default_target),
+        node,
+        converted_dir,
+    );
+    config.converter.want = args.disk_format.map(|f| {
+        match f {
+            DiskFormatArg::Raw => "raw",
+            DiskFormatArg::Qcow2 => "qcow2",
+            DiskFormatArg::Vmdk => "vmdk",
+        }
+        .to_owned()
+    });
     config.grace = parse_duration(&args.grace)?;
     let visibility = if args.share_with.is_empty() {
         match args.visibility {

@@ -42,9 +42,10 @@ pub fn client(url: &str) -> Glance {
     )
 }
 
-/// The configuration the tests publish with (node `node-a`, a one-day grace time).
-pub fn config() -> PublishConfig {
-    let mut config = PublishConfig::new("test-cloud", "node-a");
+/// The configuration the tests publish with (node `node-a`, a one-day grace time, converted
+/// files in `dir`).
+pub fn config(dir: &Path) -> PublishConfig {
+    let mut config = PublishConfig::new("test-cloud", "node-a", dir.join("converted"));
     config.grace = Duration::days(1);
     config
 }
@@ -88,7 +89,8 @@ fn database_url(dir: &Path, test: &str) -> String {
 
 #[cfg(feature = "postgres")]
 fn postgres_url(test: &str) -> Option<String> {
-    use diesel::{Connection, RunQueryDsl};
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let admin = std::env::var("VMC_TEST_POSTGRES_URL").ok()?;
     let short: String = test.chars().take(30).collect();
@@ -98,10 +100,9 @@ fn postgres_url(test: &str) -> Option<String> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let mut conn = diesel::PgConnection::establish(&admin).unwrap();
-    diesel::sql_query(format!(
+    conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
     ))
-    .execute(&mut conn)
     .unwrap();
     let sep = if admin.contains('?') { '&' } else { '?' };
     Some(format!("{admin}{sep}options=-csearch_path%3D{schema}"))
@@ -170,8 +171,14 @@ impl Site {
         Store::open(&self.url).unwrap()
     }
 
-    /// Imports a new list version carrying `images`, selects them, and caches their files.
+    /// Imports a new list version carrying `images` (declared qcow2), selects them, and
+    /// caches their files.
     pub fn list(&self, images: &[Img<'_>]) {
+        self.list_as(images, "QCOW2");
+    }
+
+    /// [`Site::list`] with the images declared as `format` (`hv:format`).
+    pub fn list_as(&self, images: &[Img<'_>], format: &str) {
         let n = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let mut model = Vec::new();
         for img in images {
@@ -185,7 +192,7 @@ impl Site {
                 img.version,
             );
             let extra = json!({
-                "hv:format": "QCOW2",
+                "hv:format": format,
                 "sl:os": "Linux",
                 "sl:osname": "AlmaLinux",
                 "sl:osversion": "9.4",

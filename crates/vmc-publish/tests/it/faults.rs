@@ -73,7 +73,7 @@ fn crash_then_repair(test: &str, crash_after_upload: bool) {
         proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(64 * 1024), 1);
     }
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let crashing = Crashing {
         inner: client(&g.url()),
         upload_via: client(&proxy.url()),
@@ -154,16 +154,18 @@ fn a_glance_failing_with_5xx_or_dropping_the_connection_leaves_nothing_half_publ
     let proxy = FaultProxy::start(g.addr()).unwrap();
     let via_proxy = client(&proxy.url());
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
 
+    // Each fault twice: an upload is tried once more within the run, not a third time.
     let faults = [
         ("POST", "/v2/images", ProxyFault::Status(503)),
         ("PUT", "/file", ProxyFault::Status(500)),
         ("PUT", "/file", ProxyFault::DropAfter(100_000)),
     ];
     for (n, (method, path, fault)) in faults.into_iter().enumerate() {
-        proxy.add_rule(method, path, fault.clone(), 1);
+        proxy.clear_rules();
+        proxy.add_rule(method, path, fault.clone(), 2);
         let report = publisher
             .sync(t0() + Duration::minutes(i64::try_from(n).unwrap()), false)
             .unwrap();
@@ -185,6 +187,46 @@ fn a_glance_failing_with_5xx_or_dropping_the_connection_leaves_nothing_half_publ
         assert!(p[0].last_error.is_some());
     }
 
+    // A single dropped connection is survived within the run: the upload is tried again.
+    proxy.clear_rules();
+    proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(100_000), 1);
+    let report = publisher.sync(t0() + Duration::minutes(30), false).unwrap();
+    assert_eq!(report.done(ActionKind::Publish), 1, "{report:#?}");
+    let puts = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PUT"))
+        .count();
+    assert_eq!(puts, 2 + 2 + 2, "two in each run that uploads");
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].status, "active");
+    assert_eq!(
+        images[0].hash_value.as_deref(),
+        Some(sha512_of(&file).as_str())
+    );
+}
+
+#[test]
+fn a_glance_that_recovers_gets_the_image_once() {
+    let Some(g) = glance("a_glance_that_recovers_gets_the_image_once") else {
+        return;
+    };
+    let site = Site::new("glance_recovers");
+    let file = qcow2(site.dir.path(), 8);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let proxy = FaultProxy::start(g.addr()).unwrap();
+    proxy.add_rule("PUT", "/file", ProxyFault::Status(503), 2);
+    let via_proxy = client(&proxy.url());
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
+    let report = publisher.sync(t0(), false).unwrap();
+    assert!(report.has_failures(), "{report:#?}");
     // Glance behaves again: published once.
     proxy.clear_rules();
     let report = publisher.sync(t0() + Duration::hours(1), false).unwrap();
@@ -212,7 +254,7 @@ fn a_checksum_mismatch_unpublishes_the_image() {
     proxy.add_rule("PUT", "/file", ProxyFault::Corrupt(size - 4096), 1);
     let via_proxy = client(&proxy.url());
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
     let report = publisher.sync(t0(), false).unwrap();
     let Outcome::Failed(message) = &report.actions[0].outcome else {

@@ -22,7 +22,7 @@ fn a_new_image_is_published_once_with_its_properties() {
         version: "9.4-1",
     }]);
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
 
     let report = publisher.sync(t0(), false).unwrap();
@@ -78,7 +78,7 @@ fn a_new_version_replaces_the_old_one_which_is_deleted_after_the_grace_time() {
         version: "1",
     }]);
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     publisher.sync(t0(), false).unwrap();
     let old = remote_images(&glance, "alma9").pop().unwrap();
@@ -134,7 +134,7 @@ fn an_expired_image_is_deactivated_and_kept_while_in_use() {
         version: "1",
     }]);
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     publisher.sync(t0(), false).unwrap();
     let image = remote_images(&glance, "alma9").pop().unwrap();
@@ -171,7 +171,7 @@ fn a_dry_run_changes_nothing() {
         version: "1",
     }]);
     let glance = client(&g.url());
-    let config = config();
+    let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     let report = publisher.sync(t0(), true).unwrap();
     assert_eq!(report.actions.len(), 1);
@@ -208,9 +208,10 @@ fn two_nodes_sharing_the_database_publish_once() {
                 let barrier = &barrier;
                 let url = g.url();
                 let cache_dir = site.cache_dir.clone();
+                let dir = site.dir.path().join(node);
                 scope.spawn(move || {
                     let glance = client(&url);
-                    let mut config = config();
+                    let mut config = config(&dir);
                     config.node = node.to_owned();
                     barrier.wait();
                     Publisher::new(&store, &cache_dir, &glance, &config)
