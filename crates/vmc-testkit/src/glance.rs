@@ -80,12 +80,23 @@ impl Glance {
     /// Configures, migrates and starts Glance from the virtualenv `venv`, and waits until it
     /// answers. Fails (with the end of its log) when it exits or does not answer in time.
     pub fn start(venv: &Path) -> io::Result<Glance> {
+        Glance::start_with(venv, Auth::Trusted)
+    }
+
+    /// [`Glance::start`] with another way of knowing who asks (see [`Auth`]).
+    pub fn start_with(venv: &Path, auth: Auth) -> io::Result<Glance> {
         let dir = tempfile::Builder::new().prefix("vmc-glance-").tempdir()?;
         let root = dir.path();
         for sub in ["etc", "images", "staging", "tasks", "locks"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
-        std::fs::write(root.join("etc/glance-api.conf"), api_conf(root))?;
+        std::fs::write(root.join("etc/glance-api.conf"), api_conf(root, auth))?;
+        if auth == Auth::Noauth {
+            std::fs::write(
+                root.join("etc/policy.yaml"),
+                "\"context_is_admin\": \"@\"\n",
+            )?;
+        }
         std::fs::write(root.join("etc/glance-api-paste.ini"), PASTE_INI)?;
         let conf = root.join("etc/glance-api.conf");
         let sync = Command::new(venv.join("bin/glance-manage"))
@@ -212,14 +223,33 @@ fn read_log(root: &Path) -> String {
     std::fs::read_to_string(root.join("gunicorn.log")).unwrap_or_default()
 }
 
+/// How a test Glance knows who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// From the identity headers Keystone's middleware would set ([`identity_headers`];
+    /// without `X-Identity-Status: Confirmed` a request gets 401).
+    Trusted,
+    /// Everyone is an admin (`unauthenticated-context`, with a policy making every context
+    /// admin): for clients that cannot send those headers, such as the `openstack` CLI with
+    /// `--os-auth-type none`.
+    Noauth,
+}
+
 /// `glance-api.conf` for a Glance rooted at `root`.
-fn api_conf(root: &Path) -> String {
+fn api_conf(root: &Path, auth: Auth) -> String {
     let r = root.display();
+    let (flavor, policy) = match auth {
+        Auth::Trusted => ("trusted", String::new()),
+        Auth::Noauth => (
+            "noauth",
+            format!("[oslo_policy]\npolicy_file = {r}/etc/policy.yaml\n"),
+        ),
+    };
     let mut conf = String::new();
     let _ = write!(
         conf,
         "[DEFAULT]\nenabled_backends = fs:file\n\
-         [paste_deploy]\nflavor = trusted\n\
+         [paste_deploy]\nflavor = {flavor}\n{policy}\
          [database]\nconnection = sqlite:///{r}/glance.sqlite\n\
          [glance_store]\ndefault_backend = fs\n\
          [fs]\nfilesystem_store_datadir = {r}/images\n\
@@ -231,15 +261,20 @@ fn api_conf(root: &Path) -> String {
 }
 
 /// The `trusted` pipeline: Keystone's without `authtoken` (the context middleware reads the
-/// identity headers).
+/// identity headers); the `noauth` one makes everyone the same unauthenticated admin.
 const PASTE_INI: &str = "\
 [composite:glance-api-trusted]
+paste.composite_factory = glance.api:root_app_factory
+/: api
+
+[composite:glance-api-noauth]
 paste.composite_factory = glance.api:root_app_factory
 /: api
 
 [composite:api]
 paste.composite_factory = glance.api:pipeline_factory
 trusted = versionnegotiation context rootapp
+noauth = versionnegotiation unauthenticated-context rootapp
 
 [composite:rootapp]
 paste.composite_factory = glance.api:root_app_factory
@@ -257,6 +292,9 @@ paste.filter_factory = glance.api.middleware.version_negotiation:VersionNegotiat
 
 [filter:context]
 paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory
+
+[filter:unauthenticated-context]
+paste.filter_factory = glance.api.middleware.context:UnauthenticatedContextMiddleware.factory
 ";
 
 /// A port nobody listened on a moment ago.
