@@ -313,8 +313,8 @@ impl Demo {
             );
             return Ok(());
         };
-        let glance = vmc_testkit::glance::Glance::start(Path::new(&venv))
-            .context("cannot start Glance")?;
+        let glance =
+            vmc_testkit::glance::Glance::start(Path::new(&venv)).context("cannot start Glance")?;
         println!("(Glance 33 is serving {} without Keystone)", glance.url());
         let url = glance.url();
         let project = vmc_testkit::glance::DEFAULT_PROJECT;

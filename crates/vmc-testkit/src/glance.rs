@@ -37,18 +37,23 @@ pub const DEFAULT_PROJECT: &str = "0123456789abcdef0123456789abcdef";
 /// The virtualenv of [`VENV_ENV`], or `None` (after saying on stderr that `test` is skipped)
 /// when it is unset or empty. Under CI (`CI=true`) an unset variable panics: CI must run
 /// these tests.
-#[allow(clippy::print_stderr, reason = "a skipped test says so")]
 pub fn venv_from_env(test: &str) -> Option<PathBuf> {
-    match std::env::var_os(VENV_ENV).filter(|v| !v.is_empty()) {
+    venv_from(VENV_ENV, "Glance", test)
+}
+
+/// [`venv_from_env`] for the variable `var` naming the virtualenv of `what`.
+#[allow(clippy::print_stderr, reason = "a skipped test says so")]
+pub(crate) fn venv_from(var: &str, what: &str, test: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(dir) => Some(PathBuf::from(dir)),
         None => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             assert!(
                 !ci,
-                "{test}: {VENV_ENV} is not set under CI; .ci/run should have made the Glance \
+                "{test}: {var} is not set under CI; .ci/run should have made the {what} \
                  virtualenv"
             );
-            eprintln!("skipped: {VENV_ENV} is not set, no Glance to test {test} against");
+            eprintln!("skipped: {var} is not set, no {what} to test {test} against");
             None
         }
     }
@@ -139,7 +144,7 @@ impl Glance {
                 .stderr(log)
                 .spawn()?;
             let mut child = child;
-            match wait_ready(&mut child, addr, root) {
+            match wait_answer(&mut child, addr, "/versions", root) {
                 Ok(()) => return Ok(Glance { child, dir, addr }),
                 Err(error) => {
                     last_error = Some(error);
@@ -177,22 +182,28 @@ impl Drop for Glance {
     }
 }
 
-/// Waits until Glance at `addr` answers, failing when gunicorn exits or time runs out.
-fn wait_ready(child: &mut Child, addr: SocketAddr, root: &Path) -> io::Result<()> {
+/// Waits until the server at `addr` answers `GET path`, failing when gunicorn exits or time
+/// runs out.
+pub(crate) fn wait_answer(
+    child: &mut Child,
+    addr: SocketAddr,
+    path: &str,
+    root: &Path,
+) -> io::Result<()> {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         if let Some(status) = child.try_wait()? {
             return Err(io::Error::other(format!(
-                "gunicorn exited ({status}) before Glance answered: {}",
+                "gunicorn exited ({status}) before {path} answered: {}",
                 tail(&read_log(root))
             )));
         }
-        if versions_answer(addr) {
+        if answers(addr, path) {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(io::Error::other(format!(
-                "Glance did not answer /versions within {START_LIMIT:?}: {}",
+                "{path} did not answer within {START_LIMIT:?}: {}",
                 tail(&read_log(root))
             )));
         }
@@ -201,7 +212,7 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, root: &Path) -> io::Result<()
 }
 
 /// Stops gunicorn: SIGTERM (it stops its worker), then SIGKILL after 10 s.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -298,22 +309,20 @@ paste.filter_factory = glance.api.middleware.context:UnauthenticatedContextMiddl
 ";
 
 /// A port nobody listened on a moment ago.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
 }
 
-/// Whether `GET /versions` gets an HTTP answer.
-fn versions_answer(addr: SocketAddr) -> bool {
+/// Whether `GET path` gets an HTTP answer.
+fn answers(addr: SocketAddr, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream
-        .write_all(b"GET /versions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut head = [0u8; 12];
@@ -321,7 +330,7 @@ fn versions_answer(addr: SocketAddr) -> bool {
 }
 
 /// The last lines of a log, for an error message.
-fn tail(log: &str) -> String {
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -4,10 +4,12 @@
 //! - [`pki`]: a test PKI generated in code (CAs, endorsers, CRLs, a hashed CA directory) and
 //!   S/MIME signing of image lists, all relative to an injected clock.
 //! - [`glance`]: a real OpenStack Glance on `127.0.0.1`, started from a virtualenv.
+//! - [`keystone`]: a real OpenStack Keystone on `127.0.0.1`, likewise.
 //! - [`proxy`]: an HTTP proxy in front of a real server that fails on purpose (5xx, a dropped
 //!   connection, a corrupted body byte).
 
 pub mod glance;
+pub mod keystone;
 pub mod pki;
 pub mod proxy;
 pub mod server;

@@ -8,4 +8,5 @@
 mod common;
 mod convert;
 mod faults;
+mod keystone;
 mod lifecycle;
