@@ -2,11 +2,13 @@
 # Installs the system packages vmc's build and tests need on Debian or Ubuntu:
 # pkg-config and libssl-dev (the openssl crate), libsqlite3-dev (the embedded SQLite database;
 # the `bundled-sqlite` feature compiles it in instead), libpq-dev (the PostgreSQL backend), and
-# the postgresql server (used only by the tests of that backend), and docker-registry
-# (distribution 2.8, used only by the OCI registry tests; installing it takes ~2 s).
+# the postgresql server (used only by the tests of that backend), docker-registry
+# (distribution 2.8, used only by the OCI registry tests; installing it takes ~2 s),
+# python3-venv (the Glance virtualenv .ci/run makes for the publisher tests) and qemu-utils
+# (qemu-img).
 # Runs apt-get only when a package is missing; uses sudo when not root.
 set -euo pipefail
-packages=(pkg-config libssl-dev libsqlite3-dev libpq-dev postgresql docker-registry)
+packages=(pkg-config libssl-dev libsqlite3-dev libpq-dev postgresql docker-registry python3-venv qemu-utils)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -29,7 +29,8 @@ const SKIPPED_DIRS: &[&str] = &["target", "corpus", "artifacts"];
 
 /// Allowed normal (and build) dependency edges between workspace crates under `crates/`.
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
-    ("vmc-cli", &["vmc-cache", "vmc-model"]),
+    ("vmc-cli", &["vmc-publish", "vmc-cache", "vmc-model"]),
+    ("vmc-publish", &["vmc-cache", "vmc-model"]),
     (
         "vmc-cache",
         &["vmc-store", "vmc-fetch", "vmc-trust", "vmc-model"],

@@ -197,7 +197,7 @@ impl Options {
 }
 
 /// Parses `256M`, `1G`, `2GiB`, `1048576` (binary multiples).
-fn parse_size(text: &str) -> Result<u64> {
+pub(crate) fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
     let t = t
         .strip_suffix("iB")
@@ -661,7 +661,7 @@ fn parse_gnu_time(text: &str) -> (Option<u64>, Option<f64>) {
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> f64 {
+pub(crate) fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     match n {
         0 => f64::NAN,

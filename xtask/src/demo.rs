@@ -7,7 +7,9 @@
 //! example event handler `contrib/handlers/log-jsonl.sh`, `cache list`. Then it publishes a new
 //! list version without one of the selected images and syncs again (the image expires as
 //! `removed`), and shows a tampered list and a list signed by an untrusted CA refused while the
-//! good version stays in force.
+//! good version stays in force. Last, when `VMC_TEST_GLANCE_VENV` names a Glance virtualenv
+//! (as `.ci/run` makes), it starts a real Glance on 127.0.0.1 and publishes the cache into it
+//! with `vmc publish sync` (dry run first, then once; a second run does nothing).
 //!
 //! Every step checks what it expects (exit codes, the exact files in the cache, the expiry, the
 //! events) and the demo fails naming the step when something is off. The server stops and the
@@ -295,6 +297,64 @@ impl Demo {
             .context("demo step 4 (new list version, expiry) went wrong")?;
         self.bad_lists()
             .context("demo step 5 (bad lists refused) went wrong")?;
+        self.publish()
+            .context("demo step 6 (publish into Glance) went wrong")?;
+        Ok(())
+    }
+
+    /// Step 6: the cache published into a real Glance on 127.0.0.1, when the virtualenv of
+    /// `VMC_TEST_GLANCE_VENV` (as `.ci/run` makes it) is there.
+    fn publish(&mut self) -> Result<()> {
+        heading(6, "Publish the cache into a local OpenStack Glance");
+        let Some(venv) = std::env::var_os(vmc_testkit::glance::VENV_ENV) else {
+            println!(
+                "(skipped: {} is not set; see .ci/run for the Glance virtualenv)",
+                vmc_testkit::glance::VENV_ENV
+            );
+            return Ok(());
+        };
+        let glance =
+            vmc_testkit::glance::Glance::start(Path::new(&venv)).context("cannot start Glance")?;
+        println!("(Glance 33 is serving {} without Keystone)", glance.url());
+        let url = glance.url();
+        let project = vmc_testkit::glance::DEFAULT_PROJECT;
+        let args = ["--glance-url", url.as_str(), "--glance-project", project];
+        let mut sync = vec!["publish", "sync", "--dry-run"];
+        sync.extend(args);
+        self.vmc(&sync, 0)?;
+        sync.retain(|a| *a != "--dry-run");
+        self.vmc(&sync, 0)?;
+        let listed = self.vmc_quiet(&["--json", "publish", "list"])?;
+        let rows: Value =
+            serde_json::from_str(&listed).context("`vmc publish list --json` printed no JSON")?;
+        let still: Vec<&str> = SELECTED
+            .iter()
+            .filter(|&&i| i != DROPPED)
+            .map(|&i| self.images[i].id)
+            .collect();
+        let active: Vec<&str> = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["state"] == "active")
+            .filter_map(|r| r["identifier"].as_str())
+            .collect();
+        ensure!(
+            active == still,
+            "published {active:?}, expected the cached {still:?}"
+        );
+        self.vmc(&["publish", "list"], 0)?;
+        ok(&format!(
+            "{} published once, its sha512 checked against Glance's os_hash_value",
+            still.join(", ")
+        ));
+        let again = self.vmc(&sync, 0)?;
+        ensure!(
+            again.stdout.trim().is_empty(),
+            "a second `vmc publish sync` did something: {}",
+            again.stdout
+        );
+        ok("a second run has nothing to do");
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 )]
 
 mod bench;
+mod bench_publish;
 mod ci;
 mod cmd;
 mod demo;
@@ -40,6 +41,12 @@ const COMMANDS: &[Subcommand] = &[
         usage: bench::USAGE,
         about: "benchmark vmc against sha512sum, openssl and curl on a local nginx",
         run: bench::run,
+    },
+    Subcommand {
+        name: "bench-publish",
+        usage: bench_publish::USAGE,
+        about: "time vmc publish sync against openstack image create on a local Glance",
+        run: bench_publish::run,
     },
     Subcommand {
         name: "ci",

@@ -116,6 +116,9 @@ pub enum Command {
     /// The files: sync (the cron job), download, expire, verify, list, purge, events
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Publish the cache into a cloud image service (OpenStack Glance)
+    #[command(subcommand)]
+    Publish(PublishCmd),
     /// Check this site's set-up (CA directory, CRLs, database, directories, disk, handler,
     /// lock, subscriptions) and say how to fix each problem
     Doctor,
@@ -354,9 +357,15 @@ pub enum CacheCmd {
         /// name it *.prom in its directory), replaced atomically
         #[arg(long, value_name = "FILE")]
         metrics_file: Option<PathBuf>,
+        /// Then publish into the cloud image service (`vmc publish sync`)
+        #[arg(long, env = env::VMC_PUBLISH)]
+        publish: bool,
         /// Lock options
         #[command(flatten)]
         lock: LockArgs,
+        /// Publishing options (with --publish)
+        #[command(flatten)]
+        publish_args: Box<PublishArgs>,
     },
     /// Download selected, available images missing from the cache
     Download {
@@ -396,4 +405,98 @@ pub enum CacheCmd {
         #[arg(long)]
         failed: bool,
     },
+}
+
+/// `vmc publish …`
+#[derive(Debug, Subcommand)]
+pub enum PublishCmd {
+    /// Publish new verified images, replace old versions, deactivate expired images, delete
+    /// deactivated ones after the grace time, and repair interrupted runs
+    Sync {
+        /// Say what would be done; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Lock options
+        #[command(flatten)]
+        lock: LockArgs,
+        /// Publishing options
+        #[command(flatten)]
+        publish_args: Box<PublishArgs>,
+    },
+    /// List the publications (all targets, or one)
+    List {
+        /// Only this target
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+}
+
+/// Where and how to publish (flag > environment > default). The cloud is a clouds.yaml entry
+/// (--os-cloud / OS_CLOUD), else the OS_* variables (OS_AUTH_URL, OS_USERNAME, OS_PASSWORD,
+/// OS_PROJECT_NAME, OS_APPLICATION_CREDENTIAL_ID…), else --glance-url with trusted identity
+/// headers (a Glance deployed without Keystone).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Publishing")]
+pub struct PublishArgs {
+    /// The site's name for the cloud and project published into (state is kept per target)
+    /// [default: the clouds.yaml entry's name, else "openstack"]
+    #[arg(long, value_name = "NAME", env = env::VMC_PUBLISH_TARGET)]
+    pub target: Option<String>,
+    /// The clouds.yaml entry to use (clouds.yaml is read from OS_CLIENT_CONFIG_FILE, ./,
+    /// ~/.config/openstack/ or /etc/openstack/)
+    #[arg(long, value_name = "NAME", env = env::OS_CLOUD)]
+    pub os_cloud: Option<String>,
+    /// A Glance without Keystone: its URL (identity headers are sent as they are; never for a
+    /// Glance others can reach)
+    #[arg(long, value_name = "URL", env = env::VMC_GLANCE_URL)]
+    pub glance_url: Option<String>,
+    /// With --glance-url: the project id sent as X-Project-Id
+    #[arg(long, value_name = "PROJECT", env = env::VMC_GLANCE_PROJECT, requires = "glance_url")]
+    pub glance_project: Option<String>,
+    /// Who may see published images
+    #[arg(long, value_name = "VISIBILITY", env = env::VMC_PUBLISH_VISIBILITY, default_value = "private")]
+    pub visibility: VisibilityArg,
+    /// Share published images with this project (repeatable; implies --visibility shared)
+    #[arg(long = "share-with", value_name = "PROJECT")]
+    pub share_with: Vec<String>,
+    /// The images of lists of this VO (ad:vo) are owned by this project (repeatable)
+    #[arg(long = "vo-project", value_name = "VO=PROJECT")]
+    pub vo_projects: Vec<String>,
+    /// How long a replaced or expired image stays deactivated before it is deleted
+    #[arg(long, value_name = "DURATION", env = env::VMC_PUBLISH_GRACE, default_value = "7d")]
+    pub grace: String,
+    /// This node's name in claims [default: the host name]
+    #[arg(long, value_name = "NAME", env = env::VMC_NODE)]
+    pub node: Option<String>,
+    /// The disk format the cloud wants (raw for a Ceph-backed Glance, qcow2 otherwise);
+    /// images in another format are converted with qemu-img [default: as the list declares]
+    #[arg(long, value_name = "FORMAT", env = env::VMC_PUBLISH_DISK_FORMAT)]
+    pub disk_format: Option<DiskFormatArg>,
+    /// Where converted files are kept [default: converted/ beside the cache directory]
+    #[arg(long, value_name = "DIR", env = env::VMC_CONVERTED_DIR)]
+    pub converted_dir: Option<PathBuf>,
+}
+
+/// A disk format vmc converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiskFormatArg {
+    /// Raw disk (Ceph RBD backends want it).
+    Raw,
+    /// QEMU copy-on-write v2.
+    Qcow2,
+    /// VMware disk.
+    Vmdk,
+}
+
+/// Glance visibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VisibilityArg {
+    /// Only the owner project.
+    Private,
+    /// The owner and the projects it is shared with.
+    Shared,
+    /// Anyone who asks by id or lists community images.
+    Community,
+    /// Every project.
+    Public,
 }

@@ -38,6 +38,28 @@ pub const VMC_OUTPUT: &str = "VMC_OUTPUT";
 pub const VMC_NOW: &str = "VMC_NOW";
 /// A tracing filter for the log on stderr (e.g. `vmc=debug`).
 pub const VMC_LOG: &str = "VMC_LOG";
+/// `cache sync --publish`.
+pub const VMC_PUBLISH: &str = "VMC_PUBLISH";
+/// The publication target's name.
+pub const VMC_PUBLISH_TARGET: &str = "VMC_PUBLISH_TARGET";
+/// The visibility of published images.
+pub const VMC_PUBLISH_VISIBILITY: &str = "VMC_PUBLISH_VISIBILITY";
+/// The grace time before a replaced or expired image is deleted.
+pub const VMC_PUBLISH_GRACE: &str = "VMC_PUBLISH_GRACE";
+/// A Glance without Keystone (trusted identity headers).
+pub const VMC_GLANCE_URL: &str = "VMC_GLANCE_URL";
+/// The project id sent to that Glance.
+pub const VMC_GLANCE_PROJECT: &str = "VMC_GLANCE_PROJECT";
+/// The disk format published images are converted to.
+pub const VMC_PUBLISH_DISK_FORMAT: &str = "VMC_PUBLISH_DISK_FORMAT";
+/// Where converted files are kept.
+pub const VMC_CONVERTED_DIR: &str = "VMC_CONVERTED_DIR";
+/// This node's name in publication claims.
+pub const VMC_NODE: &str = "VMC_NODE";
+/// The clouds.yaml entry (as the OpenStack tools read it).
+pub const OS_CLOUD: &str = "OS_CLOUD";
+/// Where clouds.yaml is (as the OpenStack tools read it).
+pub const OS_CLIENT_CONFIG_FILE: &str = "OS_CLIENT_CONFIG_FILE";
 /// Disables colour when set to anything.
 pub const NO_COLOR: &str = "NO_COLOR";
 /// The value of the first of `names` that is set and not empty.

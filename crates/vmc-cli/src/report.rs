@@ -460,3 +460,116 @@ pub fn missing(m: &MissingEntry, dir: &std::path::Path, records: &[ImageRecord])
         ..cached(&m.entry, dir, records)
     }
 }
+
+/// One publication (`vmc publish list --json`).
+#[derive(Debug, Serialize)]
+pub struct PublicationJson {
+    /// The target.
+    pub target: String,
+    /// The image id.
+    pub identifier: String,
+    /// vmc's sha512 of the image.
+    pub sha512: String,
+    /// Its version.
+    pub version: String,
+    /// The list it came from (credentials removed).
+    pub list_url: String,
+    /// The disk format uploaded.
+    pub disk_format: String,
+    /// `uploading`, `failed`, `active`, `deactivated` or `deleted`.
+    pub state: String,
+    /// The image service's id.
+    pub remote_id: Option<String>,
+    /// The node that claimed it.
+    pub claimed_by: String,
+    /// When it became active (RFC 3339).
+    pub published_at: Option<String>,
+    /// When its state last changed (RFC 3339).
+    pub changed_at: String,
+    /// Why it was deactivated.
+    pub reason: Option<String>,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// The JSON form of a publication.
+pub fn publication(p: &vmc_cache::store::Publication) -> PublicationJson {
+    PublicationJson {
+        target: p.target.clone(),
+        identifier: p.identifier.to_string(),
+        sha512: p.sha512.clone(),
+        version: p.version.clone(),
+        list_url: p.list_url.clone(),
+        disk_format: p.disk_format.clone(),
+        state: p.state.as_str().to_owned(),
+        remote_id: p.remote_id.clone(),
+        claimed_by: p.claimed_by.clone(),
+        published_at: p.published_at.map(|t| t.to_rfc3339()),
+        changed_at: p.changed_at.to_rfc3339(),
+        reason: p.reason.clone(),
+        last_error: p.last_error.clone(),
+    }
+}
+
+/// One action of a publisher run.
+#[derive(Debug, Serialize)]
+pub struct PublishActionJson {
+    /// `publish`, `adopt`, `repair`, `reactivate`, `supersede`, `expire`, `delete`,
+    /// `keep-in-use`, `skip`.
+    pub action: &'static str,
+    /// The image id.
+    pub identifier: String,
+    /// Its sha512.
+    pub sha512: String,
+    /// Its version.
+    pub version: String,
+    /// The image service's id.
+    pub remote_id: Option<String>,
+    /// `done`, `planned` (dry run) or `failed`.
+    pub outcome: &'static str,
+    /// The failure, when failed.
+    pub error: Option<String>,
+    /// More about it.
+    pub detail: Option<String>,
+}
+
+/// `vmc publish sync --json`.
+#[derive(Debug, Serialize)]
+pub struct PublishRunJson {
+    /// The target.
+    pub target: String,
+    /// Whether every action succeeded.
+    pub success: bool,
+    /// The actions, in order.
+    pub actions: Vec<PublishActionJson>,
+}
+
+/// The JSON form of a publisher run.
+pub fn publish_run(target: &str, r: &vmc_publish::PublishReport) -> PublishRunJson {
+    use vmc_publish::Outcome;
+    PublishRunJson {
+        target: target.to_owned(),
+        success: !r.has_failures(),
+        actions: r
+            .actions
+            .iter()
+            .map(|a| PublishActionJson {
+                action: a.kind.as_str(),
+                identifier: a.identifier.clone(),
+                sha512: a.sha512.clone(),
+                version: a.version.clone(),
+                remote_id: a.remote_id.clone(),
+                outcome: match a.outcome {
+                    Outcome::Done => "done",
+                    Outcome::Planned => "planned",
+                    Outcome::Failed(_) => "failed",
+                },
+                error: match &a.outcome {
+                    Outcome::Failed(e) => Some(e.clone()),
+                    _ => None,
+                },
+                detail: a.detail.clone(),
+            })
+            .collect(),
+    }
+}

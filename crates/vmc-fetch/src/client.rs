@@ -127,6 +127,13 @@ impl Client {
         &self.inner.config
     }
 
+    /// The configured agent (TLS roots, proxy, timeouts, User-Agent; every status comes back
+    /// as a response, redirects are not followed), for the other HTTP APIs vmc talks to (the
+    /// publisher's Glance and Keystone clients), so that they share this one TLS set-up.
+    pub fn agent(&self) -> &Agent {
+        &self.inner.agent
+    }
+
     /// Fetches a small document (an image list) into memory. Refuses a body over `max_len`
     /// bytes while reading it (and at once when `Content-Length` says so). The whole request
     /// must finish within [`ClientConfig::list_timeout`]; transient failures are retried.

@@ -1,5 +1,6 @@
 //! Persistence for vmc: endorsers, subscriptions, accepted list versions and their images,
-//! image selection, the cache's files and the event journal, in SQLite (bundled, the default)
+//! image selection, the cache's files, the event journal and the publications into cloud image
+//! services, in SQLite (bundled, the default)
 //! or PostgreSQL (cargo feature `postgres`), from one code base.
 //!
 //! [`Store::open`] takes a database URL (`sqlite:///abs/path`, `sqlite://rel/path`, a plain
@@ -48,6 +49,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 pub use error::StoreError;
+pub use repo::publications::{NewPublication, Publication, PublicationState};
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
     Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,

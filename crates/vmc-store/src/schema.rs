@@ -122,6 +122,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    publications (id) {
+        id -> BigInt,
+        target -> Text,
+        identifier -> Text,
+        sha512 -> Text,
+        version -> Text,
+        list_url -> Text,
+        disk_format -> Text,
+        file_sha512 -> Text,
+        state -> Text,
+        token -> Text,
+        remote_id -> Nullable<Text>,
+        claimed_by -> Text,
+        published_at -> Nullable<Text>,
+        changed_at -> Text,
+        reason -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     subscriptions (id) {
         id -> BigInt,
         url -> Text,
@@ -159,5 +180,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     leases,
     list_versions,
     nodes,
+    publications,
     subscriptions,
 );

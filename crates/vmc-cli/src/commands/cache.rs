@@ -87,26 +87,43 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             jobs,
             verify,
             metrics_file,
+            publish,
             lock,
+            publish_args,
         } => {
             let started = Instant::now();
-            let result = vmc
-                .lock(Duration::from_secs(lock.lock_wait), &ctx.who)
-                .and_then(|_lock| {
+            let (lock, result) = match vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who) {
+                Ok(lock) => {
                     let options = SyncOptions {
                         jobs: usize::from(jobs),
                         verify,
                         update_lists: true,
                     };
-                    vmc.sync(&options, &bars)
-                });
+                    let result = vmc.sync(&options, &bars);
+                    (Some(lock), result)
+                }
+                Err(e) => (None, Err(e)),
+            };
             drop(bars);
             let metrics_ok = match &metrics_file {
                 Some(path) => write_metrics(ctx, path, &result, started.elapsed()),
                 None => true,
             };
             let outcome = print_run(ctx, &result?, "cache sync");
-            Ok(if metrics_ok { outcome } else { Outcome::Failed })
+            // Publishing runs under the same lock, after the cache is complete.
+            let published = if publish {
+                super::publish::sync(ctx, &publish_args, false)?
+            } else {
+                Outcome::Success
+            };
+            drop(lock);
+            Ok(
+                if metrics_ok && outcome == Outcome::Success && published == Outcome::Success {
+                    Outcome::Success
+                } else {
+                    Outcome::Failed
+                },
+            )
         }
         CacheCmd::Download { jobs, lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;

@@ -55,6 +55,7 @@ mod tests {
                 "subscribe",
                 "image",
                 "cache",
+                "publish",
                 "doctor",
                 "import-vmcatcher"
             ]

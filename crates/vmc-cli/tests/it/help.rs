@@ -32,6 +32,9 @@ const COMMANDS: &[&[&str]] = &[
     &["cache", "list"],
     &["cache", "purge"],
     &["cache", "events"],
+    &["publish"],
+    &["publish", "sync"],
+    &["publish", "list"],
     &["doctor"],
     &["import-vmcatcher"],
 ];

@@ -10,5 +10,6 @@ mod flow;
 mod help;
 mod lock;
 mod missing;
+mod publish;
 mod secrets;
 mod vmcatcher;

@@ -7,6 +7,7 @@ mod events;
 mod images;
 mod lists;
 mod nodes;
+pub(crate) mod publications;
 mod subscriptions;
 
 use diesel::prelude::*;

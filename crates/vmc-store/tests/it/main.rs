@@ -13,6 +13,7 @@ mod db;
 mod fixtures;
 mod nodes;
 mod open;
+mod publications;
 mod races;
 mod schema;
 mod suite;

@@ -1,0 +1,144 @@
+//! `vmc cache sync --publish`, `vmc publish sync` and `vmc publish list` through the real
+//! binary, against a real Glance on 127.0.0.1 (skipped, saying so, without
+//! `VMC_TEST_GLANCE_VENV`; failing under CI): a signed list of a real qcow2 image is
+//! subscribed, cached, published once, listed, and expired.
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha512};
+use vmc_testkit::glance::{self, DEFAULT_PROJECT};
+use vmc_testkit::pki::{CaDirOptions, ENDORSER_DN, ROOT_DN, TestPki};
+use vmc_testkit::server::TestServer;
+
+use crate::common::{NOW, bare, describe};
+
+/// A small qcow2 image.
+fn qcow2(path: &Path) {
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg("16M")
+        .status()
+        .expect("qemu-img (Debian qemu-utils)");
+    assert!(status.success());
+}
+
+#[test]
+fn cache_sync_publishes_into_glance_once_and_an_unselected_image_is_deactivated() {
+    let Some(venv) = glance::venv_from_env("cache_sync_publishes_into_glance_once") else {
+        return;
+    };
+    let g = glance::Glance::start(&venv).unwrap();
+    let now: DateTime<Utc> = NOW.parse().unwrap();
+    let pki = TestPki::generate(now);
+    let ca_dir = pki.ca_dir(CaDirOptions::default());
+    let files = tempfile::tempdir().unwrap();
+    let image = files.path().join("alma9.qcow2");
+    qcow2(&image);
+    let bytes = std::fs::read(&image).unwrap();
+    let server = TestServer::start();
+    let list = json!({"hv:imagelist": {
+        "dc:identifier": "cli-publish-list",
+        "dc:title": "CLI publish list",
+        "dc:description": "test",
+        "dc:source": "https://lists.example/",
+        "dc:date:created": (now - Duration::days(1)).to_rfc3339(),
+        "dc:date:expires": (now + Duration::days(30)).to_rfc3339(),
+        "hv:version": "1",
+        "hv:uri": server.url("/files/list.smime"),
+        "ad:vo": "dteam",
+        "hv:endorser": {"hv:x509": {
+            "hv:dn": ENDORSER_DN, "hv:ca": ROOT_DN,
+            "dc:creator": "Test", "hv:email": "t@example.org"
+        }},
+        "hv:images": [{"hv:image": {
+            "dc:identifier": "alma9",
+            "dc:title": "AlmaLinux 9",
+            "hv:uri": server.url("/files/alma9.qcow2"),
+            "hv:size": bytes.len(),
+            "sl:checksum:sha512": hex::encode(Sha512::digest(&bytes)),
+            "hv:version": "9.4",
+            "hv:format": "qcow2",
+            "sl:arch": "x86_64"
+        }}]
+    }});
+    let signed = pki
+        .endorser
+        .sign_smime(serde_json::to_string_pretty(&list).unwrap().as_bytes());
+    std::fs::write(files.path().join("list.smime"), signed).unwrap();
+    server.serve_dir("/files", files.path());
+
+    let home = tempfile::tempdir().unwrap();
+    let vmc = |args: &[&str]| {
+        let out = bare()
+            .env("VMC_HOME", home.path())
+            .env("HOME", home.path())
+            .env("VMC_CA_DIR", ca_dir.path())
+            .env("VMC_GLANCE_URL", g.url())
+            .env("VMC_GLANCE_PROJECT", DEFAULT_PROJECT)
+            .env("VMC_PUBLISH_TARGET", "site-glance")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or(json!(null))
+    };
+    vmc(&[
+        "endorser",
+        "add",
+        "--id",
+        "e",
+        "--subject",
+        ENDORSER_DN,
+        "--issuer",
+        ROOT_DN,
+    ]);
+    vmc(&[
+        "subscribe",
+        "add",
+        &server.url("/files/list.smime"),
+        "--endorser",
+        "e",
+        "--new-images",
+        "subscribe",
+    ]);
+    vmc(&["image", "subscribe", "alma9"]);
+
+    let before = vmc(&["--json", "publish", "sync", "--dry-run"]);
+    assert_eq!(
+        before["actions"].as_array().unwrap().len(),
+        0,
+        "nothing cached yet"
+    );
+
+    vmc(&["cache", "sync", "--publish"]);
+    let listed = vmc(&["--json", "publish", "list"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed:#}");
+    assert_eq!(rows[0]["state"], "active");
+    assert_eq!(rows[0]["target"], "site-glance");
+    assert_eq!(rows[0]["identifier"], "alma9");
+    let remote = rows[0]["remote_id"].as_str().unwrap().to_owned();
+
+    // Published once: a second run has nothing to do.
+    let again = vmc(&["--json", "publish", "sync"]);
+    assert_eq!(again["success"], true);
+    assert_eq!(again["actions"].as_array().unwrap().len(), 0, "{again:#}");
+
+    // Unselected: the cache expires it, the publisher deactivates it (a dry run first).
+    vmc(&["image", "unsubscribe", "alma9"]);
+    vmc(&["cache", "sync"]);
+    let planned = vmc(&["--json", "publish", "sync", "--dry-run"]);
+    assert_eq!(planned["actions"][0]["action"], "expire", "{planned:#}");
+    assert_eq!(planned["actions"][0]["outcome"], "planned");
+    let done = vmc(&["--json", "publish", "sync"]);
+    assert_eq!(done["actions"][0]["action"], "expire", "{done:#}");
+    assert_eq!(done["actions"][0]["outcome"], "done");
+    assert_eq!(done["actions"][0]["remote_id"], remote.as_str());
+    let listed = vmc(&["--json", "publish", "list", "--target", "site-glance"]);
+    assert_eq!(listed[0]["state"], "deactivated");
+    assert_eq!(listed[0]["reason"], "expired");
+}

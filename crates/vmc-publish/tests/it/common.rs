@@ -1,0 +1,302 @@
+//! The test site: a store with one endorsed subscription whose images are selected and
+//! cached as real qcow2 files (Glance checks content against `disk_format`), a Glance, and
+//! helpers to look at what Glance holds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha512};
+use vmc_cache::store::{CacheEntry, ListImport, NewSubscription, Store};
+use vmc_model::{
+    CertIdentity, EndorserClaim, ExpiryReason, Identifier, Image, ImageList, JsonObject,
+    NewImagePolicy, Version,
+};
+use vmc_publish::{Glance, GlanceAuth, ImageService, PublishConfig, RemoteImage};
+use vmc_testkit::glance::{self, DEFAULT_PROJECT};
+
+/// The list URL of the site's subscription (with credentials, which must not reach Glance).
+pub const LIST_URL: &str = "https://user:secret@lists.example/dteam.smime";
+
+/// The start of the tests' clock.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2027, 3, 1, 12, 0, 0).unwrap()
+}
+
+/// A running Glance, or `None` when the test is skipped.
+pub fn glance(test: &str) -> Option<glance::Glance> {
+    let venv = glance::venv_from_env(test)?;
+    Some(glance::Glance::start(&venv).unwrap_or_else(|e| panic!("{test}: Glance: {e}")))
+}
+
+/// A client of `url` with the identity headers of the default project, over the agent
+/// vmc-fetch builds (as the CLI does).
+pub fn client(url: &str) -> Glance {
+    let http = vmc_cache::fetch::Client::new(vmc_cache::fetch::ClientConfig::default()).unwrap();
+    Glance::new(
+        http.agent().clone(),
+        url,
+        GlanceAuth::TrustedHeaders(glance::identity_headers(DEFAULT_PROJECT)),
+    )
+}
+
+/// The configuration the tests publish with (node `node-a`, a one-day grace time, converted
+/// files in `dir`).
+pub fn config(dir: &Path) -> PublishConfig {
+    let mut config = PublishConfig::new("test-cloud", "node-a", dir.join("converted"));
+    config.grace = Duration::days(1);
+    config
+}
+
+/// A qcow2 file of 1 MiB virtual size whose data depend on `seed`.
+pub fn qcow2(dir: &Path, seed: u8) -> PathBuf {
+    let raw = dir.join(format!("seed-{seed}.raw"));
+    let mut data = vec![0u8; 1 << 20];
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    for byte in &mut data {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *byte = (x >> 24) as u8;
+    }
+    std::fs::write(&raw, data).unwrap();
+    let out = dir.join(format!("seed-{seed}.qcow2"));
+    let status = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&out)
+        .status()
+        .expect("qemu-img (Debian qemu-utils) is needed by these tests");
+    assert!(status.success());
+    std::fs::remove_file(raw).unwrap();
+    out
+}
+
+/// sha512 of a file, lowercase hex.
+pub fn sha512_of(path: &Path) -> String {
+    hex::encode(Sha512::digest(std::fs::read(path).unwrap()))
+}
+
+/// A database URL: a SQLite file in `dir`, or a fresh PostgreSQL schema.
+fn database_url(dir: &Path, test: &str) -> String {
+    match postgres_url(test) {
+        Some(url) => url,
+        None => format!("sqlite://{}", dir.join("vmc.db").display()),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_url(test: &str) -> Option<String> {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let admin = std::env::var("VMC_TEST_POSTGRES_URL").ok()?;
+    let short: String = test.chars().take(30).collect();
+    let schema = format!(
+        "vmcp_{short}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+    conn.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    ))
+    .unwrap();
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    Some(format!("{admin}{sep}options=-csearch_path%3D{schema}"))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_url(_test: &str) -> Option<String> {
+    None
+}
+
+/// A site: store, cache directory, one endorsed subscription.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub store: Store,
+    pub cache_dir: PathBuf,
+    sub: i64,
+    signer: CertIdentity,
+    versions: AtomicUsize,
+}
+
+/// An image of a list version: id, file, version.
+pub struct Img<'a> {
+    pub id: &'a str,
+    pub file: &'a Path,
+    pub version: &'a str,
+}
+
+impl Site {
+    pub fn new(test: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let url = database_url(dir.path(), test);
+        let store = Store::open(&url).unwrap();
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        let signer = CertIdentity {
+            subject: "/CN=Endorser".into(),
+            issuer: "/CN=CA".into(),
+        };
+        store
+            .add_endorser("endorser", std::slice::from_ref(&signer))
+            .unwrap();
+        let sub = store
+            .add_subscription(&NewSubscription {
+                url: LIST_URL.into(),
+                new_images: NewImagePolicy::Subscribe,
+                auth: None,
+                enabled: true,
+            })
+            .unwrap()
+            .id;
+        store.link("endorser", sub).unwrap();
+        Site {
+            dir,
+            url,
+            store,
+            cache_dir,
+            sub,
+            signer,
+            versions: AtomicUsize::new(0),
+        }
+    }
+
+    /// A second connection to the same database (another node).
+    pub fn reopen(&self) -> Store {
+        Store::open(&self.url).unwrap()
+    }
+
+    /// Imports a new list version carrying `images` (declared qcow2), selects them, and
+    /// caches their files.
+    pub fn list(&self, images: &[Img<'_>]) {
+        self.list_as(images, "QCOW2");
+    }
+
+    /// [`Site::list`] with the images declared as `format` (`hv:format`).
+    pub fn list_as(&self, images: &[Img<'_>], format: &str) {
+        let n = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut model = Vec::new();
+        for img in images {
+            let size = std::fs::metadata(img.file).unwrap().len();
+            let mut image = Image::new(
+                Identifier::new(img.id).unwrap(),
+                format!("Test image {}", img.id),
+                format!("https://images.example/{}.qcow2", img.id),
+                size,
+                sha512_of(img.file),
+                img.version,
+            );
+            let extra = json!({
+                "hv:format": format,
+                "sl:os": "Linux",
+                "sl:osname": "AlmaLinux",
+                "sl:osversion": "9.4",
+                "sl:arch": "amd64",
+                "hv:ram_minimum": "2048",
+                "org.openstack.glance.hw_disk_bus": "virtio",
+                "org.openstack.glance.os_hash_value": "not settable",
+            });
+            if let serde_json::Value::Object(map) = extra {
+                image.extra = map;
+            }
+            model.push(image);
+        }
+        let mut extra = JsonObject::new();
+        extra.insert("ad:vo".into(), json!("dteam"));
+        let list = ImageList {
+            identifier: Identifier::new("dteam-list").unwrap(),
+            title: "dteam images".into(),
+            description: "test".into(),
+            source: "https://lists.example/".into(),
+            created: t0() - Duration::days(1),
+            expires: t0() + Duration::days(365),
+            version: Version::new(format!("{n}.0")),
+            uri: LIST_URL.into(),
+            endorsers: vec![EndorserClaim {
+                dn: self.signer.subject.clone(),
+                ca: self.signer.issuer.clone(),
+                creator: None,
+                email: None,
+                extra: JsonObject::new(),
+            }],
+            images: model.clone(),
+            extra,
+        };
+        let raw = list.to_json_bytes();
+        let digest = hex::encode(Sha512::digest(&raw));
+        let outcome = self
+            .store
+            .import_list(
+                self.sub,
+                &ListImport {
+                    raw: &raw,
+                    sha512: &digest,
+                    list: &list,
+                    signer: &self.signer,
+                    imported: t0() - Duration::hours(1),
+                    select_all: true,
+                },
+            )
+            .unwrap();
+        let ids: Vec<Identifier> = model.iter().map(|i| i.identifier.clone()).collect();
+        self.store.set_selected(&ids, true).unwrap();
+        for (img, image) in images.iter().zip(&model) {
+            std::fs::copy(img.file, self.cache_dir.join(img.id)).unwrap();
+            self.store
+                .record_cached(&CacheEntry {
+                    identifier: image.identifier.clone(),
+                    filename: img.id.to_owned(),
+                    size: image.size,
+                    sha512: image.sha512.clone(),
+                    subscription_id: Some(self.sub),
+                    list_version_id: Some(outcome.version_id),
+                    cached_at: t0() - Duration::minutes(30),
+                })
+                .unwrap();
+        }
+    }
+
+    /// The cache expires image `id` (as `cache sync` does when it is no longer wanted).
+    pub fn expire(&self, id: &str) {
+        let identifier = Identifier::new(id).unwrap();
+        let expired = format!("{id}.expired");
+        std::fs::rename(self.cache_dir.join(id), self.dir.path().join(&expired)).unwrap();
+        self.store
+            .record_expired(&identifier, ExpiryReason::Unselected, &expired, t0())
+            .unwrap();
+    }
+}
+
+/// Every image of Glance's default project with `vmc_identifier` = `id`, hidden ones too.
+pub fn remote_images(glance: &Glance, id: &str) -> Vec<RemoteImage> {
+    glance.find("vmc_identifier", id).unwrap()
+}
+
+/// Puts or removes a tag on an image, as an operator would.
+pub fn tag(url: &str, image: &str, tag: &str, on: bool) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let target = format!("{url}/v2/images/{image}/tags/{tag}");
+    let headers = glance::identity_headers(DEFAULT_PROJECT);
+    let status = if on {
+        let mut request = agent.put(&target);
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        request.send_empty().unwrap().status()
+    } else {
+        let mut request = agent.delete(&target);
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        request.call().unwrap().status()
+    };
+    assert_eq!(status.as_u16(), 204, "tag {tag} on {image}");
+}

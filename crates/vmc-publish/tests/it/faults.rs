@@ -1,0 +1,276 @@
+//! Failures against a real Glance: a crash mid-upload (and after a complete upload) is
+//! repaired by the next run; a 5xx or a dropped connection leaves nothing half-published and
+//! the next run publishes once; a checksum mismatch unpublishes the image.
+
+use std::path::Path;
+
+use chrono::Duration;
+use vmc_cache::store::PublicationState;
+use vmc_publish::{
+    ActionKind, Deletion, Glance, ImageService, NewRemoteImage, Outcome, PublishError, Publisher,
+    RemoteImage,
+};
+use vmc_testkit::proxy::{FaultProxy, ProxyFault};
+
+use crate::common::{Img, Site, client, config, glance, qcow2, remote_images, sha512_of, t0};
+
+/// Glance, but the process "dies" (panics, so no code of the run runs after it) at a chosen
+/// point: after part of the upload, or after the upload before the run records it.
+struct Crashing {
+    inner: Glance,
+    /// Uploads go through this one (a proxy that drops the connection part way).
+    upload_via: Glance,
+    crash_after_upload: bool,
+}
+
+impl ImageService for Crashing {
+    fn create(&self, image: &NewRemoteImage) -> Result<RemoteImage, PublishError> {
+        self.inner.create(image)
+    }
+    fn upload(&self, id: &str, path: &Path, size: u64) -> Result<String, PublishError> {
+        let result = self.upload_via.upload(id, path, size);
+        if self.crash_after_upload {
+            result.unwrap();
+        }
+        panic!("simulated crash during the upload of {id}");
+    }
+    fn get(&self, id: &str) -> Result<Option<RemoteImage>, PublishError> {
+        self.inner.get(id)
+    }
+    fn find(&self, key: &str, value: &str) -> Result<Vec<RemoteImage>, PublishError> {
+        self.inner.find(key, value)
+    }
+    fn set_hidden(&self, id: &str, hidden: bool) -> Result<(), PublishError> {
+        self.inner.set_hidden(id, hidden)
+    }
+    fn deactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.inner.deactivate(id)
+    }
+    fn reactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.inner.reactivate(id)
+    }
+    fn add_member(&self, id: &str, project: &str) -> Result<(), PublishError> {
+        self.inner.add_member(id, project)
+    }
+    fn delete(&self, id: &str) -> Result<Deletion, PublishError> {
+        self.inner.delete(id)
+    }
+}
+
+fn crash_then_repair(test: &str, crash_after_upload: bool) {
+    let Some(g) = glance(test) else {
+        return;
+    };
+    let site = Site::new(test);
+    let file = qcow2(site.dir.path(), 5);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let proxy = FaultProxy::start(g.addr()).unwrap();
+    if !crash_after_upload {
+        proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(64 * 1024), 1);
+    }
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let crashing = Crashing {
+        inner: client(&g.url()),
+        upload_via: client(&proxy.url()),
+        crash_after_upload,
+    };
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Publisher::new(&site.store, &site.cache_dir, &crashing, &config).sync(t0(), false)
+    }));
+    assert!(crashed.is_err(), "the run was to crash");
+    let left = site.store.publications(None).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, PublicationState::Uploading);
+    let first_remote = left[0].remote_id.clone().unwrap();
+    assert_eq!(remote_images(&glance, "alma9").len(), 1);
+
+    // The next run (same node, the lock says the other run is over) repairs.
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+    let report = publisher.sync(t0() + Duration::minutes(5), false).unwrap();
+    assert!(!report.has_failures(), "{report:#?}");
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 1, "{images:#?}");
+    assert_eq!(images[0].status, "active");
+    assert_eq!(
+        images[0].hash_value.as_deref(),
+        Some(sha512_of(&file).as_str())
+    );
+    let kinds: Vec<_> = report.actions.iter().map(|a| a.kind).collect();
+    if crash_after_upload {
+        // The complete upload is adopted, not uploaded again.
+        assert_eq!(kinds, [ActionKind::Adopt]);
+        assert_eq!(images[0].id, first_remote);
+        let puts = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("PUT"))
+            .count();
+        assert_eq!(puts, 1);
+    } else {
+        assert_eq!(kinds, [ActionKind::Repair, ActionKind::Publish]);
+        assert_ne!(images[0].id, first_remote);
+        assert_eq!(
+            glance.get(&first_remote).unwrap(),
+            None,
+            "the partial image is deleted"
+        );
+    }
+    let states: Vec<_> = publisher
+        .publications()
+        .unwrap()
+        .iter()
+        .map(|p| p.state)
+        .collect();
+    assert_eq!(states, [PublicationState::Active]);
+}
+
+#[test]
+fn a_crash_mid_upload_is_repaired_by_the_next_run() {
+    crash_then_repair("crash_mid_upload", false);
+}
+
+#[test]
+fn a_crash_after_a_complete_upload_is_adopted_by_the_next_run() {
+    crash_then_repair("crash_after_upload", true);
+}
+
+#[test]
+fn a_glance_failing_with_5xx_or_dropping_the_connection_leaves_nothing_half_published() {
+    let Some(g) = glance("a_glance_failing_with_5xx_or_dropping_the_connection") else {
+        return;
+    };
+    let site = Site::new("glance_5xx");
+    let file = qcow2(site.dir.path(), 6);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let proxy = FaultProxy::start(g.addr()).unwrap();
+    let via_proxy = client(&proxy.url());
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
+
+    // Each fault twice: an upload is tried once more within the run, not a third time.
+    let faults = [
+        ("POST", "/v2/images", ProxyFault::Status(503)),
+        ("PUT", "/file", ProxyFault::Status(500)),
+        ("PUT", "/file", ProxyFault::DropAfter(100_000)),
+    ];
+    for (n, (method, path, fault)) in faults.into_iter().enumerate() {
+        proxy.clear_rules();
+        proxy.add_rule(method, path, fault.clone(), 2);
+        let report = publisher
+            .sync(t0() + Duration::minutes(i64::try_from(n).unwrap()), false)
+            .unwrap();
+        assert!(report.has_failures(), "{fault:?}: {report:#?}");
+        let Outcome::Failed(message) = &report.actions[0].outcome else {
+            panic!("{report:#?}");
+        };
+        assert!(
+            message.contains("alma9") || message.contains("/v2/images"),
+            "{message}"
+        );
+        assert!(
+            remote_images(&glance, "alma9").is_empty(),
+            "{fault:?} left an image"
+        );
+        let p = publisher.publications().unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].state, PublicationState::Failed);
+        assert!(p[0].last_error.is_some());
+    }
+
+    // A single dropped connection is survived within the run: the upload is tried again.
+    proxy.clear_rules();
+    proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(100_000), 1);
+    let report = publisher.sync(t0() + Duration::minutes(30), false).unwrap();
+    assert_eq!(report.done(ActionKind::Publish), 1, "{report:#?}");
+    let puts = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PUT"))
+        .count();
+    assert_eq!(puts, 2 + 2 + 2, "two in each run that uploads");
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].status, "active");
+    assert_eq!(
+        images[0].hash_value.as_deref(),
+        Some(sha512_of(&file).as_str())
+    );
+}
+
+#[test]
+fn a_glance_that_recovers_gets_the_image_once() {
+    let Some(g) = glance("a_glance_that_recovers_gets_the_image_once") else {
+        return;
+    };
+    let site = Site::new("glance_recovers");
+    let file = qcow2(site.dir.path(), 8);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let proxy = FaultProxy::start(g.addr()).unwrap();
+    proxy.add_rule("PUT", "/file", ProxyFault::Status(503), 2);
+    let via_proxy = client(&proxy.url());
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
+    let report = publisher.sync(t0(), false).unwrap();
+    assert!(report.has_failures(), "{report:#?}");
+    // Glance behaves again: published once.
+    proxy.clear_rules();
+    let report = publisher.sync(t0() + Duration::hours(1), false).unwrap();
+    assert_eq!(report.done(ActionKind::Publish), 1, "{report:#?}");
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].status, "active");
+}
+
+#[test]
+fn a_checksum_mismatch_unpublishes_the_image() {
+    let Some(g) = glance("a_checksum_mismatch_unpublishes_the_image") else {
+        return;
+    };
+    let site = Site::new("checksum_mismatch");
+    let file = qcow2(site.dir.path(), 7);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let size = std::fs::metadata(&file).unwrap().len();
+    let proxy = FaultProxy::start(g.addr()).unwrap();
+    // A byte of the data clusters changes on the way: still a valid qcow2, another sha512.
+    proxy.add_rule("PUT", "/file", ProxyFault::Corrupt(size - 4096), 1);
+    let via_proxy = client(&proxy.url());
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
+    let report = publisher.sync(t0(), false).unwrap();
+    let Outcome::Failed(message) = &report.actions[0].outcome else {
+        panic!("{report:#?}");
+    };
+    assert!(message.contains("is not the sha512"), "{message}");
+    assert!(
+        remote_images(&glance, "alma9").is_empty(),
+        "the mismatching image is deleted"
+    );
+    let p = publisher.publications().unwrap();
+    assert_eq!(p[0].state, PublicationState::Failed);
+    assert!(
+        p[0].last_error
+            .as_deref()
+            .unwrap()
+            .contains("is not the sha512")
+    );
+}

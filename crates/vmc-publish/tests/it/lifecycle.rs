@@ -1,0 +1,234 @@
+//! The life cycle against a real Glance: a new image is published once with its properties;
+//! a new version replaces the old one (hidden and deactivated, deleted after the grace time);
+//! an expired image is deactivated and kept while tagged in use; a dry run changes nothing;
+//! two nodes sharing the database publish once.
+
+use chrono::Duration;
+use vmc_cache::store::PublicationState;
+use vmc_publish::{ActionKind, ImageService, Outcome, Publisher};
+
+use crate::common::{Img, Site, client, config, glance, qcow2, remote_images, sha512_of, t0, tag};
+
+#[test]
+fn a_new_image_is_published_once_with_its_properties() {
+    let Some(g) = glance("a_new_image_is_published_once_with_its_properties") else {
+        return;
+    };
+    let site = Site::new("published_once");
+    let file = qcow2(site.dir.path(), 1);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "9.4-1",
+    }]);
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+
+    let report = publisher.sync(t0(), false).unwrap();
+    assert_eq!(report.done(ActionKind::Publish), 1, "{report:#?}");
+    assert!(!report.has_failures());
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 1);
+    let image = &images[0];
+    assert_eq!(image.status, "active");
+    assert_eq!(image.hash_value.as_deref(), Some(sha512_of(&file).as_str()));
+    let prop = |k: &str| image.properties.get(k).map(String::as_str);
+    assert_eq!(prop("vmc_sha512"), Some(sha512_of(&file).as_str()));
+    assert_eq!(prop("vmc_version"), Some("9.4-1"));
+    assert_eq!(prop("vmc_list_identifier"), Some("dteam-list"));
+    assert_eq!(prop("vmc_vo"), Some("dteam"));
+    assert_eq!(prop("vmc_target"), Some("test-cloud"));
+    // The list URL without its credentials.
+    assert_eq!(
+        prop("vmc_list_url"),
+        Some("https://user:***@lists.example/dteam.smime")
+    );
+    assert_eq!(prop("os_distro"), Some("almalinux"));
+    assert_eq!(prop("os_version"), Some("9.4"));
+    assert_eq!(prop("architecture"), Some("x86_64"));
+    // An OCI-style annotation passes; one naming a Glance field does not.
+    assert_eq!(prop("hw_disk_bus"), Some("virtio"));
+    assert_eq!(image.visibility, "private");
+    let publications = publisher.publications().unwrap();
+    assert_eq!(publications.len(), 1);
+    assert_eq!(publications[0].state, PublicationState::Active);
+    assert_eq!(
+        publications[0].remote_id.as_deref(),
+        Some(image.id.as_str())
+    );
+
+    // Again: nothing to do, nothing uploaded twice.
+    let again = publisher.sync(t0() + Duration::hours(1), false).unwrap();
+    assert!(again.actions.is_empty(), "{again:#?}");
+    assert_eq!(remote_images(&glance, "alma9").len(), 1);
+}
+
+#[test]
+fn a_new_version_replaces_the_old_one_which_is_deleted_after_the_grace_time() {
+    let Some(g) = glance("a_new_version_replaces_the_old_one") else {
+        return;
+    };
+    let site = Site::new("new_version");
+    let v1 = qcow2(site.dir.path(), 1);
+    let v2 = qcow2(site.dir.path(), 2);
+    site.list(&[Img {
+        id: "alma9",
+        file: &v1,
+        version: "1",
+    }]);
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+    publisher.sync(t0(), false).unwrap();
+    let old = remote_images(&glance, "alma9").pop().unwrap();
+
+    site.list(&[Img {
+        id: "alma9",
+        file: &v2,
+        version: "2",
+    }]);
+    let report = publisher.sync(t0() + Duration::hours(1), false).unwrap();
+    assert!(!report.has_failures(), "{report:#?}");
+    let kinds: Vec<_> = report.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::Publish, ActionKind::Supersede]);
+    let images = remote_images(&glance, "alma9");
+    assert_eq!(images.len(), 2);
+    let new = images.iter().find(|i| i.id != old.id).unwrap();
+    assert_eq!(new.status, "active");
+    assert!(!new.hidden);
+    assert_eq!(new.hash_value.as_deref(), Some(sha512_of(&v2).as_str()));
+    let old_now = glance.get(&old.id).unwrap().unwrap();
+    assert_eq!(old_now.status, "deactivated");
+    assert!(old_now.hidden, "the old version leaves users' listings");
+
+    // Within the grace time it stays; after it, it is deleted.
+    let report = publisher.sync(t0() + Duration::hours(20), false).unwrap();
+    assert!(report.actions.is_empty(), "{report:#?}");
+    let report = publisher.sync(t0() + Duration::hours(26), false).unwrap();
+    assert_eq!(report.done(ActionKind::Delete), 1, "{report:#?}");
+    assert_eq!(glance.get(&old.id).unwrap(), None);
+    assert_eq!(remote_images(&glance, "alma9").len(), 1);
+    let states: Vec<_> = publisher
+        .publications()
+        .unwrap()
+        .iter()
+        .map(|p| p.state)
+        .collect();
+    assert_eq!(
+        states,
+        [PublicationState::Deleted, PublicationState::Active]
+    );
+}
+
+#[test]
+fn an_expired_image_is_deactivated_and_kept_while_in_use() {
+    let Some(g) = glance("an_expired_image_is_deactivated_and_kept_while_in_use") else {
+        return;
+    };
+    let site = Site::new("expired_in_use");
+    let file = qcow2(site.dir.path(), 3);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+    publisher.sync(t0(), false).unwrap();
+    let image = remote_images(&glance, "alma9").pop().unwrap();
+
+    site.expire("alma9");
+    let report = publisher.sync(t0() + Duration::hours(1), false).unwrap();
+    assert_eq!(report.done(ActionKind::Expire), 1, "{report:#?}");
+    let now = glance.get(&image.id).unwrap().unwrap();
+    assert_eq!(now.status, "deactivated");
+    assert!(now.hidden);
+
+    // An instance still uses it: the operator (or a Nova-aware hook) tags it.
+    tag(&g.url(), &image.id, "vmc-in-use", true);
+    let report = publisher.sync(t0() + Duration::days(3), false).unwrap();
+    assert_eq!(report.done(ActionKind::KeepInUse), 1, "{report:#?}");
+    assert!(glance.get(&image.id).unwrap().is_some());
+    // The instance is gone: the tag goes, and the next run deletes the image.
+    tag(&g.url(), &image.id, "vmc-in-use", false);
+    let report = publisher.sync(t0() + Duration::days(3), false).unwrap();
+    assert_eq!(report.done(ActionKind::Delete), 1, "{report:#?}");
+    assert_eq!(glance.get(&image.id).unwrap(), None);
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let Some(g) = glance("a_dry_run_changes_nothing") else {
+        return;
+    };
+    let site = Site::new("dry_run");
+    let file = qcow2(site.dir.path(), 4);
+    site.list(&[Img {
+        id: "alma9",
+        file: &file,
+        version: "1",
+    }]);
+    let glance = client(&g.url());
+    let config = config(site.dir.path());
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+    let report = publisher.sync(t0(), true).unwrap();
+    assert_eq!(report.actions.len(), 1);
+    assert_eq!(report.actions[0].kind, ActionKind::Publish);
+    assert_eq!(report.actions[0].outcome, Outcome::Planned);
+    assert!(remote_images(&glance, "alma9").is_empty());
+    assert!(publisher.publications().unwrap().is_empty());
+}
+
+#[test]
+fn two_nodes_sharing_the_database_publish_once() {
+    let Some(g) = glance("two_nodes_sharing_the_database_publish_once") else {
+        return;
+    };
+    let site = Site::new("two_nodes");
+    let files: Vec<_> = (10..14).map(|s| qcow2(site.dir.path(), s)).collect();
+    let ids = ["img-a", "img-b", "img-c", "img-d"];
+    let images: Vec<Img<'_>> = ids
+        .iter()
+        .zip(&files)
+        .map(|(id, file)| Img {
+            id,
+            file,
+            version: "1",
+        })
+        .collect();
+    site.list(&images);
+    let barrier = std::sync::Barrier::new(2);
+    let reports: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["node-a", "node-b"]
+            .into_iter()
+            .map(|node| {
+                let store = site.reopen();
+                let barrier = &barrier;
+                let url = g.url();
+                let cache_dir = site.cache_dir.clone();
+                let dir = site.dir.path().join(node);
+                scope.spawn(move || {
+                    let glance = client(&url);
+                    let mut config = config(&dir);
+                    config.node = node.to_owned();
+                    barrier.wait();
+                    Publisher::new(&store, &cache_dir, &glance, &config)
+                        .sync(t0(), false)
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let published: usize = reports.iter().map(|r| r.done(ActionKind::Publish)).sum();
+    assert_eq!(published, 4, "{reports:#?}");
+    assert!(reports.iter().all(|r| !r.has_failures()), "{reports:#?}");
+    let glance = client(&g.url());
+    for id in ids {
+        let found = remote_images(&glance, id);
+        assert_eq!(found.len(), 1, "{id}: {found:#?}");
+        assert_eq!(found[0].status, "active");
+    }
+}
