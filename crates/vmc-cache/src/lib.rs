@@ -26,17 +26,19 @@ pub mod import;
 pub mod index;
 pub mod lock;
 pub mod metrics;
+pub mod node;
 pub mod report;
 pub mod sync;
 pub mod update;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use config::{Clock, Config, Mirror};
 pub use error::CacheError;
 pub use events::{Dispatcher, Event};
 pub use lock::InstanceLock;
+pub use node::{NodeRun, NodeStatus};
 pub use report::{
     CheckReport, ExpiryReport, ImageFailure, ListReport, NoProgress, Progress, RejectedImageReport,
     SyncReport, UpdateStatus,
@@ -62,6 +64,8 @@ pub struct Vmc {
     store: Store,
     client: OnceLock<Client>,
     trust: OnceLock<TrustStore>,
+    /// What this node is doing, for its heartbeat (see [`node`]).
+    activity: Arc<Mutex<String>>,
 }
 
 impl std::fmt::Debug for Vmc {
@@ -82,6 +86,7 @@ impl Vmc {
             store,
             client: OnceLock::new(),
             trust: OnceLock::new(),
+            activity: Arc::new(Mutex::new(node::IDLE.to_owned())),
         })
     }
 

@@ -281,7 +281,9 @@ impl Vmc {
         if options.update_lists {
             report.subscriptions = self.update_all(None, &dispatcher, progress)?;
         }
+        self.set_activity("expiring");
         self.expire_with(&dispatcher, &mut report)?;
+        self.set_activity("downloading");
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
         dispatcher.fire(
             self.store(),

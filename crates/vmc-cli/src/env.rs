@@ -29,6 +29,12 @@ pub const VMC_EVENT_HANDLER: &str = "VMC_EVENT_HANDLER";
 pub const VMCATCHER_CACHE_EVENT: &str = "VMCATCHER_CACHE_EVENT";
 /// CRL mode: `require`, `if-present` or `off`.
 pub const VMC_CRL: &str = "VMC_CRL";
+/// `--node`: this node's name in the site (default: the host name).
+pub const VMC_NODE: &str = "VMC_NODE";
+/// `--lease-time`.
+pub const VMC_LEASE_TIME: &str = "VMC_LEASE_TIME";
+/// `--refresh-interval`.
+pub const VMC_REFRESH_INTERVAL: &str = "VMC_REFRESH_INTERVAL";
 /// `--timeout`.
 pub const VMC_TIMEOUT: &str = "VMC_TIMEOUT";
 /// `json` selects JSON output.

@@ -460,3 +460,67 @@ pub fn missing(m: &MissingEntry, dir: &std::path::Path, records: &[ImageRecord])
         ..cached(&m.entry, dir, records)
     }
 }
+
+/// One node of the site (`vmc node list --json`).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    /// Its name (`--node`, default the host name).
+    pub name: String,
+    /// The host it last ran on.
+    pub host: String,
+    /// The process id of its current or last run.
+    pub pid: u32,
+    /// The vmc version of that run.
+    pub version: String,
+    /// When that run started.
+    pub started_at: String,
+    /// Its last heartbeat.
+    pub last_seen: String,
+    /// Whether it beat within the lease time.
+    pub alive: bool,
+    /// What it said it was doing (`idle` between runs).
+    pub activity: String,
+    /// The leases it holds.
+    pub leases: Vec<LeaseJson>,
+}
+
+/// A lease a node holds.
+#[derive(Debug, Serialize)]
+pub struct LeaseJson {
+    /// What it guards, e.g. `update:3`.
+    pub resource: String,
+    /// Its fencing token (counts the takes).
+    pub token: i64,
+    /// When it was taken.
+    pub acquired_at: String,
+    /// When it lapses unless renewed.
+    pub expires_at: String,
+    /// Whether it has lapsed (any node may take it).
+    pub lapsed: bool,
+}
+
+/// Builds [`NodeJson`], judging the leases at `now`.
+pub fn node(n: &vmc_cache::NodeStatus, now: chrono::DateTime<chrono::Utc>) -> NodeJson {
+    let r = &n.record;
+    NodeJson {
+        name: r.info.name.clone(),
+        host: r.info.host.clone(),
+        pid: r.info.pid,
+        version: r.info.version.clone(),
+        started_at: time(r.started_at),
+        last_seen: time(r.last_seen),
+        alive: n.alive,
+        activity: r.activity.clone(),
+        leases: r
+            .leases
+            .iter()
+            .map(|l| LeaseJson {
+                resource: l.resource.clone(),
+                token: l.token,
+                acquired_at: time(l.acquired_at),
+                expires_at: time(l.expires_at),
+                lapsed: l.expires_at <= now,
+            })
+            .collect(),
+    }
+}

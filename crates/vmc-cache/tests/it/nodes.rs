@@ -122,3 +122,52 @@ fn two_homes_sharing_a_database_store_each_new_version_once() {
     two_homes_on(None);
     with_postgres(|url| two_homes_on(Some(url)));
 }
+
+/// Polls `done` every 20 ms for up to 60 s (a bound for a stalled machine, not a measure).
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_run_registers_the_node_and_its_heartbeat_records_the_activity() {
+    let env = Gen::new();
+    let mut config = env.config();
+    config.node = "hv-01".into();
+    config.lease_time = std::time::Duration::from_secs(3);
+    let vmc = Vmc::open(config).unwrap();
+    let node = |vmc: &Vmc| {
+        let nodes = vmc.nodes().unwrap();
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        nodes[0].clone()
+    };
+    let run = vmc.join_site("cache sync").unwrap();
+    let first = node(&vmc);
+    assert_eq!(first.record.info.name, "hv-01");
+    assert_eq!(first.record.info.pid, std::process::id());
+    assert_eq!(first.record.activity, "cache sync");
+    assert_eq!(first.record.last_seen, env.now);
+    assert!(first.alive);
+
+    // The clock moves on and the run says what it does: the heartbeat records both.
+    let later = env.now + chrono::TimeDelta::seconds(30);
+    env.set_now(later);
+    vmc.set_activity("downloading");
+    eventually("a heartbeat with the new activity", || {
+        let n = node(&vmc);
+        n.record.last_seen == later && n.record.activity == "downloading"
+    });
+    assert_eq!(node(&vmc).record.started_at, env.now);
+
+    // The run ends: the node is idle, and silent once a lease time has passed.
+    drop(run);
+    assert_eq!(node(&vmc).record.activity, "idle");
+    env.set_now(later + chrono::TimeDelta::seconds(4));
+    assert!(!node(&vmc).alive);
+}

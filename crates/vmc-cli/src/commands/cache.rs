@@ -93,6 +93,7 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             let result = vmc
                 .lock(Duration::from_secs(lock.lock_wait), &ctx.who)
                 .and_then(|_lock| {
+                    let _node = vmc.join_site("cache sync")?;
                     let options = SyncOptions {
                         jobs: usize::from(jobs),
                         verify,
@@ -110,12 +111,14 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
         }
         CacheCmd::Download { jobs, lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;
+            let _node = vmc.join_site("cache download")?;
             let r = vmc.download(usize::from(jobs), &bars)?;
             drop(bars);
             Ok(print_run(ctx, &r, "cache download"))
         }
         CacheCmd::Expire { lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;
+            let _node = vmc.join_site("cache expire")?;
             let r = vmc.expire()?;
             Ok(print_run(ctx, &r, "cache expire"))
         }

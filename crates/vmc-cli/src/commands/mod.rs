@@ -6,6 +6,7 @@ mod endorser;
 mod generate;
 mod image;
 mod import;
+mod node;
 mod subscribe;
 
 use anyhow::Context;
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Subscribe(cmd) => subscribe::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Cache(cmd) => cache::run(&ctx, cmd),
+        Command::Node(cmd) => node::run(&ctx, cmd),
         Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
         Command::ImportVmcatcher(_)
         | Command::GenerateMan { .. }

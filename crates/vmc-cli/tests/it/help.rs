@@ -32,6 +32,8 @@ const COMMANDS: &[&[&str]] = &[
     &["cache", "list"],
     &["cache", "purge"],
     &["cache", "events"],
+    &["node"],
+    &["node", "list"],
     &["doctor"],
     &["import-vmcatcher"],
 ];
