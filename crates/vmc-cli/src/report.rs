@@ -127,8 +127,11 @@ pub struct ListUpdateJson {
     pub identifier: Option<String>,
     /// URL without credentials.
     pub url: String,
-    /// added, updated, unchanged, failed.
+    /// added, updated, unchanged, failed, skipped (another node of the site updates it).
     pub status: &'static str,
+    /// Why a `skipped` list was not fetched (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Why it failed.
     pub error: Option<ErrorJson>,
     /// Images seen for the first time.
@@ -194,6 +197,7 @@ pub fn list_update(r: &ListReport) -> ListUpdateJson {
         identifier: r.identifier.clone(),
         url: redact_url(&r.url),
         status: r.status.as_str(),
+        skipped: r.skipped.clone(),
         error: r.error.as_ref().map(ErrorJson::from),
         new_images: r.new_images.iter().map(ToString::to_string).collect(),
         rejected_images: r

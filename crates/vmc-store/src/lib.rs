@@ -51,7 +51,7 @@ pub use error::StoreError;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
     Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,
-    PendingSelection, StoredList, SubscriptionChange,
+    PendingSelection, StoredList, SubscriptionChange, WorkRun,
 };
 pub use url::redact_url;
 

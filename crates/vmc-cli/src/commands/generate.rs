@@ -55,6 +55,7 @@ mod tests {
                 "subscribe",
                 "image",
                 "cache",
+                "node",
                 "doctor",
                 "import-vmcatcher"
             ]

@@ -106,6 +106,11 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
                     .clone()
                     .unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
                 match &s.error {
+                    None if s.skipped.is_some() => output::line(format!(
+                        "{}\t{name}\t{}",
+                        s.status.as_str(),
+                        s.skipped.as_deref().unwrap_or_default()
+                    )),
                     None => output::line(format!(
                         "{}\t{name}{}",
                         s.status.as_str(),
