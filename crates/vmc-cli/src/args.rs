@@ -360,6 +360,11 @@ pub struct LockArgs {
 pub enum NodeCmd {
     /// List the nodes: name, host, pid, version, started, last seen, activity, leases
     List,
+    /// Forget a node that is gone for good, freeing its leases at once
+    Remove {
+        /// The node's name
+        name: String,
+    },
 }
 
 /// `vmc cache …`

@@ -47,6 +47,7 @@ pub mod vmcatcher;
 use std::fmt;
 use std::sync::Mutex;
 
+pub use conn::SchemaStatus;
 pub use error::StoreError;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
@@ -104,6 +105,13 @@ impl Store {
     /// The URL the store was opened with, password redacted.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The schema migrations applied to the database and those this build embeds (a database
+    /// a newer vmc migrated has versions this build does not know).
+    pub fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        conn::schema_status(&mut conn, &self.location)
     }
 
     /// How many list versions per subscription imports keep.

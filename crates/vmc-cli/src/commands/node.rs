@@ -51,5 +51,13 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
+        NodeCmd::Remove { name } => {
+            ctx.vmc.store().remove_node(&name)?;
+            match ctx.format {
+                Format::Json => output::json(&serde_json::json!({ "removed": name })),
+                Format::Text => output::line(format!("removed node {name}")),
+            }
+            Ok(Outcome::Success)
+        }
     }
 }

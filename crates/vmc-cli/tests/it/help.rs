@@ -34,6 +34,7 @@ const COMMANDS: &[&[&str]] = &[
     &["cache", "events"],
     &["node"],
     &["node", "list"],
+    &["node", "remove"],
     &["doctor"],
     &["import-vmcatcher"],
 ];

@@ -51,4 +51,11 @@ fn node_list_shows_each_node_that_ran() {
         .collect();
     assert_eq!(names.len(), 3, "{nodes}");
     assert!(names.contains(&host.as_str()), "{names:?} lacks {host}");
+
+    // A node gone for good is removed; a name that is not registered is an error.
+    let out = env.run(&["node", "remove", "hv-02"]);
+    assert_eq!(stdout(&out), "removed node hv-02\n", "{}", describe(&out));
+    assert_eq!(env.json(&["node", "list"], 0).as_array().unwrap().len(), 2);
+    let out = env.run(&["node", "remove", "hv-02"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
 }
