@@ -278,21 +278,22 @@ pub struct SchemaStatus {
 impl SchemaStatus {
     /// Applied versions this build does not know: a newer vmc migrated the database.
     pub fn unknown(&self) -> Vec<&str> {
-        self.applied
-            .iter()
-            .filter(|v| !self.embedded.contains(v))
-            .map(String::as_str)
-            .collect()
+        not_in(&self.applied, &self.embedded)
     }
 
     /// Embedded versions not applied (none after a successful open).
     pub fn pending(&self) -> Vec<&str> {
-        self.embedded
-            .iter()
-            .filter(|v| !self.applied.contains(v))
-            .map(String::as_str)
-            .collect()
+        not_in(&self.embedded, &self.applied)
     }
+}
+
+/// The versions of `these` that `others` lacks.
+fn not_in<'a>(these: &'a [String], others: &[String]) -> Vec<&'a str> {
+    these
+        .iter()
+        .filter(|v| !others.contains(v))
+        .map(String::as_str)
+        .collect()
 }
 
 fn status_of<C>(
