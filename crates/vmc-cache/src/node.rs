@@ -5,7 +5,7 @@
 //! version, start) and keeps a heartbeat thread that records, every third of the lease time,
 //! that the node is alive and what it is doing ([`Vmc::set_activity`]). The thread has its own
 //! database connection, so a long transaction of the run never delays a beat. When the run
-//! ends ([`NodeRun`] is dropped) the thread stops and the node is recorded as idle.
+//! ends ([`NodeRun`] is dropped) the thread records the node idle and stops.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,9 +69,7 @@ pub struct NodeRun {
     stop: Option<mpsc::Sender<()>>,
     beats: Option<JoinHandle<()>>,
     activity: Arc<Mutex<String>>,
-    database_url: String,
     node: String,
-    clock: crate::Clock,
 }
 
 impl std::fmt::Debug for NodeRun {
@@ -89,12 +87,6 @@ impl Drop for NodeRun {
             let _ = beats.join();
         }
         set(&self.activity, IDLE);
-        // The last word of the run, on a connection of its own as the beats were.
-        let idle = Store::open(&self.database_url)
-            .and_then(|store| store.heartbeat(&self.node, IDLE, self.clock.now()));
-        if let Err(e) = idle {
-            tracing::warn!("node {}: cannot record the end of the run: {e}", self.node);
-        }
     }
 }
 
@@ -142,21 +134,27 @@ impl Vmc {
             .name("vmc-heartbeat".into())
             .spawn(move || {
                 let mut store = None;
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                let mut beat = |doing: &str| {
                     if store.is_none() {
                         store = Store::open(&url)
                             .map_err(|e| tracing::warn!("node {node}: heartbeat: {e}"))
                             .ok();
                     }
-                    let Some(store) = &store else { continue };
+                    if let Some(store) = &store
+                        && let Err(e) = store.heartbeat(&node, doing, clock.now())
+                    {
+                        tracing::warn!("node {node}: heartbeat: {e}");
+                    }
+                };
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let doing = shared
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .clone();
-                    if let Err(e) = store.heartbeat(&node, &doing, clock.now()) {
-                        tracing::warn!("node {node}: heartbeat: {e}");
-                    }
+                    beat(&doing);
                 }
+                // The run ended: its last word.
+                beat(IDLE);
             })
             .map_err(|e| CacheError::Io {
                 action: "start the heartbeat thread of",
@@ -167,9 +165,7 @@ impl Vmc {
             stop: Some(stop),
             beats: Some(beats),
             activity: Arc::clone(&self.activity),
-            database_url: config.database_url.clone(),
             node: config.node.clone(),
-            clock: config.clock.clone(),
         })
     }
 
