@@ -1,7 +1,7 @@
 //! `vmc node list`: every run that does site work registers its node (`--node`, `VMC_NODE`,
 //! default the host name), and the list shows each node with its run, text and JSON.
 
-use crate::common::{Env, describe, regex_escape, stdout};
+use crate::common::{Env, LIST_ID, describe, regex_escape, stdout};
 
 #[test]
 fn node_list_shows_each_node_that_ran() {
@@ -31,6 +31,27 @@ fn node_list_shows_each_node_that_ran() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // hv-01 updated the list a moment ago (same pinned clock): hv-02 leaves it alone.
+    assert_eq!(
+        stdout(&out),
+        format!("skipped\t{LIST_ID}\tnode hv-01 updated it at 2027-06-01T00:00:00Z\n"),
+        "{}",
+        describe(&out)
+    );
+    let skipped = env
+        .cmd()
+        .args(["--json", "--node", "hv-02", "subscribe", "update"])
+        .output()
+        .unwrap();
+    let skipped: serde_json::Value = serde_json::from_slice(&skipped.stdout).unwrap();
+    assert_eq!(skipped["subscriptions"][0]["status"], "skipped");
+    assert_eq!(
+        skipped["subscriptions"][0]["skipped"],
+        "node hv-01 updated it at 2027-06-01T00:00:00Z"
+    );
+    // The node that did the update fetches again when asked.
+    let again = env.json(&["--node", "hv-01", "subscribe", "update"], 0);
+    assert_eq!(again["subscriptions"][0]["status"], "unchanged");
 
     let text = stdout(&env.run(&["node", "list"]));
     let json = serde_json::to_string_pretty(&env.json(&["node", "list"], 0)).unwrap();
