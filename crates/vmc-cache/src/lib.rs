@@ -40,8 +40,8 @@ pub use events::{Dispatcher, Event};
 pub use lock::InstanceLock;
 pub use node::{NodeRun, NodeStatus};
 pub use report::{
-    CheckReport, ExpiryReport, ImageFailure, ListReport, NoProgress, Progress, RejectedImageReport,
-    SyncReport, UpdateStatus,
+    CheckReport, ExpiryReport, ImageFailure, LeftToOther, ListReport, NoProgress, Progress,
+    RejectedImageReport, SyncReport, UpdateStatus,
 };
 pub use sync::SyncOptions;
 pub use update::{NewSubscriptionRequest, Source};
@@ -66,6 +66,8 @@ pub struct Vmc {
     trust: OnceLock<TrustStore>,
     /// What this node is doing, for its heartbeat (see [`node`]).
     activity: Arc<Mutex<String>>,
+    /// The leases of long work (downloads) the heartbeat renews while they are held.
+    held: Arc<Mutex<Vec<vmc_store::Lease>>>,
 }
 
 impl std::fmt::Debug for Vmc {
@@ -87,6 +89,7 @@ impl Vmc {
             client: OnceLock::new(),
             trust: OnceLock::new(),
             activity: Arc::new(Mutex::new(node::IDLE.to_owned())),
+            held: Arc::new(Mutex::new(Vec::new())),
         })
     }
 

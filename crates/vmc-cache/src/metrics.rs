@@ -303,6 +303,7 @@ mod tests {
             ],
             downloaded: vec!["a".into(), "b".into()],
             missing: vec!["b".into()],
+            left_to_others: Vec::new(),
             expired: vec![ExpiryReport {
                 identifier: "c".into(),
                 reason: ExpiryReason::Removed,

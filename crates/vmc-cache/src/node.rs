@@ -13,10 +13,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use vmc_store::{NodeInfo, NodeRecord, Store};
+use vmc_store::{Lease, NodeInfo, NodeRecord, Store};
 
 use crate::Vmc;
 use crate::error::CacheError;
+use crate::report::LeftToOther;
 
 /// What a node says it does when no run is active.
 pub const IDLE: &str = "idle";
@@ -95,6 +96,33 @@ fn set(activity: &Mutex<String>, text: &str) {
     text.clone_into(&mut current);
 }
 
+/// The outcome of [`Vmc::lease_download`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// This node downloads the image.
+    Mine,
+    /// Another node holds the image's download lease.
+    Held,
+    /// Another node cached the image meanwhile: nothing to do.
+    Cached,
+}
+
+/// Renews every lease in `held`; a lost one (lapsed and taken by another node) is dropped.
+fn renew_held(store: &Store, held: &Mutex<Vec<Lease>>, now: DateTime<Utc>, ttl: TimeDelta) {
+    let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+    held.retain_mut(|lease| match store.renew_lease(lease, now, ttl) {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("lost the lease {} to another node", lease.resource);
+            false
+        }
+        Err(e) => {
+            tracing::warn!("cannot renew the lease {}: {e}", lease.resource);
+            true
+        }
+    });
+}
+
 /// A node's state as `vmc node list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -127,6 +155,8 @@ impl Vmc {
         let (stop, stopped) = mpsc::channel::<()>();
         let interval = beat_interval(config.lease_time);
         let shared = Arc::clone(&self.activity);
+        let held = Arc::clone(&self.held);
+        let ttl = lease_delta(config.lease_time);
         let url = config.database_url.clone();
         let node = config.node.clone();
         let clock = config.clock.clone();
@@ -134,7 +164,7 @@ impl Vmc {
             .name("vmc-heartbeat".into())
             .spawn(move || {
                 let mut store = None;
-                let mut beat = |doing: &str| {
+                let mut beat = |doing: &str, renew: bool| {
                     if store.is_none() {
                         store = Store::open(&url)
                             .map_err(|e| tracing::warn!("node {node}: heartbeat: {e}"))
@@ -145,16 +175,19 @@ impl Vmc {
                     {
                         tracing::warn!("node {node}: heartbeat: {e}");
                     }
+                    if renew && let Some(store) = &store {
+                        renew_held(store, &held, clock.now(), ttl);
+                    }
                 };
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let doing = shared
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .clone();
-                    beat(&doing);
+                    beat(&doing, true);
                 }
                 // The run ended: its last word.
-                beat(IDLE);
+                beat(IDLE, false);
             })
             .map_err(|e| CacheError::Io {
                 action: "start the heartbeat thread of",
@@ -167,6 +200,123 @@ impl Vmc {
             activity: Arc::clone(&self.activity),
             node: config.node.clone(),
         })
+    }
+
+    /// Takes the lease on `resource` for this node; while this node holds it (until
+    /// [`Vmc::release`]) a running heartbeat renews it. `None` when another node holds it.
+    pub fn take_lease(&self, resource: &str) -> Result<Option<Lease>, CacheError> {
+        let config = self.config();
+        let lease = self.store().try_lease(
+            resource,
+            &config.node,
+            config.clock.now(),
+            lease_delta(config.lease_time),
+        )?;
+        if let Some(lease) = &lease {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.retain(|l| l.resource != lease.resource);
+            held.push(lease.clone());
+        }
+        Ok(lease)
+    }
+
+    /// Whether this node still holds `resource`'s lease (renewing it): the check before
+    /// acting on the work it guards. `false` when it was lost to another node or never taken.
+    pub fn still_holds(&self, resource: &str) -> Result<bool, CacheError> {
+        let config = self.config();
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(lease) = held.iter_mut().find(|l| l.resource == resource) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store()
+            .renew_lease(lease, config.clock.now(), lease_delta(config.lease_time))?)
+    }
+
+    /// Gives `resource`'s lease up (a no-op when this node does not hold it).
+    pub fn release(&self, resource: &str) -> Result<(), CacheError> {
+        let lease = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = held.iter().position(|l| l.resource == resource);
+            at.map(|i| held.swap_remove(i))
+        };
+        if let Some(lease) = lease {
+            self.store().release_lease(&lease)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the image's `download:<id>` lease. [`Take::Held`] when another node of the site
+    /// holds it; [`Take::Cached`] when another node cached the image since this run listed
+    /// what to fetch (the lease is then given back). A database failure downloads anyway (the
+    /// cache stays correct: admission is conflict-safe), and says so.
+    pub(crate) fn lease_download(&self, record: &vmc_store::ImageRecord) -> Take {
+        let id = record.image.identifier.as_str();
+        let resource = format!("download:{id}");
+        match self.take_lease(&resource) {
+            Ok(None) => Take::Held,
+            Ok(Some(_)) => {
+                let cached = self
+                    .store()
+                    .cache_entries()
+                    .map(|entries| {
+                        entries
+                            .iter()
+                            .any(|e| e.identifier == record.image.identifier)
+                    })
+                    .unwrap_or(false);
+                if cached {
+                    if let Err(e) = self.release(&resource) {
+                        tracing::warn!("cannot release the lease {resource}: {e}");
+                    }
+                    Take::Cached
+                } else {
+                    Take::Mine
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{id}: cannot take the download lease, downloading anyway: {e}");
+                Take::Mine
+            }
+        }
+    }
+
+    /// Who holds the download lease of an image this node left alone.
+    pub(crate) fn download_holder(&self, record: &vmc_store::ImageRecord) -> Option<LeftToOther> {
+        let id = record.image.identifier.as_str();
+        let node = self
+            .store()
+            .lease(&format!("download:{id}"))
+            .ok()
+            .flatten()
+            .map_or_else(|| "(another)".to_owned(), |l| l.node);
+        Some(LeftToOther {
+            identifier: id.to_owned(),
+            node,
+        })
+    }
+
+    /// After a download: `Some` when this node's lease was lost meanwhile (it lapsed and
+    /// another node, still holding it, took the image over): the file is then not admitted.
+    pub(crate) fn download_lost(&self, record: &vmc_store::ImageRecord) -> Option<LeftToOther> {
+        let id = record.image.identifier.as_str();
+        let resource = format!("download:{id}");
+        if self.still_holds(&resource).unwrap_or(false) {
+            return None;
+        }
+        let now = self.config().clock.now();
+        let holder = self.store().lease(&resource).ok().flatten()?;
+        (holder.node != self.config().node && holder.expires_at > now).then(|| LeftToOther {
+            identifier: id.to_owned(),
+            node: holder.node,
+        })
+    }
+
+    pub(crate) fn release_download(&self, record: &vmc_store::ImageRecord) {
+        let resource = format!("download:{}", record.image.identifier);
+        if let Err(e) = self.release(&resource) {
+            tracing::warn!("cannot release the lease {resource}: {e}");
+        }
     }
 
     /// Says what this node is doing now; the next heartbeat records it.

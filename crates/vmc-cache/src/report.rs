@@ -102,12 +102,23 @@ pub struct SyncReport {
     pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<ImageFailure>,
+    /// Images this run left to another node of the site, which holds their download lease.
+    pub left_to_others: Vec<LeftToOther>,
     /// Bytes received over the network (resumed bytes not counted twice).
     pub bytes_downloaded: u64,
     /// Files re-hashed by a verify step.
     pub verified: usize,
     /// Event deliveries that failed (`handler_failed`).
     pub handler_failures: usize,
+}
+
+/// An image another node of the site is downloading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftToOther {
+    /// The image.
+    pub identifier: String,
+    /// The node holding its `download:<id>` lease.
+    pub node: String,
 }
 
 impl SyncReport {

@@ -183,12 +183,24 @@ pub struct RunJson {
     pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<FailedJson>,
+    /// Images another node of the site is downloading (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_to_others: Vec<LeftToOtherJson>,
     /// Bytes received.
     pub bytes_downloaded: u64,
     /// Files re-hashed.
     pub verified: usize,
     /// Event handler runs that failed.
     pub handler_failures: usize,
+}
+
+/// An image another node downloads.
+#[derive(Debug, Serialize)]
+pub struct LeftToOtherJson {
+    /// Image id.
+    pub identifier: String,
+    /// The node holding its download lease.
+    pub node: String,
 }
 
 /// Builds [`ListUpdateJson`].
@@ -226,6 +238,14 @@ pub fn run(r: &SyncReport) -> RunJson {
             })
             .collect(),
         missing: r.missing.clone(),
+        left_to_others: r
+            .left_to_others
+            .iter()
+            .map(|l| LeftToOtherJson {
+                identifier: l.identifier.clone(),
+                node: l.node.clone(),
+            })
+            .collect(),
         failed: r
             .failed
             .iter()

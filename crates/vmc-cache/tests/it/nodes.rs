@@ -14,10 +14,10 @@ use crate::{Gen, GenImage, LIST_PATH};
 
 const NEW: [&str; 5] = ["n-2", "n-3", "n-4", "n-5", "n-6"];
 
-/// Runs `test` with a PostgreSQL URL whose schema is fresh (dropped after), when there is a
-/// server to test against.
+/// Runs `test` with a PostgreSQL URL whose schema (`name`, unique per test) is fresh (dropped
+/// after), when there is a server to test against.
 #[cfg(feature = "postgres")]
-fn with_postgres(test: impl FnOnce(String)) {
+fn with_postgres(name: &str, test: impl FnOnce(String)) {
     use diesel::{Connection, connection::SimpleConnection};
     let Ok(admin) = std::env::var("VMC_TEST_POSTGRES_URL") else {
         vmc_testkit::skip::skipped(
@@ -25,7 +25,7 @@ fn with_postgres(test: impl FnOnce(String)) {
         );
         return;
     };
-    let schema = format!("vmcc_nodes_{}", std::process::id());
+    let schema = format!("vmcc_{name}_{}", std::process::id());
     let mut conn = diesel::PgConnection::establish(&admin).unwrap();
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
@@ -38,7 +38,7 @@ fn with_postgres(test: impl FnOnce(String)) {
 }
 
 #[cfg(not(feature = "postgres"))]
-fn with_postgres(_test: impl FnOnce(String)) {
+fn with_postgres(_name: &str, _test: impl FnOnce(String)) {
     vmc_testkit::skip::skipped("the PostgreSQL half needs the cargo feature `postgres`");
 }
 
@@ -159,7 +159,7 @@ fn two_homes_on(database_url: Option<String>) {
 #[test]
 fn two_nodes_sharing_a_database_fetch_and_store_each_new_version_once() {
     two_homes_on(None);
-    with_postgres(|url| two_homes_on(Some(url)));
+    with_postgres("lists", |url| two_homes_on(Some(url)));
 }
 
 /// Polls `done` every 20 ms for up to 60 s (a bound for a stalled machine, not a measure).
@@ -194,7 +194,11 @@ fn a_run_registers_the_node_and_its_heartbeat_records_the_activity() {
     assert_eq!(first.record.last_seen, env.now);
     assert!(first.alive);
 
-    // The clock moves on and the run says what it does: the heartbeat records both.
+    let lease = vmc.take_lease("download:img").unwrap().unwrap();
+    assert_eq!(lease.expires_at, env.now + chrono::TimeDelta::seconds(3));
+
+    // The clock moves on and the run says what it does: the heartbeat records both, and
+    // renews the lease the run holds.
     let later = env.now + chrono::TimeDelta::seconds(30);
     env.set_now(later);
     vmc.set_activity("downloading");
@@ -202,6 +206,13 @@ fn a_run_registers_the_node_and_its_heartbeat_records_the_activity() {
         let n = node(&vmc);
         n.record.last_seen == later && n.record.activity == "downloading"
     });
+    eventually("the lease renewed", || {
+        let held = vmc.store().lease("download:img").unwrap().unwrap();
+        held.expires_at == later + chrono::TimeDelta::seconds(3) && held.token == lease.token
+    });
+    assert!(vmc.still_holds("download:img").unwrap());
+    vmc.release("download:img").unwrap();
+    assert_eq!(vmc.store().lease("download:img").unwrap(), None);
     assert_eq!(node(&vmc).record.started_at, env.now);
 
     // The run ends: the node is idle, and silent once a lease time has passed.
@@ -265,4 +276,85 @@ fn a_node_whose_update_lease_lapsed_during_the_fetch_imports_nothing() {
     );
     assert_eq!(env.subscription(&a).current.unwrap().version, "1");
     assert_eq!(env.server.requests(LIST_PATH), before + 1);
+}
+
+/// Two nodes sharing one database and one cache directory download together: each image is
+/// downloaded by one of them (the `download:<id>` lease), served once, cached once.
+fn shared_cache_on(database_url: Option<String>) {
+    let env = Gen::new();
+    let images: Vec<GenImage> = (0..4)
+        .map(|n| GenImage::new(["s-0", "s-1", "s-2", "s-3"][n], 20 + n as u8, 48 * 1024))
+        .collect();
+    env.publish("1", &images);
+    // About half a second per image, so the two nodes' downloads overlap.
+    for g in &images {
+        env.server.replace(
+            &g.path(),
+            vmc_testkit::server::Route::new(g.bytes.clone()).throttle(96 * 1024),
+        );
+    }
+    let node = |name: &str| {
+        let mut config = env.config();
+        config.node = name.to_owned();
+        if let Some(url) = &database_url {
+            config.database_url = url.clone();
+        }
+        Vmc::open(config).unwrap()
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    env.subscribe(&a, NewImagePolicy::Subscribe);
+    let barrier = Barrier::new(2);
+    let reports: Vec<vmc_cache::SyncReport> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|vmc| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let _run = vmc.join_site("cache download").unwrap();
+                    barrier.wait();
+                    vmc.download(2, &NoProgress).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &reports {
+        assert!(r.failed.is_empty(), "{reports:?}");
+    }
+    let mut downloaded: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.downloaded.iter().map(String::as_str))
+        .collect();
+    downloaded.sort_unstable();
+    assert_eq!(downloaded, ["s-0", "s-1", "s-2", "s-3"], "{reports:?}");
+    for g in &images {
+        assert_eq!(
+            env.server.bytes_sent(&g.path()),
+            g.bytes.len() as u64,
+            "{} served once: {reports:?}",
+            g.id
+        );
+    }
+    let served: u64 = reports.iter().map(|r| r.bytes_downloaded).sum();
+    assert_eq!(served, 4 * 48 * 1024);
+    // What a node left alone, the other downloaded.
+    for (r, other) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
+        for left in &r.left_to_others {
+            assert!(other.downloaded.contains(&left.identifier), "{reports:?}");
+        }
+    }
+    assert_eq!(crate::cached_ids(&b).len(), 4);
+    assert!(
+        a.store()
+            .nodes()
+            .unwrap()
+            .iter()
+            .all(|n| n.leases.is_empty())
+    );
+}
+
+#[test]
+fn two_nodes_on_one_cache_directory_download_each_image_once() {
+    shared_cache_on(None);
+    with_postgres("downloads", |url| shared_cache_on(Some(url)));
 }

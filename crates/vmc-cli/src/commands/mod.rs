@@ -132,6 +132,12 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
             for id in &r.downloaded {
                 output::line(format!("cached\t{id}"));
             }
+            for l in &r.left_to_others {
+                output::line(format!(
+                    "elsewhere\t{}\tnode {} downloads it",
+                    l.identifier, l.node
+                ));
+            }
             for id in &r.missing {
                 output::line(format!("missing\t{id}"));
             }
