@@ -1,7 +1,9 @@
 //! `cargo xtask dist`: what a package needs besides the binary, generated from the clap
 //! definitions so it never drifts from `--help`.
 //!
-//! Builds `vmc` (release), then writes into `target/dist/`:
+//! Builds `vmc` (release) with the PostgreSQL backend ([`FEATURES`]: a site scales out to
+//! several nodes on one database without rebuilding), checks that the binary accepts a
+//! `postgres://` URL, then writes into `target/dist/`:
 //! - `man/`: `vmc.1` and one page per command (`vmc-cache-sync.1`, …), by the hidden
 //!   `vmc generate-man DIR` (clap_mangen);
 //! - `completions/`: `vmc.bash`, `_vmc` (zsh) and `vmc.fish`, by the hidden
@@ -31,6 +33,10 @@ Options:
       --deb    also build the Debian package (needs `cargo install cargo-deb`)
   -h, --help   print this help";
 
+/// The features of the packaged binary: the PostgreSQL backend besides the default SQLite one
+/// (the package then depends on libpq, which cargo-deb's `$auto` finds).
+pub const FEATURES: &str = "postgres";
+
 /// Shells with a completion script, and the file name each expects.
 const COMPLETIONS: &[(&str, &str)] = &[("bash", "vmc.bash"), ("zsh", "_vmc"), ("fish", "vmc.fish")];
 
@@ -47,7 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
             ),
         }
     }
-    let mut build = cmd::cargo_command(&["build", "-p", "vmc-cli"]);
+    let mut build = cmd::cargo_command(&["build", "-p", "vmc-cli", "--features", FEATURES]);
     if profile == "release" {
         build.arg("--release");
     }
@@ -59,6 +65,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "{} is missing after the build",
         bin.display()
     );
+
+    check_postgres(&bin)?;
 
     let out = feed::target_dir().join("dist");
     let written = generate(&bin, &out)?;
@@ -87,6 +95,29 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("$ {}", cmd::display(&package));
         cmd::run(&mut package).context("cargo deb failed")?;
     }
+    Ok(())
+}
+
+/// Checks that `bin` has the PostgreSQL backend: a `postgres://` URL of a closed loopback
+/// port must fail to connect, not be refused as unsupported by the build.
+fn check_postgres(bin: &Path) -> Result<()> {
+    let out = vmc(bin)
+        .args([
+            "--database",
+            "postgres://vmc-dist-check@127.0.0.1:1/vmc?connect_timeout=5",
+            "node",
+            "list",
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && !stderr.contains("which this build lacks"),
+        "{} has no PostgreSQL backend: {}",
+        bin.display(),
+        stderr.trim()
+    );
+    println!("postgres backend: present ({})", stderr.trim());
     Ok(())
 }
 

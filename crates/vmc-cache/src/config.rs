@@ -86,12 +86,21 @@ pub struct Config {
     pub rdbms_for_handlers: Option<String>,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// This node's name in the site (unique per site; the host name by default): the holder
+    /// named in leases and in `vmc node list`.
+    pub node: String,
+    /// How long a lease on site-wide work lasts unless renewed; the heartbeat beats every
+    /// third of it.
+    pub lease_time: Duration,
+    /// A list another node updated less than this long ago is not fetched again.
+    pub refresh_interval: Duration,
 }
 
 impl Config {
     /// A configuration with the contract's defaults below `home`:
     /// `home/vmc.db`, `home/cache`, `home/partial`, `home/expired`, `home/vmc.lock`, the CA
-    /// directory `/etc/grid-security/certificates`, CRL mode `require`, no event handler.
+    /// directory `/etc/grid-security/certificates`, CRL mode `require`, no event handler, the
+    /// host name as node name, leases of 120 s, lists refreshed after 10 minutes.
     pub fn with_home(home: impl Into<PathBuf>) -> Self {
         let home = home.into();
         Self {
@@ -110,6 +119,9 @@ impl Config {
             mirrors: Vec::new(),
             rdbms_for_handlers: None,
             clock: Clock::system(),
+            node: crate::node::host_name(),
+            lease_time: Duration::from_secs(120),
+            refresh_interval: Duration::from_secs(600),
         }
     }
 

@@ -137,6 +137,8 @@ pub fn diagnose(config: &Config) -> Vec<Check> {
                 format!("{} database opens and is migrated", store.backend()),
                 None,
             ));
+            checks.push(schema_check(&store));
+            node_checks(&store, config, now, &mut checks);
             Some(store)
         }
         Err(e) => {
@@ -296,6 +298,153 @@ pub fn diagnose(config: &Config) -> Vec<Check> {
     checks
 }
 
+/// The migrations applied to the database against those this build carries: a node older
+/// than the one that last migrated a shared database is told to upgrade.
+fn schema_check(store: &Store) -> Check {
+    match store.schema_status() {
+        Err(e) => check(
+            "schema",
+            Status::Fail,
+            format!(
+                "cannot read the applied migrations: {}",
+                crate::update::chain(&e)
+            ),
+            Some("check the database user may read __diesel_schema_migrations"),
+        ),
+        Ok(schema) => {
+            let unknown = schema.unknown();
+            let pending = schema.pending();
+            if !unknown.is_empty() {
+                check(
+                    "schema",
+                    Status::Warn,
+                    format!(
+                        "the database has {} migrations this vmc does not know ({}): a newer vmc migrated it",
+                        unknown.len(),
+                        unknown.join(", ")
+                    ),
+                    Some("upgrade vmc on this node to the version the other nodes run"),
+                )
+            } else if !pending.is_empty() {
+                check(
+                    "schema",
+                    Status::Fail,
+                    format!(
+                        "{} migrations are not applied: {}",
+                        pending.len(),
+                        pending.join(", ")
+                    ),
+                    Some(
+                        "run any vmc command once with a database user allowed to alter the schema",
+                    ),
+                )
+            } else {
+                check(
+                    "schema",
+                    Status::Ok,
+                    format!(
+                        "schema version {} ({} migrations, all applied)",
+                        schema.embedded.last().map_or("-", String::as_str),
+                        schema.embedded.len()
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// How long a node may stay unseen before it is reported as probably gone.
+pub const NODE_GONE_AFTER: TimeDelta = TimeDelta::days(7);
+
+/// The node table: nodes that died during a run (silent, not idle), nodes not seen for a week,
+/// and leases held by silent nodes (they lapse, and another node takes the work over).
+fn node_checks(
+    store: &Store,
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+    checks: &mut Vec<Check>,
+) {
+    let nodes = match store.nodes() {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            checks.push(check(
+                "nodes",
+                Status::Fail,
+                format!("cannot read the node table: {}", crate::update::chain(&e)),
+                Some("check the database user may read the nodes and leases tables"),
+            ));
+            return;
+        }
+    };
+    let mut problems = 0;
+    for node in &nodes {
+        let name = &node.info.name;
+        let alive = crate::node::is_alive(node.last_seen, now, config.lease_time);
+        let seen = node
+            .last_seen
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if !alive && node.activity != crate::node::IDLE {
+            problems += 1;
+            checks.push(check(
+                "nodes",
+                Status::Warn,
+                format!(
+                    "node {name} (host {}, pid {}) stopped beating during a run ({}), last seen {seen}",
+                    node.info.host, node.info.pid, node.activity
+                ),
+                Some("it was killed or lost the database; its next run repairs what it left"),
+            ));
+        } else if now - node.last_seen > NODE_GONE_AFTER {
+            problems += 1;
+            checks.push(check(
+                "nodes",
+                Status::Warn,
+                format!("node {name} was last seen {seen}"),
+                Some("if it is gone for good: vmc node remove NAME"),
+            ));
+        }
+        if !alive {
+            let held: Vec<String> = node
+                .leases
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} (lapses {})",
+                        l.resource,
+                        l.expires_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .collect();
+            if !held.is_empty() {
+                problems += 1;
+                checks.push(check(
+                    "leases",
+                    Status::Warn,
+                    format!("silent node {name} holds {}", held.join(", ")),
+                    Some("another node takes the work over once a lease lapses; vmc node remove NAME frees them now"),
+                ));
+            }
+        }
+    }
+    if problems == 0 {
+        checks.push(check(
+            "nodes",
+            Status::Ok,
+            format!(
+                "{} nodes registered, {} alive, no stale leases",
+                nodes.len(),
+                nodes
+                    .iter()
+                    .filter(|n| crate::node::is_alive(n.last_seen, now, config.lease_time))
+                    .count()
+            ),
+            None,
+        ));
+    }
+}
+
 fn existing_ancestor(path: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(path).ok()?;
     abs.ancestors().find(|p| p.exists()).map(Path::to_path_buf)
@@ -399,6 +548,52 @@ mod tests {
         assert!(find(&checks, "event_handler", Status::Fail).is_some());
         c.event_handler = Some("sh -c true".into());
         assert!(find(&diagnose(&c), "event_handler", Status::Ok).is_some());
+    }
+
+    #[test]
+    fn the_schema_and_the_node_table_are_checked() {
+        let home = tempfile::tempdir().unwrap();
+        let c = config(home.path(), "ca-dir");
+        let checks = diagnose(&c);
+        let schema = find(&checks, "schema", Status::Ok).expect("schema checked");
+        assert!(schema.message.contains("all applied"), "{schema:?}");
+        assert!(find(&checks, "nodes", Status::Ok).is_some(), "{checks:#?}");
+
+        // A node that died mid-run holding a lease, one idle for weeks, and a migration of a
+        // newer vmc.
+        let store = Store::open(&c.database_url).unwrap();
+        let now = c.clock.now();
+        let node = |name: &str| vmc_store::NodeInfo {
+            name: name.into(),
+            host: format!("{name}.example.org"),
+            pid: 7,
+            version: "0.1.0".into(),
+        };
+        let dead_at = now - TimeDelta::minutes(10);
+        store
+            .register_node(&node("hv-1"), "downloading", dead_at)
+            .unwrap();
+        store
+            .try_lease("download:img", "hv-1", dead_at, TimeDelta::hours(1))
+            .unwrap()
+            .unwrap();
+        store
+            .register_node(&node("hv-2"), crate::node::IDLE, now - TimeDelta::days(8))
+            .unwrap();
+        let checks = diagnose(&c);
+        let warned: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.status == Status::Warn && (c.name == "nodes" || c.name == "leases"))
+            .map(|c| c.message.as_str())
+            .collect();
+        assert_eq!(warned.len(), 3, "{checks:#?}");
+        assert!(
+            warned[0].contains("hv-1") && warned[0].contains("during a run"),
+            "{warned:?}"
+        );
+        assert!(warned[1].contains("download:img"), "{warned:?}");
+        assert!(warned[2].contains("hv-2 was last seen"), "{warned:?}");
+        assert!(find(&checks, "nodes", Status::Ok).is_none());
     }
 
     #[test]

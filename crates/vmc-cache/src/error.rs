@@ -73,6 +73,14 @@ pub enum CacheError {
         /// What failed, for people.
         message: String,
     },
+    /// The node name (`--node`, `VMC_NODE`) cannot name a node.
+    #[error("node name {name:?} is not usable: {reason}")]
+    InvalidNodeName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// The request is not valid (e.g. subject and issuer lists of different lengths).
     #[error("{0}")]
     Invalid(String),
@@ -85,7 +93,10 @@ impl CacheError {
         matches!(
             self,
             CacheError::Store(_) | CacheError::Trust { .. } | CacheError::Http(_)
-        ) || matches!(self, CacheError::Io { .. })
+        ) || matches!(
+            self,
+            CacheError::Io { .. } | CacheError::InvalidNodeName { .. }
+        )
     }
 
     /// The contract's code, for errors that have one.

@@ -26,20 +26,22 @@ pub mod import;
 pub mod index;
 pub mod lock;
 pub mod metrics;
+pub mod node;
 pub mod report;
 pub mod sync;
 pub mod update;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use config::{Clock, Config, Mirror};
 pub use error::CacheError;
 pub use events::{Dispatcher, Event};
 pub use lock::InstanceLock;
+pub use node::{NodeRun, NodeStatus};
 pub use report::{
-    CheckReport, ExpiryReport, ImageFailure, ListReport, NoProgress, Progress, RejectedImageReport,
-    SyncReport, UpdateStatus,
+    CheckReport, ExpiryReport, ImageFailure, LeftToOther, ListReport, NoProgress, Progress,
+    RejectedImageReport, SyncReport, UpdateStatus,
 };
 pub use sync::SyncOptions;
 pub use update::{NewSubscriptionRequest, Source};
@@ -62,6 +64,10 @@ pub struct Vmc {
     store: Store,
     client: OnceLock<Client>,
     trust: OnceLock<TrustStore>,
+    /// What this node is doing, for its heartbeat (see [`node`]).
+    activity: Arc<Mutex<String>>,
+    /// The leases of long work (downloads) the heartbeat renews while they are held.
+    held: Arc<Mutex<Vec<vmc_store::Lease>>>,
 }
 
 impl std::fmt::Debug for Vmc {
@@ -82,6 +88,8 @@ impl Vmc {
             store,
             client: OnceLock::new(),
             trust: OnceLock::new(),
+            activity: Arc::new(Mutex::new(node::IDLE.to_owned())),
+            held: Arc::new(Mutex::new(Vec::new())),
         })
     }
 

@@ -33,11 +33,12 @@ const REASONS: [ExpiryReason; 6] = [
 ];
 
 /// Every list outcome.
-const STATUSES: [UpdateStatus; 4] = [
+const STATUSES: [UpdateStatus; 5] = [
     UpdateStatus::Added,
     UpdateStatus::Updated,
     UpdateStatus::Unchanged,
     UpdateStatus::Failed,
+    UpdateStatus::Skipped,
 ];
 
 /// The state of the cache after the run.
@@ -289,6 +290,7 @@ mod tests {
             version: None,
             new_images: Vec::new(),
             rejected_images: Vec::new(),
+            skipped: None,
         }
     }
 
@@ -301,6 +303,7 @@ mod tests {
             ],
             downloaded: vec!["a".into(), "b".into()],
             missing: vec!["b".into()],
+            left_to_others: Vec::new(),
             expired: vec![ExpiryReport {
                 identifier: "c".into(),
                 reason: ExpiryReason::Removed,

@@ -14,16 +14,21 @@ pub enum UpdateStatus {
     Unchanged,
     /// A check failed; nothing changed but the subscription's last error.
     Failed,
+    /// Not fetched: another node of the site is updating the list, or updated it within the
+    /// refresh interval (the reason is in [`ListReport::skipped`]).
+    Skipped,
 }
 
 impl UpdateStatus {
-    /// The contract's name: `added`, `updated`, `unchanged`, `failed`.
+    /// The contract's name: `added`, `updated`, `unchanged`, `failed`, and `skipped` for a
+    /// list another node of the site updates.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Added => "added",
             Self::Updated => "updated",
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct ListReport {
     pub new_images: Vec<Identifier>,
     /// Images left out of an accepted list.
     pub rejected_images: Vec<RejectedImageReport>,
+    /// Why the list was not fetched (status `skipped`): which node updates or updated it.
+    pub skipped: Option<String>,
 }
 
 /// An image that left the cache.
@@ -95,12 +102,23 @@ pub struct SyncReport {
     pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<ImageFailure>,
+    /// Images this run left to another node of the site, which holds their download lease.
+    pub left_to_others: Vec<LeftToOther>,
     /// Bytes received over the network (resumed bytes not counted twice).
     pub bytes_downloaded: u64,
     /// Files re-hashed by a verify step.
     pub verified: usize,
     /// Event deliveries that failed (`handler_failed`).
     pub handler_failures: usize,
+}
+
+/// An image another node of the site is downloading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftToOther {
+    /// The image.
+    pub identifier: String,
+    /// The node holding its `download:<id>` lease.
+    pub node: String,
 }
 
 impl SyncReport {

@@ -19,6 +19,7 @@ use crate::Vmc;
 use crate::error::{CacheError, io};
 use crate::events::{Dispatcher, Event};
 use crate::index;
+use crate::node::Take;
 use crate::report::{ExpiryReport, ImageFailure, Progress, SyncReport};
 use crate::update::chain;
 
@@ -281,7 +282,9 @@ impl Vmc {
         if options.update_lists {
             report.subscriptions = self.update_all(None, &dispatcher, progress)?;
         }
+        self.set_activity("expiring");
         self.expire_with(&dispatcher, &mut report)?;
+        self.set_activity("downloading");
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
         dispatcher.fire(
             self.store(),
@@ -642,7 +645,8 @@ impl Vmc {
         let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
         let reserved = AtomicU64::new(0);
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
-        let (tx, rx) = mpsc::channel::<(&ImageRecord, Fetched)>();
+        // `None`: another node of the site holds the image's download lease.
+        let (tx, rx) = mpsc::channel::<(&ImageRecord, Option<Fetched>)>();
         let workers = jobs.clamp(1, wanted.len());
         std::thread::scope(|scope| -> Result<(), CacheError> {
             for _ in 0..workers {
@@ -653,10 +657,20 @@ impl Vmc {
                     loop {
                         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                         let Some(record) = next else { break };
+                        match self.lease_download(record) {
+                            Take::Mine => {}
+                            Take::Cached => continue,
+                            Take::Held => {
+                                if tx.send((record, None)).is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                         let result = self.fetch_one(record, reserved, progress);
                         progress
                             .download_finished(record.image.identifier.as_str(), result.is_ok());
-                        if tx.send((record, result)).is_err() {
+                        if tx.send((record, Some(result))).is_err() {
                             break;
                         }
                     }
@@ -664,10 +678,26 @@ impl Vmc {
             }
             drop(tx);
             for (record, result) in rx {
-                match result.and_then(|(outcome, partial)| {
+                let elsewhere = match &result {
+                    None => self.download_holder(record),
+                    Some(Ok(_)) => self.download_lost(record),
+                    Some(Err(_)) => None,
+                };
+                if let Some(left) = elsewhere {
+                    self.release_download(record);
+                    report.left_to_others.push(left);
+                    if let Some(Ok((outcome, _))) = &result {
+                        report.bytes_downloaded += outcome.bytes_transferred;
+                    }
+                    continue;
+                }
+                let Some(result) = result else { continue };
+                let admitted = result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
                     self.admit(dispatcher, record, &partial.path)
-                }) {
+                });
+                self.release_download(record);
+                match admitted {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
                     }

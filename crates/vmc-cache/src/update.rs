@@ -9,7 +9,7 @@ use vmc_model::{
     CertIdentity, ErrorCode, EventType, ImageList, LastError, ListVersionInfo, NewImagePolicy,
     ParseLimits, ParsedList, Subscription, SubscriptionAuth, parse_image_list,
 };
-use vmc_store::{ListImport, NewSubscription};
+use vmc_store::{Lease, ListImport, NewSubscription};
 use vmc_trust::{Signer, VerifyOptions};
 
 use crate::Vmc;
@@ -119,6 +119,21 @@ pub(crate) fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
             message: chain(&r.error),
         })
         .collect()
+}
+
+/// The report of a list this node leaves to another node of the site.
+fn skipped(sub: &Subscription, reason: String) -> ListReport {
+    ListReport {
+        url: sub.url.clone(),
+        identifier: sub.identifier.clone(),
+        status: UpdateStatus::Skipped,
+        error: None,
+        signer: None,
+        version: sub.current.as_ref().map(|c| c.version.clone()),
+        new_images: Vec::new(),
+        rejected_images: Vec::new(),
+        skipped: Some(reason),
+    }
 }
 
 /// `SubscriptionImageNew` events built and journalled together.
@@ -353,6 +368,7 @@ impl Vmc {
             version: None,
             new_images: Vec::new(),
             rejected_images: Vec::new(),
+            skipped: None,
         };
         let raw = self.fetch_list(&request.url, request.auth.as_ref());
         let candidate = match self.candidate(trust, raw, now) {
@@ -490,6 +506,17 @@ impl Vmc {
         sub: &Subscription,
         dispatcher: &Dispatcher,
     ) -> Result<ListReport, CacheError> {
+        self.update_with(sub, dispatcher, None)
+    }
+
+    /// [`Vmc::update`], under `lease` when given: the lease is renewed (and so checked) before
+    /// a new version is imported, and a node that lost it imports nothing.
+    fn update_with(
+        &self,
+        sub: &Subscription,
+        dispatcher: &Dispatcher,
+        lease: Option<&mut Lease>,
+    ) -> Result<ListReport, CacheError> {
         let trust = self.trust()?;
         let now = self.config().clock.now();
         let mut report = ListReport {
@@ -501,8 +528,9 @@ impl Vmc {
             version: None,
             new_images: Vec::new(),
             rejected_images: Vec::new(),
+            skipped: None,
         };
-        match self.try_update(trust, sub, now, &mut report, dispatcher) {
+        match self.try_update(trust, sub, now, &mut report, dispatcher, lease) {
             Ok(()) => {}
             Err(rejection) => {
                 tracing::info!(
@@ -527,6 +555,7 @@ impl Vmc {
         now: DateTime<Utc>,
         report: &mut ListReport,
         dispatcher: &Dispatcher,
+        lease: Option<&mut Lease>,
     ) -> Result<(), Rejection> {
         let raw = self.fetch_list(&sub.url, sub.auth.as_ref())?;
         let sha512 = sha512_hex(&raw);
@@ -584,7 +613,23 @@ impl Vmc {
                 ));
             }
         }
-        // Check 11 happened while parsing; import.
+        // Check 11 happened while parsing. Under a lease, import only while it is still ours
+        // (the fetch may have outlasted it, and another node taken the list over).
+        if let Some(lease) = lease {
+            let ttl = crate::node::lease_delta(self.config().lease_time);
+            let held = self
+                .store()
+                .renew_lease(lease, self.config().clock.now(), ttl)
+                .map_err(store_failure)?;
+            if !held {
+                report.status = UpdateStatus::Skipped;
+                report.skipped = Some(format!(
+                    "the update lease of node {} lapsed during the fetch and another node took the list over",
+                    lease.node
+                ));
+                return Ok(());
+            }
+        }
         let outcome = self
             .store()
             .import_list(
@@ -659,11 +704,83 @@ impl Vmc {
         };
         let mut reports = Vec::with_capacity(subs.len());
         for sub in &subs {
-            let report = self.update(sub, dispatcher)?;
+            let report = self.update_once_per_site(sub, dispatcher)?;
             progress.list_done(&report);
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// Updates `sub` unless another node of the site does: under the `update:<id>` lease,
+    /// skipped when another node holds it or finished the list within the refresh interval.
+    /// The lease is released at the end, whatever happened.
+    fn update_once_per_site(
+        &self,
+        sub: &Subscription,
+        dispatcher: &Dispatcher,
+    ) -> Result<ListReport, CacheError> {
+        let config = self.config();
+        let resource = format!("update:{}", sub.id);
+        let ttl = crate::node::lease_delta(config.lease_time);
+        let taken = self
+            .store()
+            .try_lease(&resource, &config.node, config.clock.now(), ttl)?;
+        let Some(mut lease) = taken else {
+            let holder = self.store().lease(&resource)?.map(|l| l.node);
+            return Ok(skipped(
+                sub,
+                format!(
+                    "node {} is updating it",
+                    holder.as_deref().unwrap_or("(another)")
+                ),
+            ));
+        };
+        let result = self.update_leased(sub, dispatcher, &resource, &mut lease);
+        if let Err(e) = self.store().release_lease(&lease) {
+            tracing::warn!("cannot release the lease {resource}: {}", chain(&e));
+        }
+        result
+    }
+
+    fn update_leased(
+        &self,
+        sub: &Subscription,
+        dispatcher: &Dispatcher,
+        resource: &str,
+        lease: &mut Lease,
+    ) -> Result<ListReport, CacheError> {
+        let config = self.config();
+        let now = config.clock.now();
+        let refresh = TimeDelta::from_std(config.refresh_interval).unwrap_or(TimeDelta::MAX);
+        if let Some(run) = self.store().last_run(resource)?
+            && run.node != config.node
+            && now - run.finished_at < refresh
+        {
+            return Ok(skipped(
+                sub,
+                format!(
+                    "node {} updated it at {}",
+                    run.node,
+                    run.finished_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
+        // Read again under the lease: another node may have imported a version since `sub`
+        // was read.
+        let sub = self.store().subscription(sub.id)?;
+        self.set_activity(&format!(
+            "updating {}",
+            sub.identifier
+                .clone()
+                .unwrap_or_else(|| vmc_fetch::redact_url(&sub.url))
+        ));
+        let report = self.update_with(&sub, dispatcher, Some(lease))?;
+        if !matches!(report.status, UpdateStatus::Failed | UpdateStatus::Skipped) {
+            self.store()
+                .record_run(resource, &config.node, config.clock.now())?;
+        }
+        Ok(report)
     }
 
     /// Runs every check that needs no stored state on a list (1–6 and 9, plus 7 against

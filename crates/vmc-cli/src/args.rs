@@ -68,6 +68,19 @@ pub struct GlobalArgs {
     /// https://appliances.example.org/=http://mirror.site/ — lists and images are still verified
     #[arg(long = "mirror", global = true, value_name = "FROM=TO")]
     pub mirrors: Vec<String>,
+    /// This node's name in the site, when several vmc nodes share one database
+    /// [default: the host name]
+    #[arg(long, global = true, value_name = "NAME", env = env::VMC_NODE)]
+    pub node: Option<String>,
+    /// Seconds a lease on site-wide work (a list update) lasts unless renewed; the node's
+    /// heartbeat beats every third of it
+    #[arg(long, global = true, value_name = "SECONDS", env = env::VMC_LEASE_TIME, default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    pub lease_time: u64,
+    /// Seconds during which a list another node updated is not fetched again
+    #[arg(long, global = true, value_name = "SECONDS", env = env::VMC_REFRESH_INTERVAL,
+          default_value_t = 600)]
+    pub refresh_interval: u64,
     /// Print one JSON document on stdout (VMC_OUTPUT=json does the same)
     #[arg(long, global = true)]
     pub json: bool,
@@ -119,6 +132,9 @@ pub enum Command {
     /// Publish the cache into a cloud image service (OpenStack Glance)
     #[command(subcommand)]
     Publish(PublishCmd),
+    /// The nodes of this site (vmc processes sharing this database)
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Check this site's set-up (CA directory, CRLs, database, directories, disk, handler,
     /// lock, subscriptions) and say how to fix each problem
     Doctor,
@@ -342,6 +358,18 @@ pub struct LockArgs {
     pub lock_wait: u64,
 }
 
+/// `vmc node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List the nodes: name, host, pid, version, started, last seen, activity, leases
+    List,
+    /// Forget a node that is gone for good, freeing its leases at once
+    Remove {
+        /// The node's name
+        name: String,
+    },
+}
+
 /// `vmc cache …`
 #[derive(Debug, Subcommand)]
 pub enum CacheCmd {
@@ -465,9 +493,6 @@ pub struct PublishArgs {
     /// How long a replaced or expired image stays deactivated before it is deleted
     #[arg(long, value_name = "DURATION", env = env::VMC_PUBLISH_GRACE, default_value = "7d")]
     pub grace: String,
-    /// This node's name in claims [default: the host name]
-    #[arg(long, value_name = "NAME", env = env::VMC_NODE)]
-    pub node: Option<String>,
     /// The disk format the cloud wants (raw for a Ceph-backed Glance, qcow2 otherwise);
     /// images in another format are converted with qemu-img [default: as the list declares]
     #[arg(long, value_name = "FORMAT", env = env::VMC_PUBLISH_DISK_FORMAT)]

@@ -29,6 +29,12 @@ pub const VMC_EVENT_HANDLER: &str = "VMC_EVENT_HANDLER";
 pub const VMCATCHER_CACHE_EVENT: &str = "VMCATCHER_CACHE_EVENT";
 /// CRL mode: `require`, `if-present` or `off`.
 pub const VMC_CRL: &str = "VMC_CRL";
+/// `--node`: this node's name in the site (default: the host name).
+pub const VMC_NODE: &str = "VMC_NODE";
+/// `--lease-time`.
+pub const VMC_LEASE_TIME: &str = "VMC_LEASE_TIME";
+/// `--refresh-interval`.
+pub const VMC_REFRESH_INTERVAL: &str = "VMC_REFRESH_INTERVAL";
 /// `--timeout`.
 pub const VMC_TIMEOUT: &str = "VMC_TIMEOUT";
 /// `json` selects JSON output.
@@ -54,8 +60,6 @@ pub const VMC_GLANCE_PROJECT: &str = "VMC_GLANCE_PROJECT";
 pub const VMC_PUBLISH_DISK_FORMAT: &str = "VMC_PUBLISH_DISK_FORMAT";
 /// Where converted files are kept.
 pub const VMC_CONVERTED_DIR: &str = "VMC_CONVERTED_DIR";
-/// This node's name in publication claims.
-pub const VMC_NODE: &str = "VMC_NODE";
 /// The clouds.yaml entry (as the OpenStack tools read it).
 pub const OS_CLOUD: &str = "OS_CLOUD";
 /// Where clouds.yaml is (as the OpenStack tools read it).

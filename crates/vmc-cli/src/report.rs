@@ -127,8 +127,11 @@ pub struct ListUpdateJson {
     pub identifier: Option<String>,
     /// URL without credentials.
     pub url: String,
-    /// added, updated, unchanged, failed.
+    /// added, updated, unchanged, failed, skipped (another node of the site updates it).
     pub status: &'static str,
+    /// Why a `skipped` list was not fetched (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Why it failed.
     pub error: Option<ErrorJson>,
     /// Images seen for the first time.
@@ -180,6 +183,9 @@ pub struct RunJson {
     pub missing: Vec<String>,
     /// Images that failed.
     pub failed: Vec<FailedJson>,
+    /// Images another node of the site is downloading (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_to_others: Vec<LeftToOtherJson>,
     /// Bytes received.
     pub bytes_downloaded: u64,
     /// Files re-hashed.
@@ -188,12 +194,22 @@ pub struct RunJson {
     pub handler_failures: usize,
 }
 
+/// An image another node downloads.
+#[derive(Debug, Serialize)]
+pub struct LeftToOtherJson {
+    /// Image id.
+    pub identifier: String,
+    /// The node holding its download lease.
+    pub node: String,
+}
+
 /// Builds [`ListUpdateJson`].
 pub fn list_update(r: &ListReport) -> ListUpdateJson {
     ListUpdateJson {
         identifier: r.identifier.clone(),
         url: redact_url(&r.url),
         status: r.status.as_str(),
+        skipped: r.skipped.clone(),
         error: r.error.as_ref().map(ErrorJson::from),
         new_images: r.new_images.iter().map(ToString::to_string).collect(),
         rejected_images: r
@@ -222,6 +238,14 @@ pub fn run(r: &SyncReport) -> RunJson {
             })
             .collect(),
         missing: r.missing.clone(),
+        left_to_others: r
+            .left_to_others
+            .iter()
+            .map(|l| LeftToOtherJson {
+                identifier: l.identifier.clone(),
+                node: l.node.clone(),
+            })
+            .collect(),
         failed: r
             .failed
             .iter()
@@ -569,6 +593,70 @@ pub fn publish_run(target: &str, r: &vmc_publish::PublishReport) -> PublishRunJs
                     _ => None,
                 },
                 detail: a.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// One node of the site (`vmc node list --json`).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    /// Its name (`--node`, default the host name).
+    pub name: String,
+    /// The host it last ran on.
+    pub host: String,
+    /// The process id of its current or last run.
+    pub pid: u32,
+    /// The vmc version of that run.
+    pub version: String,
+    /// When that run started.
+    pub started_at: String,
+    /// Its last heartbeat.
+    pub last_seen: String,
+    /// Whether it beat within the lease time.
+    pub alive: bool,
+    /// What it said it was doing (`idle` between runs).
+    pub activity: String,
+    /// The leases it holds.
+    pub leases: Vec<LeaseJson>,
+}
+
+/// A lease a node holds.
+#[derive(Debug, Serialize)]
+pub struct LeaseJson {
+    /// What it guards, e.g. `update:3`.
+    pub resource: String,
+    /// Its fencing token (counts the takes).
+    pub token: i64,
+    /// When it was taken.
+    pub acquired_at: String,
+    /// When it lapses unless renewed.
+    pub expires_at: String,
+    /// Whether it has lapsed (any node may take it).
+    pub lapsed: bool,
+}
+
+/// Builds [`NodeJson`], judging the leases at `now`.
+pub fn node(n: &vmc_cache::NodeStatus, now: chrono::DateTime<chrono::Utc>) -> NodeJson {
+    let r = &n.record;
+    NodeJson {
+        name: r.info.name.clone(),
+        host: r.info.host.clone(),
+        pid: r.info.pid,
+        version: r.info.version.clone(),
+        started_at: time(r.started_at),
+        last_seen: time(r.last_seen),
+        alive: n.alive,
+        activity: r.activity.clone(),
+        leases: r
+            .leases
+            .iter()
+            .map(|l| LeaseJson {
+                resource: l.resource.clone(),
+                token: l.token,
+                acquired_at: time(l.acquired_at),
+                expires_at: time(l.expires_at),
+                lapsed: l.expires_at <= now,
             })
             .collect(),
     }

@@ -160,6 +160,11 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
             to: to.to_owned(),
         });
     }
+    if let Some(node) = &global.node {
+        config.node = node.clone();
+    }
+    config.lease_time = Duration::from_secs(global.lease_time);
+    config.refresh_interval = Duration::from_secs(global.refresh_interval);
     if let Some(now) = env::first(&[env::VMC_NOW]) {
         let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&now)
             .with_context(|| format!("{}={now:?} is not an RFC 3339 time", env::VMC_NOW))?

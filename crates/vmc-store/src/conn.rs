@@ -265,3 +265,72 @@ mod tests {
         assert!(open(":memory:").is_ok());
     }
 }
+
+/// The schema migrations applied to a database, and those this build embeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Versions recorded in the database (`__diesel_schema_migrations`), oldest first.
+    pub applied: Vec<String>,
+    /// Versions this build carries for the database's backend, oldest first.
+    pub embedded: Vec<String>,
+}
+
+impl SchemaStatus {
+    /// Applied versions this build does not know: a newer vmc migrated the database.
+    pub fn unknown(&self) -> Vec<&str> {
+        not_in(&self.applied, &self.embedded)
+    }
+
+    /// Embedded versions not applied (none after a successful open).
+    pub fn pending(&self) -> Vec<&str> {
+        not_in(&self.embedded, &self.applied)
+    }
+}
+
+/// The versions of `these` that `others` lacks.
+fn not_in<'a>(these: &'a [String], others: &[String]) -> Vec<&'a str> {
+    these
+        .iter()
+        .filter(|v| !others.contains(v))
+        .map(String::as_str)
+        .collect()
+}
+
+fn status_of<C>(
+    conn: &mut C,
+    migrations: &EmbeddedMigrations,
+) -> Result<SchemaStatus, Box<dyn std::error::Error + Send + Sync>>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+    EmbeddedMigrations: diesel::migration::MigrationSource<C::Backend>,
+{
+    let mut applied: Vec<String> = conn
+        .applied_migrations()?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    applied.sort();
+    let mut embedded: Vec<String> =
+        diesel::migration::MigrationSource::<C::Backend>::migrations(migrations)?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+    embedded.sort();
+    Ok(SchemaStatus { applied, embedded })
+}
+
+/// The applied and embedded migrations of the database behind `conn`.
+pub(crate) fn schema_status(
+    conn: &mut AnyConnection,
+    url: &str,
+) -> Result<SchemaStatus, StoreError> {
+    match conn {
+        AnyConnection::Sqlite(c) => status_of(c, &SQLITE_MIGRATIONS),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Postgres(c) => status_of(c, &POSTGRES_MIGRATIONS),
+    }
+    .map_err(|source| StoreError::Migration {
+        url: redact_url(url),
+        source,
+    })
+}

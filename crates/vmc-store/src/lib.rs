@@ -48,12 +48,13 @@ pub mod vmcatcher;
 use std::fmt;
 use std::sync::Mutex;
 
+pub use conn::SchemaStatus;
 pub use error::StoreError;
 pub use repo::publications::{NewPublication, Publication, PublicationState};
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
     Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,
-    PendingSelection, StoredList, SubscriptionChange,
+    PendingSelection, StoredList, SubscriptionChange, WorkRun,
 };
 pub use url::redact_url;
 
@@ -106,6 +107,13 @@ impl Store {
     /// The URL the store was opened with, password redacted.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The schema migrations applied to the database and those this build embeds (a database
+    /// a newer vmc migrated has versions this build does not know).
+    pub fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        conn::schema_status(&mut conn, &self.location)
     }
 
     /// How many list versions per subscription imports keep.

@@ -110,6 +110,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    node_runs (resource) {
+        resource -> Text,
+        node -> Text,
+        finished_at -> Text,
+    }
+}
+
+diesel::table! {
     nodes (name) {
         name -> Text,
         host -> Text,
@@ -179,6 +187,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     images,
     leases,
     list_versions,
+    node_runs,
     nodes,
     publications,
     subscriptions,

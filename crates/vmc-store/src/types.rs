@@ -297,3 +297,14 @@ pub struct Lease {
     /// When it lapses unless renewed.
     pub expires_at: DateTime<Utc>,
 }
+
+/// The last time one piece of site-wide work was done, and by which node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkRun {
+    /// The work, named as its lease is (`update:<subscription id>`).
+    pub resource: String,
+    /// The node that did it.
+    pub node: String,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}

@@ -94,12 +94,14 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
             let started = Instant::now();
             let (lock, result) = match vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who) {
                 Ok(lock) => {
-                    let options = SyncOptions {
-                        jobs: usize::from(jobs),
-                        verify,
-                        update_lists: true,
-                    };
-                    let result = vmc.sync(&options, &bars);
+                    let result = vmc.join_site("cache sync").and_then(|_node| {
+                        let options = SyncOptions {
+                            jobs: usize::from(jobs),
+                            verify,
+                            update_lists: true,
+                        };
+                        vmc.sync(&options, &bars)
+                    });
                     (Some(lock), result)
                 }
                 Err(e) => (None, Err(e)),
@@ -127,12 +129,14 @@ pub fn run(ctx: &Ctx, cmd: CacheCmd) -> anyhow::Result<Outcome> {
         }
         CacheCmd::Download { jobs, lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;
+            let _node = vmc.join_site("cache download")?;
             let r = vmc.download(usize::from(jobs), &bars)?;
             drop(bars);
             Ok(print_run(ctx, &r, "cache download"))
         }
         CacheCmd::Expire { lock } => {
             let _lock = vmc.lock(Duration::from_secs(lock.lock_wait), &ctx.who)?;
+            let _node = vmc.join_site("cache expire")?;
             let r = vmc.expire()?;
             Ok(print_run(ctx, &r, "cache expire"))
         }

@@ -56,6 +56,7 @@ mod tests {
                 "image",
                 "cache",
                 "publish",
+                "node",
                 "doctor",
                 "import-vmcatcher"
             ]

@@ -6,6 +6,7 @@ mod endorser;
 mod generate;
 mod image;
 mod import;
+mod node;
 mod publish;
 mod subscribe;
 
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Cache(cmd) => cache::run(&ctx, cmd),
         Command::Publish(cmd) => publish::run(&ctx, cmd),
+        Command::Node(cmd) => node::run(&ctx, cmd),
         Command::Doctor => Ok(doctor::run(ctx.vmc.config(), ctx.format)),
         Command::ImportVmcatcher(_)
         | Command::GenerateMan { .. }
@@ -106,6 +108,11 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
                     .clone()
                     .unwrap_or_else(|| vmc_cache::fetch::redact_url(&s.url));
                 match &s.error {
+                    None if s.skipped.is_some() => output::line(format!(
+                        "{}\t{name}\t{}",
+                        s.status.as_str(),
+                        s.skipped.as_deref().unwrap_or_default()
+                    )),
                     None => output::line(format!(
                         "{}\t{name}{}",
                         s.status.as_str(),
@@ -126,6 +133,12 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
             }
             for id in &r.downloaded {
                 output::line(format!("cached\t{id}"));
+            }
+            for l in &r.left_to_others {
+                output::line(format!(
+                    "elsewhere\t{}\tnode {} downloads it",
+                    l.identifier, l.node
+                ));
             }
             for id in &r.missing {
                 output::line(format!("missing\t{id}"));

@@ -65,7 +65,12 @@ pub fn sync(ctx: &Ctx, args: &PublishArgs, dry_run: bool) -> anyhow::Result<Outc
         .converted_dir
         .clone()
         .unwrap_or_else(|| cache_dir.parent().unwrap_or(cache_dir).join("converted"));
-    let config = publish_config(args, default_target, converted_dir)?;
+    let config = publish_config(
+        args,
+        default_target,
+        converted_dir,
+        ctx.vmc.config().node.clone(),
+    )?;
     let vmc = &ctx.vmc;
     let now = vmc.config().clock.now();
     let publisher = Publisher::new(vmc.store(), &vmc.config().cache_dir, &glance, &config);
@@ -169,21 +174,14 @@ fn clouds_yaml() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// The publisher's settings; `node` is this node's name (the global `--node`), which claims
+/// carry.
 fn publish_config(
     args: &PublishArgs,
     default_target: String,
     converted_dir: PathBuf,
+    node: String,
 ) -> anyhow::Result<PublishConfig> {
-    let node = args
-        .node
-        .clone()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
     let mut config = PublishConfig::new(
         args.target.clone().unwrap_or(default_target),
         node,

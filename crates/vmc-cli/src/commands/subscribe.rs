@@ -169,6 +169,7 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             lock_wait,
         } => {
             let _lock = ctx.vmc.lock(Duration::from_secs(lock_wait), &ctx.who)?;
+            let _node = ctx.vmc.join_site("subscribe update")?;
             let subs = if subscriptions.is_empty() {
                 None
             } else {

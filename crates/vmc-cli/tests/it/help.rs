@@ -35,6 +35,9 @@ const COMMANDS: &[&[&str]] = &[
     &["publish"],
     &["publish", "sync"],
     &["publish", "list"],
+    &["node"],
+    &["node", "list"],
+    &["node", "remove"],
     &["doctor"],
     &["import-vmcatcher"],
 ];

@@ -10,6 +10,7 @@ mod flow;
 mod help;
 mod lock;
 mod missing;
+mod node;
 mod publish;
 mod secrets;
 mod vmcatcher;

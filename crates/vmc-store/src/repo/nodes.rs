@@ -20,9 +20,9 @@ use diesel::prelude::*;
 use crate::Store;
 use crate::conn::AnyConnection;
 use crate::error::StoreError;
-use crate::schema::{leases, nodes};
+use crate::schema::{leases, node_runs, nodes};
 use crate::time;
-use crate::types::{Lease, NodeInfo, NodeRecord};
+use crate::types::{Lease, NodeInfo, NodeRecord, WorkRun};
 
 /// Runs an upsert, which the multi-backend connection cannot express, on the concrete
 /// connection (the statement is the same on both backends).
@@ -285,6 +285,49 @@ impl Store {
                 .optional()?
                 .map(LeaseRow::into_lease)
                 .transpose()
+        })
+    }
+
+    /// Records that node `node` finished the work `resource` at `at` (replacing the previous
+    /// record of that work).
+    pub fn record_run(
+        &self,
+        resource: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = time::encode("run time", at)?;
+        self.write(|conn| {
+            let upsert = diesel::insert_into(node_runs::table)
+                .values((
+                    node_runs::resource.eq(resource),
+                    node_runs::node.eq(node),
+                    node_runs::finished_at.eq(&at),
+                ))
+                .on_conflict(node_runs::resource)
+                .do_update()
+                .set((node_runs::node.eq(node), node_runs::finished_at.eq(&at)));
+            on_backend!(conn, upsert)?;
+            Ok(())
+        })
+    }
+
+    /// When the work `resource` was last done, and by whom.
+    pub fn last_run(&self, resource: &str) -> Result<Option<WorkRun>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(String, String, String)> = node_runs::table
+                .find(resource)
+                .select((node_runs::resource, node_runs::node, node_runs::finished_at))
+                .first(conn)
+                .optional()?;
+            row.map(|(resource, node, at)| {
+                Ok(WorkRun {
+                    resource,
+                    node,
+                    finished_at: time::decode("run time", &at)?,
+                })
+            })
+            .transpose()
         })
     }
 }

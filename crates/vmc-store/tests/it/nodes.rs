@@ -4,7 +4,7 @@
 use std::sync::{Arc, Barrier};
 
 use chrono::Duration;
-use vmc_store::{NodeInfo, StoreError};
+use vmc_store::{NodeInfo, StoreError, WorkRun};
 
 use crate::db::TestDb;
 use crate::fixtures::at;
@@ -14,6 +14,7 @@ crate::on_both_backends!(
     a_lease_has_one_holder_until_it_expires,
     a_lost_lease_cannot_be_renewed_checked_or_released,
     racing_nodes_take_an_expired_lease_once,
+    the_last_run_of_a_work_is_recorded_with_its_node,
 );
 
 fn node(name: &str) -> NodeInfo {
@@ -182,4 +183,25 @@ fn racing_nodes_take_an_expired_lease_once(db: &TestDb) {
         let lease = stores[0].lease("expire").unwrap().unwrap();
         assert_eq!(lease.token, round + 1);
     }
+}
+
+fn the_last_run_of_a_work_is_recorded_with_its_node(db: &TestDb) {
+    let store = db.open();
+    assert_eq!(store.last_run("update:1").unwrap(), None);
+    store.record_run("update:1", "a", at(10)).unwrap();
+    store.record_run("update:2", "b", at(15)).unwrap();
+    // A later run replaces the record, whoever did it.
+    store.record_run("update:1", "b", at(20)).unwrap();
+    assert_eq!(
+        store.last_run("update:1").unwrap(),
+        Some(WorkRun {
+            resource: "update:1".into(),
+            node: "b".into(),
+            finished_at: at(20),
+        })
+    );
+    assert_eq!(
+        store.last_run("update:2").unwrap().unwrap().finished_at,
+        at(15)
+    );
 }

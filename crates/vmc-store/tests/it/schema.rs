@@ -11,7 +11,8 @@ use crate::fixtures::{id, identity, image, import, list};
 
 crate::on_both_backends!(
     schema_rs_matches_migrations,
-    older_schema_is_migrated_on_open
+    older_schema_is_migrated_on_open,
+    schema_status_names_migrations_of_a_newer_vmc,
 );
 
 /// The columns `src/schema.rs` declares, parsed from its text.
@@ -162,4 +163,18 @@ fn older_schema_is_migrated_on_open(db: &TestDb) {
     );
     let old_at = chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z").unwrap();
     assert_eq!(store.events(false, None).unwrap()[0].at, old_at);
+}
+
+fn schema_status_names_migrations_of_a_newer_vmc(db: &TestDb) {
+    let store = db.open();
+    let status = store.schema_status().unwrap();
+    assert_eq!(status.applied, db.applied_migrations());
+    assert_eq!(status.embedded, status.applied);
+    assert_eq!(status.embedded.len(), db.migration_count());
+    assert!(status.unknown().is_empty() && status.pending().is_empty());
+    // A newer vmc sharing the database applied a migration this build does not carry.
+    db.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000');");
+    let status = store.schema_status().unwrap();
+    assert_eq!(status.unknown(), ["29991231000000"]);
+    assert!(status.pending().is_empty());
 }
