@@ -26,6 +26,7 @@ pub mod import;
 pub mod index;
 pub mod lock;
 pub mod metrics;
+pub mod oci;
 pub mod report;
 pub mod sync;
 pub mod update;

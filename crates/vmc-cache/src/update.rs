@@ -103,7 +103,7 @@ pub(crate) fn to_credentials(auth: &SubscriptionAuth) -> Credentials {
     }
 }
 
-fn sha512_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha512_hex(bytes: &[u8]) -> String {
     hex::encode(Sha512::digest(bytes))
 }
 
@@ -457,7 +457,7 @@ impl Vmc {
         Ok(report)
     }
 
-    fn announce_new_images(
+    pub(crate) fn announce_new_images(
         &self,
         list: &ImageList,
         new: &[vmc_model::Identifier],
@@ -490,7 +490,6 @@ impl Vmc {
         sub: &Subscription,
         dispatcher: &Dispatcher,
     ) -> Result<ListReport, CacheError> {
-        let trust = self.trust()?;
         let now = self.config().clock.now();
         let mut report = ListReport {
             url: sub.url.clone(),
@@ -502,7 +501,13 @@ impl Vmc {
             new_images: Vec::new(),
             rejected_images: Vec::new(),
         };
-        match self.try_update(trust, sub, now, &mut report, dispatcher) {
+        let result = if crate::oci::is_oci(&sub.url) {
+            self.update_oci(sub, &mut report, dispatcher)
+        } else {
+            let trust = self.trust()?;
+            self.try_update(trust, sub, now, &mut report, dispatcher)
+        };
+        match result {
             Ok(()) => {}
             Err(rejection) => {
                 tracing::info!(

@@ -90,6 +90,15 @@ pub enum CrlArg {
     Off,
 }
 
+/// What a subscription follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A signed HEPiX image list.
+    List,
+    /// The disk images in an OCI registry.
+    Oci,
+}
+
 /// New-image policy of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NewImagesArg {
@@ -229,10 +238,18 @@ pub struct CredentialArgs {
 /// `vmc subscribe …`
 #[derive(Debug, Subcommand)]
 pub enum SubscribeCmd {
-    /// Subscribe to an image list: fetch it, verify it completely, store it
+    /// Subscribe to an image list (fetch it, verify it completely, store it) or to the disk
+    /// images a VO publishes in an OCI registry (oci://REGISTRY/PROJECT[/REPOSITORY][:TAG])
     Add {
-        /// Where the signed list is published (http, https or file)
+        /// Where the signed list is published (http, https or file), or an oci:// reference
         url: String,
+        /// What the URL names [default: oci for an oci:// URL, else list]
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// OCI: the registry host and repositories the site allows, e.g.
+        /// registry.egi.eu/vo.access.egi.eu/** [default: what the reference names]
+        #[arg(long, value_name = "RULE")]
+        allow: Option<String>,
         /// Create the endorser whose certificate signed the list if it is unknown
         #[arg(long)]
         auto_endorse: bool,

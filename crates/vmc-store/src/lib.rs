@@ -48,6 +48,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 pub use error::StoreError;
+pub use repo::OciImport;
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
     Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,

@@ -16,7 +16,7 @@ const NEW: [&str; 5] = ["n-2", "n-3", "n-4", "n-5", "n-6"];
 /// Runs `test` with a PostgreSQL URL whose schema is fresh (dropped after), when there is a
 /// server to test against.
 #[cfg(feature = "postgres")]
-fn with_postgres(test: impl FnOnce(String)) {
+pub(crate) fn with_postgres(name: &str, test: impl FnOnce(String)) {
     use diesel::{Connection, connection::SimpleConnection};
     let Ok(admin) = std::env::var("VMC_TEST_POSTGRES_URL") else {
         vmc_testkit::skip::skipped(
@@ -24,7 +24,7 @@ fn with_postgres(test: impl FnOnce(String)) {
         );
         return;
     };
-    let schema = format!("vmcc_nodes_{}", std::process::id());
+    let schema = format!("{name}_{}", std::process::id());
     let mut conn = diesel::PgConnection::establish(&admin).unwrap();
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
@@ -37,7 +37,7 @@ fn with_postgres(test: impl FnOnce(String)) {
 }
 
 #[cfg(not(feature = "postgres"))]
-fn with_postgres(_test: impl FnOnce(String)) {
+pub(crate) fn with_postgres(_name: &str, _test: impl FnOnce(String)) {
     vmc_testkit::skip::skipped("the PostgreSQL half needs the cargo feature `postgres`");
 }
 
@@ -120,5 +120,5 @@ fn two_homes_on(database_url: Option<String>) {
 #[test]
 fn two_homes_sharing_a_database_store_each_new_version_once() {
     two_homes_on(None);
-    with_postgres(|url| two_homes_on(Some(url)));
+    with_postgres("vmcc_nodes", |url| two_homes_on(Some(url)));
 }

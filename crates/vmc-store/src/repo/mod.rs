@@ -7,6 +7,9 @@ mod events;
 mod images;
 mod lists;
 mod nodes;
+mod oci;
+
+pub use oci::OciImport;
 mod subscriptions;
 
 use diesel::prelude::*;
