@@ -326,3 +326,51 @@ fn the_allow_rule_limits_what_is_followed() {
     let ids: Vec<String> = report.new_images.iter().map(|i| i.to_string()).collect();
     assert_eq!(ids, ["vo.example.ubuntu-22.04"]);
 }
+
+/// A signed list and a registry that name the same image (the artifact carries the list's
+/// `dc:identifier`) share one cached file: it is downloaded once, and neither subscription
+/// expires the other's copy.
+#[test]
+fn a_list_and_a_registry_naming_one_image_cache_it_once() {
+    let Some(registry) = testreg::or_skip(testreg::Registry::start(), ci()) else {
+        return;
+    };
+    let env = Gen::new();
+    let shared = crate::GenImage::new("shared-image-1", 9, 50_000);
+    env.publish("1", std::slice::from_ref(&shared));
+    registry.push_disk_image(&DiskImage {
+        repository: "vo.example/shared",
+        tag: "1",
+        data: &shared.bytes,
+        file_name: "shared.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[("dc:identifier", "shared-image-1")],
+    });
+    let vmc = open(&env, None);
+    env.subscribe(&vmc, NewImagePolicy::Subscribe);
+    let url = format!("oci://{}/vo.example/shared", registry.host());
+    let report = vmc
+        .subscribe_oci(
+            &request(&url, NewImagePolicy::Subscribe),
+            None,
+            &vmc_cache::Dispatcher::new(vmc.config()),
+        )
+        .unwrap();
+    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    let records = vmc.store().images(&ImageFilter::default()).unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.image.identifier.as_str() == "shared-image-1")
+    );
+    let first = sync(&vmc);
+    assert!(first.failed.is_empty(), "{:?}", first.failed);
+    assert_eq!(first.downloaded, ["shared-image-1"]);
+    assert_eq!(vmc.store().cache_entries().unwrap().len(), 1);
+    let second = sync(&vmc);
+    assert!(second.expired.is_empty(), "{:?}", second.expired);
+    assert!(second.downloaded.is_empty());
+    assert_eq!(cached_file(&env, "shared-image-1").unwrap(), shared.bytes);
+}

@@ -10,5 +10,6 @@ mod flow;
 mod help;
 mod lock;
 mod missing;
+mod oci;
 mod secrets;
 mod vmcatcher;

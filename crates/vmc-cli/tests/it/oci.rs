@@ -1,0 +1,93 @@
+//! `vmc subscribe add oci://…` end to end against a real `docker-registry` on 127.0.0.1 behind
+//! the bearer-token flow (a robot account whose password comes from a file): subscribe, sync,
+//! `--json` output, and the password never printed; `--endorser` is refused for a registry.
+
+use vmc_testkit::registry::{self as testreg, Account, DiskImage};
+
+use crate::common::{Env, describe};
+
+const PASSWORD: &str = "robot-secret-4f1c";
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+#[test]
+fn subscribe_and_sync_a_registry_with_a_robot_account() {
+    let account = Account {
+        username: "robot$vo".into(),
+        password: PASSWORD.into(),
+    };
+    let Some(registry) =
+        testreg::or_skip(testreg::Registry::start_with_token(account, false), ci())
+    else {
+        return;
+    };
+    let data = b"a small qcow2 disk".repeat(1000);
+    let pushed = registry.push_disk_image(&DiskImage {
+        repository: "vo.example/ubuntu",
+        tag: "22.04",
+        data: &data,
+        file_name: "ubuntu.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[("org.openstack.glance.os_distro", "ubuntu")],
+    });
+    let env = Env::new();
+    let secret = env.home().join("robot-password");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let url = format!("oci://{}/vo.example", registry.host());
+
+    let refused = env.run(&["subscribe", "add", &url, "--endorser", "someone"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--allow"),
+        "{}",
+        describe(&refused)
+    );
+
+    let out = env
+        .cmd()
+        .args([
+            "--json",
+            "subscribe",
+            "add",
+            &url,
+            "--new-images",
+            "subscribe",
+            "--username",
+            "robot$vo",
+            "--password-file",
+            secret.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all = format!("{}", describe(&out));
+    assert!(!all.contains(PASSWORD), "password printed: {all}");
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = &added["subscriptions"][0];
+    assert_eq!(list["status"], "added", "{added}");
+    assert_eq!(list["new_images"][0], "vo.example.ubuntu-22.04", "{added}");
+
+    let synced = env.json(&["cache", "sync"], 0);
+    assert_eq!(
+        synced["downloaded"][0], "vo.example.ubuntu-22.04",
+        "{synced}"
+    );
+    let cached = std::fs::read(env.home().join("cache/vo.example.ubuntu-22.04")).unwrap();
+    assert_eq!(cached, data);
+
+    let images = env.json(&["image", "list"], 0);
+    let text = images.to_string();
+    assert!(text.contains(&pushed.digest), "{text}");
+    assert!(text.contains(&url), "{text}");
+    assert!(!text.contains(PASSWORD));
+    let subs = env
+        .cmd()
+        .args(["--json", "subscribe", "list"])
+        .output()
+        .unwrap();
+    assert!(!describe(&subs).contains(PASSWORD));
+    assert!(registry.token_server().unwrap().requests() > 0);
+}
