@@ -86,6 +86,9 @@ pub struct Config {
     pub rdbms_for_handlers: Option<String>,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// Reach OCI registries on loopback (`127.0.0.1`, `::1`, `localhost`) over plain `http`
+    /// (tests, a local mirror); every other registry is always `https`.
+    pub oci_plain_http: bool,
 }
 
 impl Config {
@@ -110,6 +113,7 @@ impl Config {
             mirrors: Vec::new(),
             rdbms_for_handlers: None,
             clock: Clock::system(),
+            oci_plain_http: false,
         }
     }
 

@@ -154,8 +154,9 @@ pub(crate) fn file_digest(path: &Path, expected: &str) -> std::io::Result<String
 }
 
 impl Vmc {
-    /// A client of `registry` with the subscription's credentials; plain `http` for a
-    /// loopback registry (tests, a local mirror), `https` otherwise.
+    /// A client of `registry` with the subscription's credentials: `https` (verified against
+    /// the system roots and the CA directory), or plain `http` for a loopback registry when
+    /// [`crate::Config::oci_plain_http`] says so.
     fn registry(
         &self,
         registry: &str,
@@ -163,7 +164,7 @@ impl Vmc {
     ) -> Result<Registry, FetchError> {
         let client = self.client()?;
         let options = RegistryOptions {
-            plain_http: is_loopback(registry),
+            plain_http: self.config().oci_plain_http && is_loopback(registry),
             credentials: auth.map(to_credentials),
             ..RegistryOptions::default()
         };

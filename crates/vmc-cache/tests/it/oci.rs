@@ -37,6 +37,7 @@ fn push(registry: &testreg::Registry, repository: &str, tag: &str, data: &[u8]) 
 
 fn open(env: &Gen, database_url: Option<&str>) -> Vmc {
     let mut config: Config = env.config();
+    config.oci_plain_http = true;
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
     }

@@ -38,7 +38,32 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
     let url = format!("oci://{}/vo.example", registry.host());
 
-    let refused = env.run(&["subscribe", "add", &url, "--endorser", "someone"]);
+    // A registry over plain http is reached only when the site says so (loopback only).
+    let https_only = env.run(&["subscribe", "add", &url]);
+    assert_eq!(
+        https_only.status.code(),
+        Some(1),
+        "{}",
+        describe(&https_only)
+    );
+    assert!(
+        env.run(&["--json", "subscribe", "list"])
+            .stdout
+            .starts_with(b"[]")
+    );
+    let vmc = |args: &[&str]| {
+        env.cmd()
+            .env("VMC_OCI_PLAIN_HTTP", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = vmc(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let refused = vmc(&["subscribe", "add", &url, "--endorser", "someone"]);
     assert_ne!(refused.status.code(), Some(0), "{}", describe(&refused));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--allow"),
@@ -46,31 +71,27 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
         describe(&refused)
     );
 
-    let out = env
-        .cmd()
-        .args([
-            "--json",
-            "subscribe",
-            "add",
-            &url,
-            "--new-images",
-            "subscribe",
-            "--username",
-            "robot$vo",
-            "--password-file",
-            secret.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = vmc(&[
+        "--json",
+        "subscribe",
+        "add",
+        &url,
+        "--new-images",
+        "subscribe",
+        "--username",
+        "robot$vo",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let all = format!("{}", describe(&out));
+    let all = describe(&out);
     assert!(!all.contains(PASSWORD), "password printed: {all}");
     let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = &added["subscriptions"][0];
     assert_eq!(list["status"], "added", "{added}");
     assert_eq!(list["new_images"][0], "vo.example.ubuntu-22.04", "{added}");
 
-    let synced = env.json(&["cache", "sync"], 0);
+    let synced = json(&["--json", "cache", "sync"]);
     assert_eq!(
         synced["downloaded"][0], "vo.example.ubuntu-22.04",
         "{synced}"
@@ -78,7 +99,7 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     let cached = std::fs::read(env.home().join("cache/vo.example.ubuntu-22.04")).unwrap();
     assert_eq!(cached, data);
 
-    let images = env.json(&["image", "list"], 0);
+    let images = json(&["--json", "image", "list"]);
     let text = images.to_string();
     assert!(text.contains(&pushed.digest), "{text}");
     assert!(text.contains(&url), "{text}");
