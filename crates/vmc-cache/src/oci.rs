@@ -430,6 +430,14 @@ impl Vmc {
             .unwrap_or_else(|| default_allow_rule(&reference));
         let rule = AllowRule::parse(&allow)
             .map_err(|e| reject(ErrorCode::ListMalformed, format!("registry rule: {e}")))?;
+        // The site withdrew its trust: nothing is fetched, and the stored images are no
+        // longer endorsed (they expire `unendorsed`), as for a list whose endorser left.
+        if !rule.allows_reference(&reference) {
+            return Err(reject(
+                ErrorCode::SignerNotEndorser,
+                format!("the registry rule {rule} does not allow {reference}"),
+            ));
+        }
         let snapshot = self.oci_snapshot(&reference, &rule, sub.auth.as_ref())?;
         report.identifier = Some(snapshot.list.identifier.to_string());
         report.version = Some(snapshot.list.version.to_string());

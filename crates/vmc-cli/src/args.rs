@@ -296,6 +296,9 @@ pub enum SubscribeCmd {
         /// Forget the stored credentials
         #[arg(long, conflicts_with_all = ["username", "token_file"])]
         no_credentials: bool,
+        /// OCI: a new rule of the registry host and repositories the site allows
+        #[arg(long, value_name = "RULE")]
+        allow: Option<String>,
         /// Use the subscription again
         #[arg(long, conflicts_with = "disable")]
         enable: bool,

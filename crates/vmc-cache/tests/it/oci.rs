@@ -375,3 +375,61 @@ fn a_list_and_a_registry_naming_one_image_cache_it_once() {
     assert!(second.downloaded.is_empty());
     assert_eq!(cached_file(&env, "shared-image-1").unwrap(), shared.bytes);
 }
+
+/// The allow rule is checked now, not only at subscription: a rule changed so that it no
+/// longer admits the repository leaves its images unendorsed (they expire), and `doctor`
+/// says why; the update the sync runs does not take the image again.
+#[test]
+fn a_narrowed_rule_expires_the_images_and_doctor_says_why() {
+    let Some(registry) = testreg::or_skip(testreg::Registry::start(), ci()) else {
+        return;
+    };
+    let data = image_bytes(10, 20_000);
+    push(&registry, "vo.example/fedora", "40", &data);
+    let env = Gen::new();
+    let vmc = open(&env, None);
+    let url = format!("oci://{}/vo.example/fedora", registry.host());
+    let report = vmc
+        .subscribe_oci(
+            &request(&url, NewImagePolicy::Subscribe),
+            None,
+            &vmc_cache::Dispatcher::new(vmc.config()),
+        )
+        .unwrap();
+    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.fedora-40"]);
+    let doctor = |vmc: &Vmc| {
+        vmc_cache::doctor::diagnose(vmc.config())
+            .into_iter()
+            .filter(|c| c.name == "subscription" && c.status == vmc_cache::doctor::Status::Fail)
+            .map(|c| c.message)
+            .collect::<Vec<_>>()
+    };
+    assert!(doctor(&vmc).is_empty(), "{:?}", doctor(&vmc));
+
+    let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
+    vmc.store()
+        .set_oci_allow(sub.id, &format!("{}/vo.example/ubuntu", registry.host()))
+        .unwrap();
+    let after = sync(&vmc);
+    assert_eq!(after.expired.len(), 1, "{:?}", after.expired);
+    assert_eq!(after.expired[0].reason, ExpiryReason::Unendorsed);
+    assert!(after.downloaded.is_empty());
+    assert!(cached_file(&env, "vo.example.fedora-40").is_none());
+    let error = after.subscriptions[0].error.as_ref().unwrap();
+    assert_eq!(
+        error.code,
+        ErrorCode::SignerNotEndorser,
+        "{}",
+        error.message
+    );
+    let fails = doctor(&vmc);
+    assert_eq!(fails.len(), 1, "{fails:?}");
+    assert!(fails[0].contains("does not allow"), "{fails:?}");
+    // A list subscription has no rule to set.
+    assert!(
+        vmc.store()
+            .set_oci_allow(sub.id + 100, "x.example/p/**")
+            .is_err()
+    );
+}

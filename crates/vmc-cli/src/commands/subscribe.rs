@@ -221,10 +221,23 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             new_images,
             credentials: creds,
             no_credentials,
+            allow,
             enable,
             disable,
         } => {
             let s = ctx.subscription(&subscription)?;
+            if let Some(allow) = &allow {
+                if !vmc_cache::oci::is_oci(&s.url) {
+                    return Err(vmc_cache::CacheError::Invalid(
+                        "--allow is for OCI sources; a list is trusted through its endorsers"
+                            .into(),
+                    )
+                    .into());
+                }
+                let rule = vmc_model::oci::AllowRule::parse(allow)
+                    .map_err(|e| vmc_cache::CacheError::Invalid(format!("--allow {allow}: {e}")))?;
+                store.set_oci_allow(s.id, &rule.to_string())?;
+            }
             let auth = if no_credentials {
                 Some(None)
             } else {

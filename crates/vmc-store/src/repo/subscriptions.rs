@@ -42,6 +42,22 @@ impl Store {
         })
     }
 
+    /// Replaces the allow rule of OCI subscription `id` (the caller parsed it); its images are
+    /// endorsed, from now on, while the new rule admits them. Fails with
+    /// [`StoreError::NotFound`] when `id` is no OCI subscription.
+    pub fn set_oci_allow(&self, id: i64, allow: &str) -> Result<(), StoreError> {
+        self.write(|conn| {
+            let rows = diesel::update(
+                subscriptions::table
+                    .find(id)
+                    .filter(subscriptions::kind.eq(KIND_OCI)),
+            )
+            .set(subscriptions::oci_allow.eq(Some(allow)))
+            .execute(conn)?;
+            require_touched(rows, "oci subscription", id)
+        })
+    }
+
     /// The allow rule of subscription `id` when it is of kind `oci`, `None` for a list.
     pub fn oci_allow(&self, id: i64) -> Result<Option<String>, StoreError> {
         self.read(|conn| {
