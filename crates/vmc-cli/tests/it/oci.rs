@@ -104,11 +104,11 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     assert!(text.contains(&pushed.digest), "{text}");
     assert!(text.contains(&url), "{text}");
     assert!(!text.contains(PASSWORD));
-    let subs = env
-        .cmd()
-        .args(["--json", "subscribe", "list"])
-        .output()
-        .unwrap();
+    let subs = vmc(&["--json", "subscribe", "list"]);
     assert!(!describe(&subs).contains(PASSWORD));
+    let subs: serde_json::Value = serde_json::from_slice(&subs.stdout).unwrap();
+    assert_eq!(subs[0]["kind"], "oci", "{subs}");
+    assert_eq!(subs[0]["has_credentials"], true, "{subs}");
+    assert!(subs[0]["expires"].is_null(), "{subs}");
     assert!(registry.token_server().unwrap().requests() > 0);
 }
