@@ -239,7 +239,8 @@ pub struct CredentialArgs {
 #[derive(Debug, Subcommand)]
 pub enum SubscribeCmd {
     /// Subscribe to an image list (fetch it, verify it completely, store it) or to the disk
-    /// images a VO publishes in an OCI registry (oci://REGISTRY/PROJECT[/REPOSITORY][:TAG])
+    /// images a VO publishes in an OCI registry (oci://REGISTRY/PROJECT, or a repository and
+    /// tag of it)
     Add {
         /// Where the signed list is published (http, https or file), or an oci:// reference
         url: String,
