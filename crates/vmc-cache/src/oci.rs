@@ -357,16 +357,7 @@ impl Vmc {
         if self.store().find_subscription(&url)?.is_some() {
             return Err(CacheError::Invalid(format!("already subscribed to {url}")));
         }
-        let mut report = ListReport {
-            url: url.clone(),
-            identifier: None,
-            status: UpdateStatus::Failed,
-            error: None,
-            signer: None,
-            version: None,
-            new_images: Vec::new(),
-            rejected_images: Vec::new(),
-        };
+        let mut report = ListReport::failed(url.clone(), None);
         let snapshot = match self.oci_snapshot(&reference, &rule, request.auth.as_ref()) {
             Ok(s) => s,
             Err(e) => {

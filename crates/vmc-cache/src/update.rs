@@ -344,16 +344,7 @@ impl Vmc {
             );
         }
         let now = self.config().clock.now();
-        let mut report = ListReport {
-            url: request.url.clone(),
-            identifier: None,
-            status: UpdateStatus::Failed,
-            error: None,
-            signer: None,
-            version: None,
-            new_images: Vec::new(),
-            rejected_images: Vec::new(),
-        };
+        let mut report = ListReport::failed(request.url.clone(), None);
         let raw = self.fetch_list(&request.url, request.auth.as_ref());
         let candidate = match self.candidate(trust, raw, now) {
             Ok(c) => c,
@@ -491,16 +482,7 @@ impl Vmc {
         dispatcher: &Dispatcher,
     ) -> Result<ListReport, CacheError> {
         let now = self.config().clock.now();
-        let mut report = ListReport {
-            url: sub.url.clone(),
-            identifier: sub.identifier.clone(),
-            status: UpdateStatus::Failed,
-            error: None,
-            signer: None,
-            version: None,
-            new_images: Vec::new(),
-            rejected_images: Vec::new(),
-        };
+        let mut report = ListReport::failed(sub.url.clone(), sub.identifier.clone());
         let result = if crate::oci::is_oci(&sub.url) {
             self.update_oci(sub, &mut report, dispatcher)
         } else {

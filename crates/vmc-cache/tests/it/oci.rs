@@ -56,6 +56,19 @@ fn sync(vmc: &Vmc) -> vmc_cache::SyncReport {
     .unwrap()
 }
 
+/// Subscribes to `url` with policy `subscribe` and the default rule; it must be added.
+fn subscribe(vmc: &Vmc, url: &str) -> vmc_cache::ListReport {
+    let report = vmc
+        .subscribe_oci(
+            &request(url, NewImagePolicy::Subscribe),
+            None,
+            &vmc_cache::Dispatcher::new(vmc.config()),
+        )
+        .unwrap();
+    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    report
+}
+
 fn cached_file(env: &Gen, id: &str) -> Option<Vec<u8>> {
     std::fs::read(Config::with_home(env.home.path()).cache_dir.join(id)).ok()
 }
@@ -71,14 +84,7 @@ fn follows_a_registry_on(database_url: Option<&str>) {
     let env = Gen::new();
     let vmc = open(&env, database_url);
     let url = format!("oci://{}/vo.example", registry.host());
-    let report = vmc
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
-    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    let report = subscribe(&vmc, &url);
     let ids: Vec<String> = report.new_images.iter().map(|i| i.to_string()).collect();
     assert_eq!(ids, ["vo.example.alma-9", "vo.example.ubuntu-22.04"]);
 
@@ -224,14 +230,7 @@ fn a_registry_serving_a_wrong_layer_is_refused() {
     let env = Gen::new();
     let vmc = open(&env, None);
     let url = format!("oci://{}/vo.example/debian", registry.host());
-    let report = vmc
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
-    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    subscribe(&vmc, &url);
     let refused = sync(&vmc);
     assert_eq!(refused.failed.len(), 1, "{:?}", refused.failed);
     assert_eq!(refused.failed[0].identifier, "vo.example.debian-12");
@@ -261,14 +260,7 @@ fn a_registry_serving_a_wrong_manifest_changes_nothing() {
     let env = Gen::new();
     let vmc = open(&env, None);
     let url = format!("oci://{}/vo.example/rocky:9", registry.host());
-    let report = vmc
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
-    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    subscribe(&vmc, &url);
     assert!(sync(&vmc).failed.is_empty());
     let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
     let version = sub.current.unwrap().id;
@@ -351,14 +343,7 @@ fn a_list_and_a_registry_naming_one_image_cache_it_once() {
     let vmc = open(&env, None);
     env.subscribe(&vmc, NewImagePolicy::Subscribe);
     let url = format!("oci://{}/vo.example/shared", registry.host());
-    let report = vmc
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
-    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    subscribe(&vmc, &url);
     let records = vmc.store().images(&ImageFilter::default()).unwrap();
     assert_eq!(records.len(), 2);
     assert!(
@@ -389,14 +374,7 @@ fn a_narrowed_rule_expires_the_images_and_doctor_says_why() {
     let env = Gen::new();
     let vmc = open(&env, None);
     let url = format!("oci://{}/vo.example/fedora", registry.host());
-    let report = vmc
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
-    assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
+    subscribe(&vmc, &url);
     assert_eq!(sync(&vmc).downloaded, ["vo.example.fedora-40"]);
     let doctor = |vmc: &Vmc| {
         vmc_cache::doctor::diagnose(vmc.config())
