@@ -276,6 +276,13 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         SubscribeCmd::Check { source, endorser } => {
+            if vmc_cache::oci::is_oci(&source) {
+                return Err(vmc_cache::CacheError::Invalid(format!(
+                    "subscribe check reads signed lists; {source} is an OCI registry: \
+                     `vmc subscribe add` reads it and stores nothing when it fails"
+                ))
+                .into());
+            }
             let r = ctx
                 .vmc
                 .check(&Source::parse(&source), endorser.as_deref())?;

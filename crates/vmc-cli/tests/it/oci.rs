@@ -112,3 +112,17 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     assert!(subs[0]["expires"].is_null(), "{subs}");
     assert!(registry.token_server().unwrap().requests() > 0);
 }
+
+/// `subscribe check` reads signed lists: an `oci://` reference is refused with a message that
+/// says where to go, not a confusing fetch failure.
+#[test]
+fn subscribe_check_of_a_registry_points_to_subscribe_add() {
+    let env = Env::new();
+    let out = env.run(&["subscribe", "check", "oci://registry.example/vo"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("`vmc subscribe add`"),
+        "{}",
+        describe(&out)
+    );
+}
