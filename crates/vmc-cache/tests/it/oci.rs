@@ -183,6 +183,23 @@ fn follows_a_registry_on(database_url: Option<&str>) {
         .find(|r| r.image.identifier.as_str() == "vo.example.ubuntu-22.04")
         .unwrap();
     assert_eq!(record.image.version, moved.digest);
+    // The metrics count the registry as one more list.
+    let metrics = vmc_cache::metrics::render(&vmc_cache::metrics::SyncMetrics {
+        report: &after_move,
+        success: true,
+        duration: std::time::Duration::from_secs(1),
+        now: env.now,
+        previous_success: None,
+        cache: None,
+    });
+    assert!(
+        metrics.contains("vmc_sync_lists{status=\"updated\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vmc_sync_images_expired{reason=\"replaced\"} 1\n"),
+        "{metrics}"
+    );
 
     // The tag disappears: its image expires.
     registry.delete_manifest("vo.example/alma", &pushed_alma.digest);
