@@ -428,3 +428,39 @@ fn a_narrowed_rule_expires_the_images_and_doctor_says_why() {
             .is_err()
     );
 }
+
+/// Under the default policy `refuse` the registry's images are known, not selected, and not
+/// downloaded; `image subscribe` (selection by id) makes the next sync cache one of them.
+#[test]
+fn images_of_a_registry_are_selected_like_list_images() {
+    let Some(registry) = testreg::or_skip(testreg::Registry::start(), ci()) else {
+        return;
+    };
+    let data = image_bytes(11, 30_000);
+    push(&registry, "vo.example/ubuntu", "22.04", &data);
+    push(
+        &registry,
+        "vo.example/ubuntu",
+        "24.04",
+        &image_bytes(12, 30_000),
+    );
+    let env = Gen::new();
+    let vmc = open(&env, None);
+    let url = format!("oci://{}/vo.example/ubuntu", registry.host());
+    let report = vmc
+        .subscribe_oci(
+            &request(&url, NewImagePolicy::Refuse),
+            None,
+            &vmc_cache::Dispatcher::new(vmc.config()),
+        )
+        .unwrap();
+    assert_eq!(report.new_images.len(), 2, "{:?}", report.error);
+    let idle = sync(&vmc);
+    assert!(idle.downloaded.is_empty() && idle.failed.is_empty());
+    let id = vmc_model::Identifier::new("vo.example.ubuntu-22.04").unwrap();
+    assert_eq!(vmc.store().set_selected(&[id], true).unwrap(), 1);
+    let picked = sync(&vmc);
+    assert_eq!(picked.downloaded, ["vo.example.ubuntu-22.04"]);
+    assert_eq!(cached_file(&env, "vo.example.ubuntu-22.04").unwrap(), data);
+    assert!(cached_file(&env, "vo.example.ubuntu-24.04").is_none());
+}
