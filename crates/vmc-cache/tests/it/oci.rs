@@ -464,3 +464,34 @@ fn images_of_a_registry_are_selected_like_list_images() {
     assert_eq!(cached_file(&env, "vo.example.ubuntu-22.04").unwrap(), data);
     assert!(cached_file(&env, "vo.example.ubuntu-24.04").is_none());
 }
+
+/// A registry over TLS (the default scheme) is followed when its CA is one of the client's
+/// roots, and refused — nothing stored — when it is not.
+#[test]
+fn a_tls_registry_is_verified_against_the_given_roots() {
+    let tls = vmc_testkit::server::TestTls::generate();
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_tls(&tls), ci()) else {
+        return;
+    };
+    let data = image_bytes(13, 40_000);
+    push(&registry, "vo.example/tls", "1", &data);
+    let url = format!("oci://{}/vo.example/tls", registry.host());
+    let env = Gen::new();
+    let untrusting = Vmc::open(env.config()).unwrap();
+    let refused = untrusting
+        .subscribe_oci(
+            &request(&url, NewImagePolicy::Subscribe),
+            None,
+            &vmc_cache::Dispatcher::new(untrusting.config()),
+        )
+        .unwrap();
+    assert_eq!(refused.status, UpdateStatus::Failed);
+    assert!(untrusting.store().subscriptions().unwrap().is_empty());
+    drop(untrusting);
+    let mut config = env.config();
+    config.http.extra_roots.push(tls.ca_cert.clone());
+    let vmc = Vmc::open(config).unwrap();
+    subscribe(&vmc, &url);
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.tls-1"]);
+    assert_eq!(cached_file(&env, "vo.example.tls-1").unwrap(), data);
+}
