@@ -111,6 +111,27 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     assert_eq!(subs[0]["has_credentials"], true, "{subs}");
     assert!(subs[0]["expires"].is_null(), "{subs}");
     assert!(registry.token_server().unwrap().requests() > 0);
+
+    // Without the scheme, `--kind oci` says what the URL is; one repository and tag.
+    let bare = format!("{}/vo.example/ubuntu:22.04", registry.host());
+    let second = json(&[
+        "--json",
+        "subscribe",
+        "add",
+        &bare,
+        "--kind",
+        "oci",
+        "--username",
+        "robot$vo",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(second["subscriptions"][0]["status"], "added", "{second}");
+    assert_eq!(
+        second["subscriptions"][0]["url"],
+        format!("oci://{bare}"),
+        "{second}"
+    );
 }
 
 /// `subscribe check` reads signed lists: an `oci://` reference is refused with a message that
