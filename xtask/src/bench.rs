@@ -14,7 +14,11 @@
 //!    `--jobs 1`;
 //! 4. scale: a signed list of 10,000 images: `subscribe add`, `subscribe update` (a new
 //!    version, then the same one again) and `--json image list`;
-//! 5. memory: the peak resident set of a large download (`/usr/bin/time`'s maximum RSS).
+//! 5. memory: the peak resident set of a large download (`/usr/bin/time`'s maximum RSS);
+//! 6. oci: `vmc cache sync` of 4 artifacts from Debian's `docker-registry` on 127.0.0.1
+//!    (pushed as `oras push` makes them) against `oras pull` of the same artifacts when `oras`
+//!    is on the PATH, else against 4 parallel `curl -o FILE` of the layer blobs followed by
+//!    `sha256sum` (the two-pass pull); skipped, and said so, without `docker-registry`.
 //!
 //! Contenders run in rounds, A B C A B C (first-touch page costs hit whichever runs first), every
 //! output is removed and `sync` runs between two runs, and every run is checked (exit status,
@@ -61,7 +65,9 @@ Options:
       --scale N        images in the list of the scale test [default: 10000; --quick: 1000]
       --quick          small sizes and 3 runs (finishes in minutes)
       --only GROUPS    run only these benchmarks, comma-separated:
-                       hash,download,parallel,scale,memory
+                       hash,download,parallel,scale,memory,oci
+      --oci-size SIZE  size of each of the 4 artifacts of the oci benchmark
+                       [default: 500M; --quick: 32M]
       --test-server    serve with vmc-testkit's TestServer instead of nginx
       --keep           keep the data directory (its path is printed)
   -h, --help           print this help
@@ -83,7 +89,9 @@ const WARMUP_ROUNDS: usize = 1;
 /// Images of the parallel test (the issue's number).
 const PARALLEL_IMAGES: usize = 8;
 /// The benchmark groups, in the order they run.
-const GROUPS: [&str; 5] = ["hash", "download", "parallel", "scale", "memory"];
+const GROUPS: [&str; 6] = ["hash", "download", "parallel", "scale", "memory", "oci"];
+/// Artifacts of the oci benchmark (the issue's number).
+const OCI_ARTIFACTS: usize = 4;
 /// Identifier of the large image.
 const BIG_ID: &str = "bench-big";
 /// Identifier of the image of the memory test (when it is not the large image).
@@ -112,12 +120,15 @@ struct Options {
     parallel_size: u64,
     /// Per-connection rate of the throttled location, bytes per second.
     parallel_rate: u64,
+    /// Size of one artifact of the oci benchmark.
+    oci_size: u64,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut size = None;
         let mut mem_size = None;
+        let mut oci_size = None;
         let mut runs = None;
         let mut scale = None;
         let mut quick = false;
@@ -142,6 +153,7 @@ impl Options {
             match name {
                 "--size" => size = Some(parse_size(&value()?)?),
                 "--mem-size" => mem_size = Some(parse_size(&value()?)?),
+                "--oci-size" => oci_size = Some(parse_size(&value()?)?),
                 "--runs" => runs = Some(parse_count(name, &value()?)?),
                 "--scale" => scale = Some(parse_count(name, &value()?)?),
                 "--only" => {
@@ -188,6 +200,7 @@ impl Options {
             keep,
             parallel_size,
             parallel_rate,
+            oci_size: oci_size.unwrap_or(if quick { 32 * MIB } else { 500 * MIB }),
         })
     }
 
@@ -855,6 +868,7 @@ impl Bench {
                 "download" => self.bench_download(big.as_ref())?,
                 "parallel" => self.bench_parallel()?,
                 "scale" => self.bench_scale()?,
+                "oci" => self.bench_oci()?,
                 _ => self.bench_memory(big.as_ref())?,
             }
         }
@@ -1402,6 +1416,167 @@ impl Bench {
             ),
         });
         self.rows.extend(rows);
+        Ok(())
+    }
+
+    // ---- 6. oci ------------------------------------------------------------------------------
+
+    /// `vmc cache sync` of [`OCI_ARTIFACTS`] artifacts from a local `docker-registry` against
+    /// `oras pull` (or, without `oras`, parallel `curl -o` + `sha256sum`) of the same layers.
+    fn bench_oci(&mut self) -> Result<()> {
+        let size = self.opts.oci_size;
+        progress(&format!(
+            "6. {OCI_ARTIFACTS} OCI artifacts of {} from docker-registry",
+            human_size(size)
+        ));
+        let Some(registry) = vmc_testkit::registry::Registry::start() else {
+            self.notes.push(
+                "oci: docker-registry is not installed (apt-get install docker-registry): not measured."
+                    .into(),
+            );
+            return Ok(());
+        };
+        let stage = self.root.join("stage");
+        let mut blobs = Vec::new();
+        for i in 0..OCI_ARTIFACTS {
+            let file = stage.join(format!("oci-{i}.qcow2"));
+            feed::write_pseudo_random_file(&file, 200 + i as u64, size)?;
+            let data =
+                fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            remove_file(&file)?;
+            let repository = format!("bench.vo/disk-{i}");
+            let pushed = registry.push_disk_image(&vmc_testkit::registry::DiskImage {
+                repository: &repository,
+                tag: "1",
+                data: &data,
+                file_name: "disk.qcow2",
+                layer_media_type: "application/x-qemu-disk",
+                layer_annotations: &[],
+                manifest_annotations: &[],
+            });
+            blobs.push((repository, pushed.layer_digest));
+        }
+        let template = self.root.join("homes/oci-template");
+        fs::create_dir_all(&template)?;
+        let url = format!("oci://{}/bench.vo", registry.host());
+        let mut add = self.vmc(
+            &template,
+            &["subscribe", "add", &url, "--new-images", "subscribe"],
+        );
+        add.env("VMC_OCI_PLAIN_HTTP", "1");
+        self.setup(add)?;
+        let home = self.root.join("homes/oci");
+        let out = self.root.join("out/oci");
+        let ids: Vec<String> = (0..OCI_ARTIFACTS)
+            .map(|i| format!("bench.vo.disk-{i}-1"))
+            .collect();
+        let oras = find_program("oras");
+        let base = registry.base_url();
+        let script = match &oras {
+            Some(oras) => {
+                blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (repo, _))| {
+                        format!(
+                            "{} pull --plain-http -o {}/{i} {}/{repo}:1 >/dev/null &",
+                            oras.display(),
+                            out.display(),
+                            registry.host()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + " wait"
+            }
+            None => {
+                let fetch = blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (repo, digest))| {
+                        format!(
+                            "{} -sf -o {}/{i}.qcow2 {base}/v2/{repo}/blobs/{digest} &",
+                            self.tools.curl.display(),
+                            out.display()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                format!("{fetch} wait && cd {} && sha256sum *.qcow2", out.display())
+            }
+        };
+        let with_oras = oras.is_some();
+        let label = if with_oras {
+            format!("{OCI_ARTIFACTS} × oras pull (parallel)")
+        } else {
+            format!("{OCI_ARTIFACTS} × curl -o FILE (parallel), then sha256sum")
+        };
+        let digests: Vec<String> = blobs.iter().map(|(_, d)| d.clone()).collect();
+        let (this, home, template, out, ids, digests, script) =
+            (&*self, &home, &template, &out, &ids, &digests, &script);
+        let contenders = [
+            Contender {
+                label: format!("vmc cache sync --jobs {OCI_ARTIFACTS}"),
+                prepare: Box::new(move || Self::restore(template, home)),
+                command: Box::new(move || {
+                    let mut c = this.vmc(home, &["cache", "sync", "--jobs", "4"]);
+                    c.env("VMC_OCI_PLAIN_HTTP", "1");
+                    c
+                }),
+                check: Box::new(move |_| {
+                    for id in ids {
+                        let len = home.join("cache").join(id).metadata().map(|m| m.len()).ok();
+                        ensure!(len == Some(size), "{id} is not in the cache");
+                    }
+                    Ok(())
+                }),
+                cleanup: Box::new(move || remove_dir(home)),
+            },
+            Contender {
+                label,
+                prepare: Box::new(move || {
+                    remove_dir(out)?;
+                    Ok(fs::create_dir_all(out)?)
+                }),
+                command: Box::new(move || this.shell(script)),
+                check: Box::new(move |stdout| {
+                    if !with_oras {
+                        for digest in digests {
+                            digest_in(stdout, digest.trim_start_matches("sha256:"))?;
+                        }
+                    }
+                    Ok(())
+                }),
+                cleanup: Box::new(move || remove_dir(out)),
+            },
+        ];
+        let rows = self.rounds(
+            &format!(
+                "6. oci, {OCI_ARTIFACTS} × {} from docker-registry",
+                human_size(size)
+            ),
+            Some(size * OCI_ARTIFACTS as u64),
+            &contenders,
+            WARMUP_ROUNDS,
+            self.opts.runs,
+        )?;
+        drop(contenders);
+        let ratio = rows[0].median() / rows[1].median();
+        self.verdicts.push(Verdict {
+            what: format!("oci: vmc sync / {}", rows[1].label),
+            measured: format!("{ratio:.2}×"),
+            goal: "≤ 1.0×".into(),
+            met: ratio <= 1.0,
+            note: if with_oras {
+                "vmc verifies sha256 and size in the one pass".into()
+            } else {
+                "oras is not installed (needs Go 1.25): measured against curl + sha256sum, \
+                 not the issue's oras pull"
+                    .into()
+            },
+        });
+        self.rows.extend(rows);
+        drop(registry);
         Ok(())
     }
 

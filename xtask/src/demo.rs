@@ -7,9 +7,12 @@
 //! example event handler `contrib/handlers/log-jsonl.sh`, `cache list`. Then it publishes a new
 //! list version without one of the selected images and syncs again (the image expires as
 //! `removed`), and shows a tampered list and a list signed by an untrusted CA refused while the
-//! good version stays in force. Last, when `VMC_TEST_GLANCE_VENV` names a Glance virtualenv
-//! (as `.ci/run` makes), it starts a real Glance on 127.0.0.1 and publishes the cache into it
-//! with `vmc publish sync` (dry run first, then once; a second run does nothing).
+//! good version stays in force. When `VMC_TEST_GLANCE_VENV` names a Glance virtualenv (as
+//! `.ci/run` makes), it starts a real Glance on 127.0.0.1 and publishes the cache into it with
+//! `vmc publish sync` (dry run first, then once; a second run does nothing). Then it follows a
+//! second source, an OCI registry: Debian's `docker-registry` on 127.0.0.1 with a disk image
+//! pushed as `oras push` does for EGI, through `subscribe add oci://…` and `cache sync`
+//! (skipped, and said so, when the registry is not installed).
 //!
 //! Every step checks what it expects (exit codes, the exact files in the cache, the expiry, the
 //! events) and the demo fails naming the step when something is off. The server stops and the
@@ -106,7 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .context("cannot create the demo's temporary directory")?;
     let outcome = Demo::set_up(root.path(), bin).and_then(|demo| demo.run_steps());
     // The server has stopped by now (it is owned by the demo, dropped above).
-    heading(6, "Clean up");
+    heading(8, "Clean up");
     if keep {
         let path = root.keep();
         println!("server stopped; kept the demo home: {}", path.display());
@@ -132,7 +135,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Prints a step heading.
 fn heading(number: usize, title: &str) {
-    println!("\n==> [{number}/6] {title}");
+    println!("\n==> [{number}/8] {title}");
 }
 
 /// Prints a fact the demo checked.
@@ -191,6 +194,8 @@ struct Demo {
     server: TestServer,
     /// How many lines of the event log have been shown.
     events_shown: usize,
+    /// Let vmc reach the loopback registry over plain http (step 6).
+    plain_http: bool,
 }
 
 impl Demo {
@@ -271,6 +276,7 @@ impl Demo {
             images,
             server,
             events_shown: 0,
+            plain_http: false,
         };
         let list = demo.list("1.0", now - TimeDelta::hours(1), &[0, 1, 2])?;
         demo.server
@@ -289,7 +295,7 @@ impl Demo {
         Ok(demo)
     }
 
-    /// Steps 3 to 5, each failing with its number and name.
+    /// Steps 3 to 7, each failing with its number and name.
     fn run_steps(mut self) -> Result<()> {
         self.subscribe_and_sync()
             .context("demo step 3 (subscribe, select, sync) went wrong")?;
@@ -299,6 +305,8 @@ impl Demo {
             .context("demo step 5 (bad lists refused) went wrong")?;
         self.publish()
             .context("demo step 6 (publish into Glance) went wrong")?;
+        self.registry()
+            .context("demo step 7 (an OCI registry as a second source) went wrong")?;
         Ok(())
     }
 
@@ -355,6 +363,85 @@ impl Demo {
             again.stdout
         );
         ok("a second run has nothing to do");
+        Ok(())
+    }
+
+    /// Step 7: a VO's registry as a second source: a disk image pushed to a local
+    /// `docker-registry`, followed with `subscribe add oci://…`, cached by `cache sync` with its
+    /// layer digest verified, and announced to the handler with its OCI digest.
+    fn registry(&mut self) -> Result<()> {
+        heading(
+            7,
+            "A second source: the disk images a VO publishes in an OCI registry",
+        );
+        let Some(registry) = vmc_testkit::registry::Registry::start() else {
+            println!("skipped: docker-registry is not installed (apt-get install docker-registry)");
+            return Ok(());
+        };
+        let data: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let pushed = registry.push_disk_image(&vmc_testkit::registry::DiskImage {
+            repository: "demo.vo/cirros",
+            tag: "0.6",
+            data: &data,
+            file_name: "cirros-0.6.qcow2",
+            layer_media_type: "application/x-qemu-disk",
+            layer_annotations: &[],
+            manifest_annotations: &[
+                ("org.opencontainers.image.title", "CirrOS 0.6 (demo)"),
+                ("org.openstack.glance.os_distro", "cirros"),
+                ("org.openstack.glance.os_version", "0.6"),
+                ("org.openstack.glance.architecture", "x86_64"),
+            ],
+        });
+        println!(
+            "(docker-registry on {}; pushed demo.vo/cirros:0.6, manifest {}, layer {})",
+            registry.host(),
+            pushed.digest,
+            pushed.layer_digest
+        );
+        // The endorser republishes a good version 1.2, so the list source syncs too.
+        let kept: Vec<usize> = (0..self.images.len()).filter(|&i| i != DROPPED).collect();
+        let good = self.list("1.2", Utc::now() - TimeDelta::minutes(5), &kept)?;
+        self.server
+            .replace(LIST_PATH, Route::new(self.pki.endorser.sign_smime(&good)));
+        let url = format!("oci://{}/demo.vo", registry.host());
+        self.plain_http = true;
+        self.vmc(&["subscribe", "add", &url, "--new-images", "subscribe"], 0)?;
+        let out = self.sync()?;
+        const ID: &str = "demo.vo.cirros-0.6";
+        ensure!(
+            out.all.contains(ID),
+            "`vmc cache sync` did not mention {ID}"
+        );
+        let path = self.home.join("cache").join(ID);
+        let cached = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        ensure!(cached == data, "{} is not the pushed layer", path.display());
+        ok(&format!(
+            "{ID} is cached: the layer, {} bytes, verified against {}",
+            data.len(),
+            pushed.layer_digest
+        ));
+        let events = self.show_new_events()?;
+        ensure!(
+            events
+                .iter()
+                .any(|(kind, id, _)| kind == "AvailablePostfix" && id == ID),
+            "the handler did not see AvailablePostfix for {ID}"
+        );
+        let log = fs::read_to_string(&self.event_log)?;
+        ensure!(
+            log.contains(&format!(
+                "\"VMCATCHER_EVENT_OCI_DIGEST\":\"{}\"",
+                pushed.digest
+            )),
+            "the handler was not given VMCATCHER_EVENT_OCI_DIGEST"
+        );
+        ok(
+            "the handler saw AvailablePostfix with VMCATCHER_EVENT_OCI_DIGEST = the manifest digest",
+        );
+        self.vmc(&["subscribe", "list"], 0)?;
         Ok(())
     }
 
@@ -615,6 +702,9 @@ impl Demo {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if self.plain_http {
+            command.env("VMC_OCI_PLAIN_HTTP", "1");
+        }
         command
     }
 

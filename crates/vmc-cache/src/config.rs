@@ -94,6 +94,9 @@ pub struct Config {
     pub lease_time: Duration,
     /// A list another node updated less than this long ago is not fetched again.
     pub refresh_interval: Duration,
+    /// Reach OCI registries on loopback (`127.0.0.1`, `::1`, `localhost`) over plain `http`
+    /// (tests, a local mirror); every other registry is always `https`.
+    pub oci_plain_http: bool,
 }
 
 impl Config {
@@ -122,6 +125,7 @@ impl Config {
             node: crate::node::host_name(),
             lease_time: Duration::from_secs(120),
             refresh_interval: Duration::from_secs(600),
+            oci_plain_http: false,
         }
     }
 

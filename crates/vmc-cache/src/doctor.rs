@@ -285,12 +285,20 @@ pub fn diagnose(config: &Config) -> Vec<Check> {
                     ));
                 }
             }
+            let oci = crate::oci::is_oci(&sub.url);
+            if oci {
+                checks.extend(oci_rule_check(store, sub, &name));
+            }
             if let Some(e) = &sub.last_error {
                 checks.push(check(
                     "subscription",
                     Status::Warn,
                     format!("{name}: last update failed: {}: {}", e.code, e.message),
-                    Some("see `vmc subscribe check URL` for details"),
+                    Some(if oci {
+                        "check the registry's address, TLS and credentials, then run `vmc subscribe update`"
+                    } else {
+                        "see `vmc subscribe check URL` for details"
+                    }),
                 ));
             }
         }
@@ -443,6 +451,47 @@ fn node_checks(
             None,
         ));
     }
+}
+
+/// An OCI subscription's allow rule: it must parse and admit the subscription's reference,
+/// or every image of it expires as unendorsed at the next sync.
+fn oci_rule_check(
+    store: &vmc_store::Store,
+    sub: &vmc_model::Subscription,
+    name: &str,
+) -> Option<Check> {
+    let fix = Some(
+        "set a rule that allows the reference (`vmc subscribe remove`, then `subscribe add --allow RULE`)",
+    );
+    let rule = match store.oci_allow(sub.id) {
+        Ok(Some(rule)) => rule,
+        Ok(None) => return None,
+        Err(e) => {
+            return Some(check(
+                "subscription",
+                Status::Fail,
+                format!("{name}: cannot read its registry rule: {e}"),
+                None,
+            ));
+        }
+    };
+    let admits = vmc_model::oci::AllowRule::parse(&rule)
+        .ok()
+        .is_some_and(|r| {
+            vmc_model::oci::Reference::parse(&sub.url)
+                .is_ok_and(|reference| r.allows_reference(&reference))
+        });
+    (!admits).then(|| {
+        check(
+            "subscription",
+            Status::Fail,
+            format!(
+                "{name}: the registry rule {rule:?} does not allow {}; its images are not endorsed",
+                sub.url
+            ),
+            fix,
+        )
+    })
 }
 
 fn existing_ancestor(path: &Path) -> Option<PathBuf> {

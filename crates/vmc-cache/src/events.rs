@@ -134,14 +134,36 @@ impl Dispatcher {
             put("VMCATCHER_EVENT_HV_HYPERVISOR", image.text("hv:hypervisor"));
             put("VMCATCHER_EVENT_HV_FORMAT", image.text("hv:format"));
             put("VMCATCHER_EVENT_SL_ARCH", image.text("sl:arch"));
+            // An OCI image's digest is `algorithm:hex` (its layer's), not a sha512.
             put(
                 "VMCATCHER_EVENT_SL_CHECKSUM_SHA512",
-                Some(image.sha512.clone()),
+                Some(image.sha512.clone()).filter(|s| !s.contains(':')),
             );
             put("VMCATCHER_EVENT_SL_COMMENTS", image.text("sl:comments"));
             put("VMCATCHER_EVENT_SL_OS", image.text("sl:os"));
             put("VMCATCHER_EVENT_SL_OSVERSION", image.text("sl:osversion"));
             put("VMCATCHER_EVENT_AD_MPURI", image.text("ad:mpuri"));
+            // OCI images: the manifest digest (the version), the layer digest, the reference,
+            // and every annotation as a JSON object (also in the stdin JSON's `image`).
+            put(
+                "VMCATCHER_EVENT_OCI_DIGEST",
+                image.text(crate::oci::KEY_MANIFEST_DIGEST),
+            );
+            put(
+                "VMCATCHER_EVENT_OCI_LAYER_DIGEST",
+                image.text(crate::oci::KEY_LAYER_DIGEST),
+            );
+            put(
+                "VMCATCHER_EVENT_OCI_REFERENCE",
+                image.text(crate::oci::KEY_REFERENCE),
+            );
+            put(
+                "VMCATCHER_EVENT_OCI_ANNOTATIONS",
+                image
+                    .extra
+                    .get(crate::oci::KEY_ANNOTATIONS)
+                    .map(|v| v.to_string()),
+            );
         }
         put("VMCATCHER_EVENT_FILENAME", event.filename.clone());
         put(

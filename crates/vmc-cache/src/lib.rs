@@ -27,6 +27,7 @@ pub mod index;
 pub mod lock;
 pub mod metrics;
 pub mod node;
+pub mod oci;
 pub mod report;
 pub mod sync;
 pub mod update;

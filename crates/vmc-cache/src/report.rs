@@ -65,6 +65,24 @@ pub struct ListReport {
     pub skipped: Option<String>,
 }
 
+impl ListReport {
+    /// The report of an update of `url` that has not succeeded (yet): status `failed`, no
+    /// error, nothing found.
+    pub(crate) fn failed(url: String, identifier: Option<String>) -> Self {
+        ListReport {
+            url,
+            identifier,
+            status: UpdateStatus::Failed,
+            error: None,
+            signer: None,
+            version: None,
+            new_images: Vec::new(),
+            rejected_images: Vec::new(),
+            skipped: None,
+        }
+    }
+}
+
 /// An image that left the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryReport {

@@ -372,7 +372,9 @@ impl Vmc {
             });
             match adopt {
                 Some(rec)
-                    if vmc_fetch::sha512_file(&path).ok().as_deref()
+                    if crate::oci::file_digest(&path, &rec.image.sha512)
+                        .ok()
+                        .as_deref()
                         == Some(rec.image.sha512.as_str()) =>
                 {
                     tracing::info!(
@@ -758,9 +760,13 @@ impl Vmc {
             expected_size: record.image.size,
             expected_sha512: &record.image.sha512,
         };
-        let result = self
-            .client()
-            .and_then(|client| client.download(&request, &DownloadProgress { id, progress }));
+        let reporter = DownloadProgress { id, progress };
+        let result = if crate::oci::is_oci(&record.image.uri) {
+            self.fetch_oci_blob(record, &partial, &reporter)
+        } else {
+            self.client()
+                .and_then(|client| client.download(&request, &reporter))
+        };
         reserved.fetch_sub(need, Ordering::SeqCst);
         result
             .map(|outcome| (outcome, claimed))
@@ -879,10 +885,10 @@ impl Vmc {
                                 m.len(),
                                 entry.size
                             )),
-                            Ok(_) => match vmc_fetch::sha512_file(&path) {
+                            Ok(_) => match crate::oci::file_digest(&path, &entry.sha512) {
                                 Ok(sum) if sum == entry.sha512 => Ok(()),
                                 Ok(sum) => {
-                                    Err(format!("sha512 is {sum}, expected {}", entry.sha512))
+                                    Err(format!("digest is {sum}, expected {}", entry.sha512))
                                 }
                                 Err(e) => Err(format!("cannot read: {e}")),
                             },

@@ -103,7 +103,7 @@ pub(crate) fn to_credentials(auth: &SubscriptionAuth) -> Credentials {
     }
 }
 
-fn sha512_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha512_hex(bytes: &[u8]) -> String {
     hex::encode(Sha512::digest(bytes))
 }
 
@@ -359,17 +359,7 @@ impl Vmc {
             );
         }
         let now = self.config().clock.now();
-        let mut report = ListReport {
-            url: request.url.clone(),
-            identifier: None,
-            status: UpdateStatus::Failed,
-            error: None,
-            signer: None,
-            version: None,
-            new_images: Vec::new(),
-            rejected_images: Vec::new(),
-            skipped: None,
-        };
+        let mut report = ListReport::failed(request.url.clone(), None);
         let raw = self.fetch_list(&request.url, request.auth.as_ref());
         let candidate = match self.candidate(trust, raw, now) {
             Ok(c) => c,
@@ -473,7 +463,7 @@ impl Vmc {
         Ok(report)
     }
 
-    fn announce_new_images(
+    pub(crate) fn announce_new_images(
         &self,
         list: &ImageList,
         new: &[vmc_model::Identifier],
@@ -510,27 +500,22 @@ impl Vmc {
     }
 
     /// [`Vmc::update`], under `lease` when given: the lease is renewed (and so checked) before
-    /// a new version is imported, and a node that lost it imports nothing.
+    /// a new version of a list is imported, and a node that lost it imports nothing.
     fn update_with(
         &self,
         sub: &Subscription,
         dispatcher: &Dispatcher,
         lease: Option<&mut Lease>,
     ) -> Result<ListReport, CacheError> {
-        let trust = self.trust()?;
         let now = self.config().clock.now();
-        let mut report = ListReport {
-            url: sub.url.clone(),
-            identifier: sub.identifier.clone(),
-            status: UpdateStatus::Failed,
-            error: None,
-            signer: None,
-            version: None,
-            new_images: Vec::new(),
-            rejected_images: Vec::new(),
-            skipped: None,
+        let mut report = ListReport::failed(sub.url.clone(), sub.identifier.clone());
+        let result = if crate::oci::is_oci(&sub.url) {
+            self.update_oci(sub, &mut report, dispatcher)
+        } else {
+            let trust = self.trust()?;
+            self.try_update(trust, sub, now, &mut report, dispatcher, lease)
         };
-        match self.try_update(trust, sub, now, &mut report, dispatcher, lease) {
+        match result {
             Ok(()) => {}
             Err(rejection) => {
                 tracing::info!(

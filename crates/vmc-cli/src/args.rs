@@ -103,6 +103,15 @@ pub enum CrlArg {
     Off,
 }
 
+/// What a subscription follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A signed HEPiX image list.
+    List,
+    /// The disk images in an OCI registry.
+    Oci,
+}
+
 /// New-image policy of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NewImagesArg {
@@ -248,10 +257,19 @@ pub struct CredentialArgs {
 /// `vmc subscribe …`
 #[derive(Debug, Subcommand)]
 pub enum SubscribeCmd {
-    /// Subscribe to an image list: fetch it, verify it completely, store it
+    /// Subscribe to an image list (fetch it, verify it completely, store it) or to the disk
+    /// images a VO publishes in an OCI registry (oci://REGISTRY/PROJECT, or a repository and
+    /// tag of it)
     Add {
-        /// Where the signed list is published (http, https or file)
+        /// Where the signed list is published (http, https or file), or an oci:// reference
         url: String,
+        /// What the URL names [default: oci for an oci:// URL, else list]
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// OCI: the registry host and repositories the site allows, e.g.
+        /// registry.egi.eu/vo.access.egi.eu/** [default: what the reference names]
+        #[arg(long, value_name = "RULE")]
+        allow: Option<String>,
         /// Create the endorser whose certificate signed the list if it is unknown
         #[arg(long)]
         auto_endorse: bool,
@@ -298,6 +316,9 @@ pub enum SubscribeCmd {
         /// Forget the stored credentials
         #[arg(long, conflicts_with_all = ["username", "token_file"])]
         no_credentials: bool,
+        /// OCI: a new rule of the registry host and repositories the site allows
+        #[arg(long, value_name = "RULE")]
+        allow: Option<String>,
         /// Use the subscription again
         #[arg(long, conflicts_with = "disable")]
         enable: bool,

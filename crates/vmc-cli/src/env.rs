@@ -42,6 +42,9 @@ pub const VMC_OUTPUT: &str = "VMC_OUTPUT";
 /// Evaluate lists and cache state as if it were this RFC 3339 time (for tests, and to see how
 /// a feed will fare on a given day). Unset means the system clock.
 pub const VMC_NOW: &str = "VMC_NOW";
+/// `1` (or `true`): reach OCI registries on loopback over plain http (tests, a local
+/// mirror); others are always https.
+pub const VMC_OCI_PLAIN_HTTP: &str = "VMC_OCI_PLAIN_HTTP";
 /// A tracing filter for the log on stderr (e.g. `vmc=debug`).
 pub const VMC_LOG: &str = "VMC_LOG";
 /// `cache sync --publish`.

@@ -96,6 +96,8 @@ pub struct SubscriptionJson {
     pub last_error: Option<ErrorJson>,
     /// Whether credentials are stored (never the credentials themselves).
     pub has_credentials: bool,
+    /// `list` (a signed image list) or `oci` (a registry).
+    pub kind: &'static str,
 }
 
 /// RFC 3339, seconds, `Z`.
@@ -105,6 +107,7 @@ pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Builds [`SubscriptionJson`].
 pub fn subscription(s: &Subscription) -> SubscriptionJson {
+    let oci = vmc_cache::oci::is_oci(&s.url);
     SubscriptionJson {
         identifier: s.identifier.clone(),
         url: redact_url(&s.url),
@@ -113,10 +116,12 @@ pub fn subscription(s: &Subscription) -> SubscriptionJson {
         new_images: s.new_images.as_str(),
         version: s.current.as_ref().map(|c| c.version.clone()),
         created: s.current.as_ref().map(|c| time(c.created)),
-        expires: s.current.as_ref().map(|c| time(c.expires)),
+        // A registry snapshot does not expire (a vanished tag expires its image instead).
+        expires: s.current.as_ref().filter(|_| !oci).map(|c| time(c.expires)),
         updated: s.updated.map(time),
         last_error: s.last_error.as_ref().map(ErrorJson::from),
         has_credentials: s.auth.is_some(),
+        kind: if oci { "oci" } else { "list" },
     }
 }
 

@@ -165,6 +165,8 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     }
     config.lease_time = Duration::from_secs(global.lease_time);
     config.refresh_interval = Duration::from_secs(global.refresh_interval);
+    config.oci_plain_http = env::first(&[env::VMC_OCI_PLAIN_HTTP])
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if let Some(now) = env::first(&[env::VMC_NOW]) {
         let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&now)
             .with_context(|| format!("{}={now:?} is not an RFC 3339 time", env::VMC_NOW))?

@@ -755,7 +755,8 @@ fn hex_digest(algorithm: DigestAlgorithm, bytes: &[u8]) -> String {
 }
 
 /// `host`, `host:port`, `[v6]:port`: whether it is a loopback address or `localhost`.
-fn is_loopback(host: &str) -> bool {
+/// Whether `host[:port]` is `localhost` or a loopback address (where plain `http` is allowed).
+pub fn is_loopback(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {

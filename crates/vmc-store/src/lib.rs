@@ -50,6 +50,7 @@ use std::sync::Mutex;
 
 pub use conn::SchemaStatus;
 pub use error::StoreError;
+pub use repo::OciImport;
 pub use repo::publications::{NewPublication, Publication, PublicationState};
 pub use types::{
     CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,

@@ -165,6 +165,8 @@ diesel::table! {
         updated -> Nullable<Text>,
         last_error_code -> Nullable<Text>,
         last_error_message -> Nullable<Text>,
+        kind -> Text,
+        oci_allow -> Nullable<Text>,
     }
 }
 

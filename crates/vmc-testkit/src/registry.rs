@@ -255,6 +255,19 @@ impl Registry {
         format!("{}://{}", self.scheme, self.addr)
     }
 
+    /// The file the registry stores blob `digest` (`sha256:<hex>`) in, under its filesystem
+    /// storage (distribution's layout): tests overwrite it to make a real registry serve
+    /// bytes other than the digest it names.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(hex.get(..2).unwrap_or_default())
+            .join(hex)
+            .join("data")
+    }
+
     /// The token endpoint, when the registry uses token auth.
     pub fn token_server(&self) -> Option<&TokenServer> {
         self.token.as_ref()

@@ -7,6 +7,7 @@ mod events;
 mod import;
 mod manifest;
 mod nodes;
+mod oci;
 mod props;
 mod update;
 

@@ -17,7 +17,7 @@ const NEW: [&str; 5] = ["n-2", "n-3", "n-4", "n-5", "n-6"];
 /// Runs `test` with a PostgreSQL URL whose schema (`name`, unique per test) is fresh (dropped
 /// after), when there is a server to test against.
 #[cfg(feature = "postgres")]
-fn with_postgres(name: &str, test: impl FnOnce(String)) {
+pub(crate) fn with_postgres(name: &str, test: impl FnOnce(String)) {
     use diesel::{Connection, connection::SimpleConnection};
     let Ok(admin) = std::env::var("VMC_TEST_POSTGRES_URL") else {
         vmc_testkit::skip::skipped(
@@ -25,7 +25,7 @@ fn with_postgres(name: &str, test: impl FnOnce(String)) {
         );
         return;
     };
-    let schema = format!("vmcc_{name}_{}", std::process::id());
+    let schema = format!("{name}_{}", std::process::id());
     let mut conn = diesel::PgConnection::establish(&admin).unwrap();
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
@@ -38,7 +38,7 @@ fn with_postgres(name: &str, test: impl FnOnce(String)) {
 }
 
 #[cfg(not(feature = "postgres"))]
-fn with_postgres(_name: &str, _test: impl FnOnce(String)) {
+pub(crate) fn with_postgres(_name: &str, _test: impl FnOnce(String)) {
     vmc_testkit::skip::skipped("the PostgreSQL half needs the cargo feature `postgres`");
 }
 
@@ -159,7 +159,7 @@ fn two_homes_on(database_url: Option<String>) {
 #[test]
 fn two_nodes_sharing_a_database_fetch_and_store_each_new_version_once() {
     two_homes_on(None);
-    with_postgres("lists", |url| two_homes_on(Some(url)));
+    with_postgres("vmcc_lists", |url| two_homes_on(Some(url)));
 }
 
 /// Polls `done` every 20 ms for up to 60 s (a bound for a stalled machine, not a measure).
@@ -356,5 +356,5 @@ fn shared_cache_on(database_url: Option<String>) {
 #[test]
 fn two_nodes_on_one_cache_directory_download_each_image_once() {
     shared_cache_on(None);
-    with_postgres("downloads", |url| shared_cache_on(Some(url)));
+    with_postgres("vmcc_downloads", |url| shared_cache_on(Some(url)));
 }

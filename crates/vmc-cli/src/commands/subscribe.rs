@@ -9,7 +9,7 @@ use vmc_cache::{Dispatcher, NewSubscriptionRequest, Source, SyncReport};
 use vmc_model::{NewImagePolicy, SubscriptionAuth};
 
 use super::{Ctx, print_run};
-use crate::args::{CredentialArgs, NewImagesArg, SubscribeCmd};
+use crate::args::{CredentialArgs, KindArg, NewImagesArg, SubscribeCmd};
 use crate::output::{self, Format};
 use crate::progress::Bars;
 use crate::{Outcome, report};
@@ -53,6 +53,8 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
     match cmd {
         SubscribeCmd::Add {
             url,
+            kind,
+            allow,
             auto_endorse,
             endorsers,
             new_images,
@@ -66,7 +68,32 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
                 auth: credentials(&creds)?,
             };
             let dispatcher = Dispatcher::new(ctx.vmc.config());
-            let list = ctx.vmc.subscribe(&request, &dispatcher)?;
+            let oci = match kind {
+                Some(k) => k == KindArg::Oci,
+                None => vmc_cache::oci::is_oci(&request.url),
+            };
+            let list = if oci {
+                if !request.endorsers.is_empty() || request.auto_endorse {
+                    return Err(vmc_cache::CacheError::Invalid(
+                        "--endorser and --auto-endorse are for signed lists; an OCI source is trusted through --allow".into(),
+                    )
+                    .into());
+                }
+                let mut request = request;
+                if !vmc_cache::oci::is_oci(&request.url) {
+                    request.url = format!("{}{}", vmc_cache::oci::SCHEME, request.url);
+                }
+                ctx.vmc
+                    .subscribe_oci(&request, allow.as_deref(), &dispatcher)?
+            } else {
+                if allow.is_some() {
+                    return Err(vmc_cache::CacheError::Invalid(
+                        "--allow is for OCI sources; a list is trusted through --endorser".into(),
+                    )
+                    .into());
+                }
+                ctx.vmc.subscribe(&request, &dispatcher)?
+            };
             let r = SyncReport {
                 subscriptions: vec![list],
                 handler_failures: dispatcher.failures(),
@@ -195,10 +222,23 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             new_images,
             credentials: creds,
             no_credentials,
+            allow,
             enable,
             disable,
         } => {
             let s = ctx.subscription(&subscription)?;
+            if let Some(allow) = &allow {
+                if !vmc_cache::oci::is_oci(&s.url) {
+                    return Err(vmc_cache::CacheError::Invalid(
+                        "--allow is for OCI sources; a list is trusted through its endorsers"
+                            .into(),
+                    )
+                    .into());
+                }
+                let rule = vmc_model::oci::AllowRule::parse(allow)
+                    .map_err(|e| vmc_cache::CacheError::Invalid(format!("--allow {allow}: {e}")))?;
+                store.set_oci_allow(s.id, &rule.to_string())?;
+            }
             let auth = if no_credentials {
                 Some(None)
             } else {
@@ -237,6 +277,13 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         SubscribeCmd::Check { source, endorser } => {
+            if vmc_cache::oci::is_oci(&source) {
+                return Err(vmc_cache::CacheError::Invalid(format!(
+                    "subscribe check reads signed lists; {source} is an OCI registry: \
+                     `vmc subscribe add` reads it and stores nothing when it fails"
+                ))
+                .into());
+            }
             let r = ctx
                 .vmc
                 .check(&Source::parse(&source), endorser.as_deref())?;

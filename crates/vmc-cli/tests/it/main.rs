@@ -11,6 +11,7 @@ mod help;
 mod lock;
 mod missing;
 mod node;
+mod oci;
 mod publish;
 mod secrets;
 mod vmcatcher;

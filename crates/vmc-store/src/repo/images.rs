@@ -80,6 +80,7 @@ impl Store {
             }
             let rows: Vec<ImageJoinRow> = query.load(conn)?;
             let endorsing = endorsing_pairs(conn)?;
+            let rules = super::oci::oci_rules(conn)?;
             let cached = cached_by_identifier(conn)?;
             rows.into_iter()
                 .map(|row| {
@@ -99,8 +100,13 @@ impl Store {
                     let image = image.into_model()?;
                     // An image id in two subscriptions shares its one cached file.
                     let cached = cached.get(image.identifier.as_str()).cloned();
+                    // An OCI image is endorsed while the site's rule allows its repository.
+                    let endorsed = match rules.get(&sub_id) {
+                        Some(rule) => super::oci::rule_allows(rule.as_ref(), &image.uri),
+                        None => signer.is_some_and(|s| endorsing.contains(&(s, sub_id))),
+                    };
                     Ok(ImageRecord {
-                        endorsed: signer.is_some_and(|s| endorsing.contains(&(s, sub_id))),
+                        endorsed,
                         image,
                         subscription_id: sub_id,
                         subscription_url: url,

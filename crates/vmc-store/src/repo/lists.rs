@@ -93,6 +93,17 @@ impl Store {
         id: i64,
         import: &ListImport<'_>,
     ) -> Result<ImportOutcome, StoreError> {
+        self.import_version(id, import, Some(import.signer))
+    }
+
+    /// [`Store::import_list`]; `signer` is `None` for an OCI registry snapshot, which no
+    /// certificate signs (its version then points at no identity).
+    pub(crate) fn import_version(
+        &self,
+        id: i64,
+        import: &ListImport<'_>,
+        signer: Option<&vmc_model::CertIdentity>,
+    ) -> Result<ImportOutcome, StoreError> {
         let list = import.list;
         let created = time::encode("list creation date", list.created)?;
         let expires = time::encode("list expiry date", list.expires)?;
@@ -146,19 +157,22 @@ impl Store {
                     found: list.identifier.as_str().to_owned(),
                 });
             }
-            let Some((signer_id, _)) = identity_owner(conn, import.signer)? else {
-                return Err(StoreError::NotFound {
-                    what: "signer identity",
-                    key: format!(
-                        "{} (issuer {})",
-                        import.signer.subject, import.signer.issuer
-                    ),
-                });
+            let signer_id = match signer {
+                None => None,
+                Some(signer) => match identity_owner(conn, signer)? {
+                    Some((signer_id, _)) => Some(signer_id),
+                    None => {
+                        return Err(StoreError::NotFound {
+                            what: "signer identity",
+                            key: format!("{} (issuer {})", signer.subject, signer.issuer),
+                        });
+                    }
+                },
             };
             let version_id: i64 = diesel::insert_into(list_versions::table)
                 .values(NewListVersionRow {
                     subscription_id: id,
-                    signer_identity_id: Some(signer_id),
+                    signer_identity_id: signer_id,
                     signer_subject: &import.signer.subject,
                     signer_issuer: &import.signer.issuer,
                     list_identifier: list.identifier.as_str(),

@@ -7,7 +7,10 @@ mod events;
 mod images;
 mod lists;
 mod nodes;
+mod oci;
 pub(crate) mod publications;
+
+pub use oci::OciImport;
 mod subscriptions;
 
 use diesel::prelude::*;

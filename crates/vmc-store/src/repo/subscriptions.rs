@@ -17,35 +17,63 @@ impl Store {
     /// Creates a subscription; fails with [`StoreError::Conflict`] when one has this URL.
     pub fn add_subscription(&self, new: &NewSubscription) -> Result<Subscription, StoreError> {
         self.write(|conn| {
-            let exists = subscriptions::table
-                .filter(subscriptions::url.eq(&new.url))
-                .select(subscriptions::id)
-                .first::<i64>(conn)
-                .optional()?;
-            if exists.is_some() {
-                return Err(conflict(&new.url));
-            }
-            let (auth_kind, auth_user, auth_secret) = auth_to_db(new.auth.as_ref());
-            let id: i64 = diesel::insert_into(subscriptions::table)
-                .values(NewSubscriptionRow {
-                    url: &new.url,
-                    enabled: new.enabled,
-                    new_images: new.new_images.as_str(),
-                    auth_kind,
-                    auth_user,
-                    auth_secret,
-                })
-                .returning(subscriptions::id)
-                .get_result(conn)
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        conflict(&new.url)
-                    } else {
-                        e.into()
-                    }
-                })?;
-            tracing::info!(subscription = id, url = %crate::redact_url(&new.url), "subscription added");
+            let id = insert_subscription(conn, new)?;
             load_subscription(conn, id)
+        })
+    }
+
+    /// Creates a subscription of kind `oci` (its URL an `oci://` reference) whose images are
+    /// endorsed while `allow` (the text of a [`vmc_model::oci::AllowRule`], which the caller
+    /// parsed) admits them; fails like [`Store::add_subscription`].
+    pub fn add_oci_subscription(
+        &self,
+        new: &NewSubscription,
+        allow: &str,
+    ) -> Result<Subscription, StoreError> {
+        self.write(|conn| {
+            let id = insert_subscription(conn, new)?;
+            diesel::update(subscriptions::table.find(id))
+                .set((
+                    subscriptions::kind.eq(KIND_OCI),
+                    subscriptions::oci_allow.eq(Some(allow)),
+                ))
+                .execute(conn)?;
+            load_subscription(conn, id)
+        })
+    }
+
+    /// Replaces the allow rule of OCI subscription `id` (the caller parsed it); its images are
+    /// endorsed, from now on, while the new rule admits them. Fails with
+    /// [`StoreError::NotFound`] when `id` is no OCI subscription.
+    pub fn set_oci_allow(&self, id: i64, allow: &str) -> Result<(), StoreError> {
+        self.write(|conn| {
+            let rows = diesel::update(
+                subscriptions::table
+                    .find(id)
+                    .filter(subscriptions::kind.eq(KIND_OCI)),
+            )
+            .set(subscriptions::oci_allow.eq(Some(allow)))
+            .execute(conn)?;
+            require_touched(rows, "oci subscription", id)
+        })
+    }
+
+    /// The allow rule of subscription `id` when it is of kind `oci`, `None` for a list.
+    pub fn oci_allow(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(String, Option<String>)> = subscriptions::table
+                .find(id)
+                .select((subscriptions::kind, subscriptions::oci_allow))
+                .first(conn)
+                .optional()?;
+            match row {
+                None => Err(StoreError::NotFound {
+                    what: "subscription",
+                    key: id.to_string(),
+                }),
+                Some((kind, allow)) if kind == KIND_OCI => Ok(allow),
+                Some(_) => Ok(None),
+            }
         })
     }
 
@@ -241,4 +269,41 @@ pub(super) fn load_subscription(
             key: id.to_string(),
         }),
     }
+}
+
+/// The `kind` of a subscription that follows an OCI registry.
+pub(crate) const KIND_OCI: &str = "oci";
+
+/// Inserts subscription `new` (kind `list`); fails with [`StoreError::Conflict`] when one has
+/// this URL.
+fn insert_subscription(conn: &mut AnyConnection, new: &NewSubscription) -> Result<i64, StoreError> {
+    let exists = subscriptions::table
+        .filter(subscriptions::url.eq(&new.url))
+        .select(subscriptions::id)
+        .first::<i64>(conn)
+        .optional()?;
+    if exists.is_some() {
+        return Err(conflict(&new.url));
+    }
+    let (auth_kind, auth_user, auth_secret) = auth_to_db(new.auth.as_ref());
+    let id: i64 = diesel::insert_into(subscriptions::table)
+        .values(NewSubscriptionRow {
+            url: &new.url,
+            enabled: new.enabled,
+            new_images: new.new_images.as_str(),
+            auth_kind,
+            auth_user,
+            auth_secret,
+        })
+        .returning(subscriptions::id)
+        .get_result(conn)
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                conflict(&new.url)
+            } else {
+                e.into()
+            }
+        })?;
+    tracing::info!(subscription = id, url = %crate::redact_url(&new.url), "subscription added");
+    Ok(id)
 }

@@ -1,0 +1,149 @@
+//! `vmc subscribe add oci://…` end to end against a real `docker-registry` on 127.0.0.1 behind
+//! the bearer-token flow (a robot account whose password comes from a file): subscribe, sync,
+//! `--json` output, and the password never printed; `--endorser` is refused for a registry.
+
+use vmc_testkit::registry::{self as testreg, Account, DiskImage};
+
+use crate::common::{Env, describe};
+
+const PASSWORD: &str = "robot-secret-4f1c";
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+#[test]
+fn subscribe_and_sync_a_registry_with_a_robot_account() {
+    let account = Account {
+        username: "robot$vo".into(),
+        password: PASSWORD.into(),
+    };
+    let Some(registry) =
+        testreg::or_skip(testreg::Registry::start_with_token(account, false), ci())
+    else {
+        return;
+    };
+    let data = b"a small qcow2 disk".repeat(1000);
+    let pushed = registry.push_disk_image(&DiskImage {
+        repository: "vo.example/ubuntu",
+        tag: "22.04",
+        data: &data,
+        file_name: "ubuntu.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[("org.openstack.glance.os_distro", "ubuntu")],
+    });
+    let env = Env::new();
+    let secret = env.home().join("robot-password");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    let url = format!("oci://{}/vo.example", registry.host());
+
+    // A registry over plain http is reached only when the site says so (loopback only).
+    let https_only = env.run(&["subscribe", "add", &url]);
+    assert_eq!(
+        https_only.status.code(),
+        Some(1),
+        "{}",
+        describe(&https_only)
+    );
+    assert!(
+        env.run(&["--json", "subscribe", "list"])
+            .stdout
+            .starts_with(b"[]")
+    );
+    let vmc = |args: &[&str]| {
+        env.cmd()
+            .env("VMC_OCI_PLAIN_HTTP", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = vmc(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let refused = vmc(&["subscribe", "add", &url, "--endorser", "someone"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--allow"),
+        "{}",
+        describe(&refused)
+    );
+
+    let out = vmc(&[
+        "--json",
+        "subscribe",
+        "add",
+        &url,
+        "--new-images",
+        "subscribe",
+        "--username",
+        "robot$vo",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all = describe(&out);
+    assert!(!all.contains(PASSWORD), "password printed: {all}");
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = &added["subscriptions"][0];
+    assert_eq!(list["status"], "added", "{added}");
+    assert_eq!(list["new_images"][0], "vo.example.ubuntu-22.04", "{added}");
+
+    let synced = json(&["--json", "cache", "sync"]);
+    assert_eq!(
+        synced["downloaded"][0], "vo.example.ubuntu-22.04",
+        "{synced}"
+    );
+    let cached = std::fs::read(env.home().join("cache/vo.example.ubuntu-22.04")).unwrap();
+    assert_eq!(cached, data);
+
+    let images = json(&["--json", "image", "list"]);
+    let text = images.to_string();
+    assert!(text.contains(&pushed.digest), "{text}");
+    assert!(text.contains(&url), "{text}");
+    assert!(!text.contains(PASSWORD));
+    let subs = vmc(&["--json", "subscribe", "list"]);
+    assert!(!describe(&subs).contains(PASSWORD));
+    let subs: serde_json::Value = serde_json::from_slice(&subs.stdout).unwrap();
+    assert_eq!(subs[0]["kind"], "oci", "{subs}");
+    assert_eq!(subs[0]["has_credentials"], true, "{subs}");
+    assert!(subs[0]["expires"].is_null(), "{subs}");
+    assert!(registry.token_server().unwrap().requests() > 0);
+
+    // Without the scheme, `--kind oci` says what the URL is; one repository and tag.
+    let bare = format!("{}/vo.example/ubuntu:22.04", registry.host());
+    let second = json(&[
+        "--json",
+        "subscribe",
+        "add",
+        &bare,
+        "--kind",
+        "oci",
+        "--username",
+        "robot$vo",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(second["subscriptions"][0]["status"], "added", "{second}");
+    assert_eq!(
+        second["subscriptions"][0]["url"],
+        format!("oci://{bare}"),
+        "{second}"
+    );
+}
+
+/// `subscribe check` reads signed lists: an `oci://` reference is refused with a message that
+/// says where to go, not a confusing fetch failure.
+#[test]
+fn subscribe_check_of_a_registry_points_to_subscribe_add() {
+    let env = Env::new();
+    let out = env.run(&["subscribe", "check", "oci://registry.example/vo"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("`vmc subscribe add`"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -1,0 +1,2 @@
+ALTER TABLE subscriptions DROP COLUMN oci_allow;
+ALTER TABLE subscriptions DROP COLUMN kind;
