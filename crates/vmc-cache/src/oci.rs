@@ -506,7 +506,7 @@ fn next_version(sub: &Subscription) -> Version {
         .as_ref()
         .and_then(|c| c.version.parse::<u64>().ok())
         .unwrap_or(0);
-    Version::new(&(current + 1).to_string())
+    Version::new((current + 1).to_string())
 }
 
 #[cfg(test)]
