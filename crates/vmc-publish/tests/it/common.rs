@@ -31,6 +31,15 @@ pub fn glance(test: &str) -> Option<glance::Glance> {
     Some(glance::Glance::start(&venv).unwrap_or_else(|e| panic!("{test}: Glance: {e}")))
 }
 
+/// A running Glance, a fresh site and a client of that Glance, or `None` when the test is
+/// skipped (`test` names the test in messages and the database schema).
+pub fn start(test: &str) -> Option<(glance::Glance, Site, Glance)> {
+    let g = glance(test)?;
+    let site = Site::new(test);
+    let client = client(&g.url());
+    Some((g, site, client))
+}
+
 /// A client of `url` with the identity headers of the default project, over the agent
 /// vmc-fetch builds (as the CLI does).
 pub fn client(url: &str) -> Glance {
@@ -259,6 +268,18 @@ impl Site {
                 })
                 .unwrap();
         }
+    }
+
+    /// Lists and caches the one image `alma9`, version 1, a qcow2 made from `seed`; returns
+    /// its file.
+    pub fn alma9(&self, seed: u8) -> PathBuf {
+        let file = qcow2(self.dir.path(), seed);
+        self.list(&[Img {
+            id: "alma9",
+            file: &file,
+            version: "1",
+        }]);
+        file
     }
 
     /// The cache expires image `id` (as `cache sync` does when it is no longer wanted).

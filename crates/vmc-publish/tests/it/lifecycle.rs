@@ -7,21 +7,20 @@ use chrono::Duration;
 use vmc_cache::store::PublicationState;
 use vmc_publish::{ActionKind, ImageService, Outcome, Publisher};
 
-use crate::common::{Img, Site, client, config, glance, qcow2, remote_images, sha512_of, t0, tag};
+use crate::common::{Img, client, config, qcow2, remote_images, sha512_of, start, t0, tag};
 
 #[test]
 fn a_new_image_is_published_once_with_its_properties() {
-    let Some(g) = glance("a_new_image_is_published_once_with_its_properties") else {
+    let Some((_g, site, glance)) = start("a_new_image_is_published_once_with_its_properties")
+    else {
         return;
     };
-    let site = Site::new("published_once");
     let file = qcow2(site.dir.path(), 1);
     site.list(&[Img {
         id: "alma9",
         file: &file,
         version: "9.4-1",
     }]);
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
 
@@ -66,10 +65,9 @@ fn a_new_image_is_published_once_with_its_properties() {
 
 #[test]
 fn a_new_version_replaces_the_old_one_which_is_deleted_after_the_grace_time() {
-    let Some(g) = glance("a_new_version_replaces_the_old_one") else {
+    let Some((_g, site, glance)) = start("a_new_version_replaces_the_old_one") else {
         return;
     };
-    let site = Site::new("new_version");
     let v1 = qcow2(site.dir.path(), 1);
     let v2 = qcow2(site.dir.path(), 2);
     site.list(&[Img {
@@ -77,7 +75,6 @@ fn a_new_version_replaces_the_old_one_which_is_deleted_after_the_grace_time() {
         file: &v1,
         version: "1",
     }]);
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     publisher.sync(t0(), false).unwrap();
@@ -123,17 +120,11 @@ fn a_new_version_replaces_the_old_one_which_is_deleted_after_the_grace_time() {
 
 #[test]
 fn an_expired_image_is_deactivated_and_kept_while_in_use() {
-    let Some(g) = glance("an_expired_image_is_deactivated_and_kept_while_in_use") else {
+    let Some((g, site, glance)) = start("an_expired_image_is_deactivated_and_kept_while_in_use")
+    else {
         return;
     };
-    let site = Site::new("expired_in_use");
-    let file = qcow2(site.dir.path(), 3);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
-    let glance = client(&g.url());
+    site.alma9(3);
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     publisher.sync(t0(), false).unwrap();
@@ -160,17 +151,10 @@ fn an_expired_image_is_deactivated_and_kept_while_in_use() {
 
 #[test]
 fn a_dry_run_changes_nothing() {
-    let Some(g) = glance("a_dry_run_changes_nothing") else {
+    let Some((_g, site, glance)) = start("a_dry_run_changes_nothing") else {
         return;
     };
-    let site = Site::new("dry_run");
-    let file = qcow2(site.dir.path(), 4);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
-    let glance = client(&g.url());
+    site.alma9(4);
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
     let report = publisher.sync(t0(), true).unwrap();
@@ -183,10 +167,9 @@ fn a_dry_run_changes_nothing() {
 
 #[test]
 fn two_nodes_sharing_the_database_publish_once() {
-    let Some(g) = glance("two_nodes_sharing_the_database_publish_once") else {
+    let Some((g, site, glance)) = start("two_nodes_sharing_the_database_publish_once") else {
         return;
     };
-    let site = Site::new("two_nodes");
     let files: Vec<_> = (10..14).map(|s| qcow2(site.dir.path(), s)).collect();
     let ids = ["img-a", "img-b", "img-c", "img-d"];
     let images: Vec<Img<'_>> = ids
@@ -225,7 +208,6 @@ fn two_nodes_sharing_the_database_publish_once() {
     let published: usize = reports.iter().map(|r| r.done(ActionKind::Publish)).sum();
     assert_eq!(published, 4, "{reports:#?}");
     assert!(reports.iter().all(|r| !r.has_failures()), "{reports:#?}");
-    let glance = client(&g.url());
     for id in ids {
         let found = remote_images(&glance, id);
         assert_eq!(found.len(), 1, "{id}: {found:#?}");
