@@ -321,3 +321,28 @@ pub fn tag(url: &str, image: &str, tag: &str, on: bool) {
     };
     assert_eq!(status.as_u16(), 204, "tag {tag} on {image}");
 }
+
+/// The member projects of an image, as Glance lists them.
+pub fn members_of(url: &str, image: &str) -> Vec<String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.get(format!("{url}/v2/images/{image}/members"));
+    for (k, v) in glance::identity_headers(DEFAULT_PROJECT) {
+        request = request.header(k, v);
+    }
+    let text = request
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members in {text}"))
+        .iter()
+        .map(|m| m["member_id"].as_str().unwrap().to_owned())
+        .collect()
+}

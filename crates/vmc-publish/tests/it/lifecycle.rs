@@ -5,9 +5,11 @@
 
 use chrono::Duration;
 use vmc_cache::store::PublicationState;
-use vmc_publish::{ActionKind, ImageService, Outcome, Publisher};
+use vmc_publish::{ActionKind, ImageService, Outcome, Publisher, Route, RouteMatch, Visibility};
 
-use crate::common::{Img, client, config, qcow2, remote_images, sha512_of, start, t0, tag};
+use crate::common::{
+    Img, client, config, members_of, qcow2, remote_images, sha512_of, start, t0, tag,
+};
 
 #[test]
 fn a_new_image_is_published_once_with_its_properties() {
@@ -213,4 +215,29 @@ fn two_nodes_sharing_the_database_publish_once() {
         assert_eq!(found.len(), 1, "{id}: {found:#?}");
         assert_eq!(found[0].status, "active");
     }
+}
+
+#[test]
+fn a_vo_route_sets_the_owner_and_shares_with_its_members() {
+    let Some((g, site, glance)) = start("a_vo_route_sets_the_owner_and_shares") else {
+        return;
+    };
+    site.alma9(30);
+    let mut config = config(site.dir.path());
+    let owner = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let member = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    config.routes.push(Route {
+        matches: RouteMatch::Vo("dteam".into()),
+        owner: Some(owner.into()),
+        visibility: Visibility::Shared,
+        members: vec![member.into()],
+    });
+    let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
+    let report = publisher.sync(t0(), false).unwrap();
+    assert_eq!(report.done(ActionKind::Publish), 1, "{report:#?}");
+    let image = remote_images(&glance, "alma9").pop().unwrap();
+    assert_eq!(image.owner.as_deref(), Some(owner));
+    assert_eq!(image.visibility, "shared");
+    let members = members_of(&g.url(), &image.id);
+    assert_eq!(members, [member]);
 }
