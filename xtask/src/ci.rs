@@ -51,7 +51,8 @@ struct Step {
 
 /// The features CI builds with: the default (system SQLite) plus the PostgreSQL backend, named in
 /// every crate that has it so that each crate's own `cfg(feature = "postgres")` tests run.
-const FEATURES: &str = "vmc-store/postgres,vmc-cache/postgres,vmc-cli/postgres";
+const FEATURES: &str =
+    "vmc-store/postgres,vmc-cache/postgres,vmc-cli/postgres,vmc-publish/postgres";
 
 /// The CI steps, in the order they run.
 const STEPS: &[Step] = &[

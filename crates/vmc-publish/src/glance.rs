@@ -23,8 +23,9 @@ use crate::service::{Deletion, ImageService, NewRemoteImage, RemoteImage};
 const MAX_ANSWER: u64 = 16 << 20;
 /// Attempts for a read (GET) that fails transiently.
 const READ_ATTEMPTS: u32 = 3;
-/// The fields of Glance's image record that are not free-form properties.
-const STANDARD_FIELDS: &[&str] = &[
+/// The fields of Glance's image record that are not free-form properties (nor may an
+/// annotation set them).
+pub(crate) const STANDARD_FIELDS: &[&str] = &[
     "id",
     "name",
     "status",

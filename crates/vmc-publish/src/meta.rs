@@ -9,6 +9,7 @@ use vmc_cache::store::ImageRecord;
 use crate::PublishError;
 use crate::config::PublishConfig;
 use crate::convert::Prepared;
+use crate::glance::STANDARD_FIELDS;
 use crate::service::{NewRemoteImage, Visibility};
 
 /// Property names vmc sets; annotations cannot override them.
@@ -30,36 +31,6 @@ pub const PROP_PUBLICATION: &str = "vmc_publication";
 /// The tag an operator (or a hook that asks Nova) puts on an image still used by instances:
 /// vmc deactivates such an image but never deletes it.
 pub const IN_USE_TAG: &str = "vmc-in-use";
-
-/// Glance's own fields and reserved names: an `org.openstack.glance.*` annotation may not set
-/// them.
-const RESERVED: &[&str] = &[
-    "id",
-    "name",
-    "status",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "owner",
-    "size",
-    "virtual_size",
-    "min_ram",
-    "min_disk",
-    "disk_format",
-    "container_format",
-    "created_at",
-    "updated_at",
-    "tags",
-    "self",
-    "file",
-    "schema",
-    "direct_url",
-    "locations",
-    "stores",
-];
 
 /// Disk formats Glance knows.
 const DISK_FORMATS: &[&str] = &[
@@ -103,7 +74,7 @@ pub fn remote_image(
     for (key, value) in extra {
         if let Some(name) = key.strip_prefix("org.openstack.glance.")
             && !name.is_empty()
-            && !RESERVED.contains(&name)
+            && !STANDARD_FIELDS.contains(&name)
             && !name.starts_with("vmc_")
             && let Some(value) = value_text(value)
         {

@@ -124,26 +124,13 @@ impl Glance {
         for _ in 0..3 {
             let port = free_port()?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let log = std::fs::File::create(root.join("gunicorn.log"))?;
-            let child = Command::new(venv.join("bin/gunicorn"))
-                .args(["--bind", &addr.to_string()])
-                .args([
-                    "--workers",
-                    "1",
-                    "--worker-class",
-                    "gthread",
-                    "--threads",
-                    "8",
-                ])
-                .args(["--timeout", "600", "--no-control-socket", "--pid"])
-                .arg(root.join("gunicorn.pid"))
-                .arg("glance.wsgi.api:application")
-                .env("OS_GLANCE_CONFIG_DIR", root.join("etc"))
-                .current_dir(root)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
+            let child = gunicorn(
+                venv,
+                root,
+                addr,
+                "glance.wsgi.api:application",
+                ("OS_GLANCE_CONFIG_DIR", root.join("etc")),
+            )?;
             let mut child = child;
             match wait_answer(&mut child, addr, "/versions", root) {
                 Ok(()) => return Ok(Glance { child, dir, addr }),
@@ -210,6 +197,39 @@ pub(crate) fn wait_answer(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts `venv`'s gunicorn serving `app` (a module in `root` or installed) on `addr`, one
+/// worker of 8 threads, its log in `root/gunicorn.log`, with one environment variable set
+/// (where the service's configuration is).
+pub(crate) fn gunicorn(
+    venv: &Path,
+    root: &Path,
+    addr: SocketAddr,
+    app: &str,
+    (key, value): (&str, PathBuf),
+) -> io::Result<Child> {
+    let log = std::fs::File::create(root.join("gunicorn.log"))?;
+    Command::new(venv.join("bin/gunicorn"))
+        .args(["--bind", &addr.to_string(), "--chdir"])
+        .arg(root)
+        .args([
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+        ])
+        .args(["--timeout", "600", "--no-control-socket", "--pid"])
+        .arg(root.join("gunicorn.pid"))
+        .arg(app)
+        .env(key, value)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
 }
 
 /// Stops gunicorn: SIGTERM (it stops its worker), then SIGKILL after 10 s.

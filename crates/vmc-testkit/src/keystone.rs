@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::glance::{free_port, stop, tail, wait_answer};
+use crate::glance::{free_port, gunicorn, stop, tail, wait_answer};
 
 /// The environment variable naming the Keystone virtualenv.
 pub const VENV_ENV: &str = "VMC_TEST_KEYSTONE_VENV";
@@ -83,20 +83,9 @@ impl Keystone {
             }
         };
         manage(&["db_sync"])?;
-        manage(&[
-            "fernet_setup",
-            "--keystone-user",
-            "root",
-            "--keystone-group",
-            "root",
-        ])?;
-        manage(&[
-            "credential_setup",
-            "--keystone-user",
-            "root",
-            "--keystone-group",
-            "root",
-        ])?;
+        for keys in ["fernet_setup", "credential_setup"] {
+            manage(&[keys, "--keystone-user", "root", "--keystone-group", "root"])?;
+        }
         manage(&[
             "bootstrap",
             "--bootstrap-password",
@@ -110,27 +99,13 @@ impl Keystone {
             "--bootstrap-region-id",
             "RegionOne",
         ])?;
-        let log = std::fs::File::create(root.join("gunicorn.log"))?;
-        let mut child = Command::new(venv.join("bin/gunicorn"))
-            .args(["--bind", &addr.to_string(), "--chdir"])
-            .arg(root)
-            .args([
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-            ])
-            .args(["--no-control-socket", "--pid"])
-            .arg(root.join("gunicorn.pid"))
-            .arg("vmc_keystone_shim:application")
-            .env("OS_KEYSTONE_CONFIG_DIR", root.join("etc"))
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let mut child = gunicorn(
+            venv,
+            root,
+            addr,
+            "vmc_keystone_shim:application",
+            ("OS_KEYSTONE_CONFIG_DIR", root.join("etc")),
+        )?;
         if let Err(e) = wait_answer(&mut child, addr, "/v3", root) {
             stop(&mut child);
             return Err(e);

@@ -1,8 +1,8 @@
 //! A reverse HTTP/1.1 proxy on `127.0.0.1:0` in front of a real server (Glance), that fails on
 //! purpose for the requests a [`Rule`] matches: it answers a status of its own without asking
 //! the server ([`ProxyFault::Status`]), drops the connection after part of the request body
-//! ([`ProxyFault::DropAfter`]), or flips one byte of the body on the way
-//! ([`ProxyFault::Corrupt`]). Everything else passes unchanged.
+//! ([`ProxyFault::DropAfter`]), flips one byte of the body on the way
+//! ([`ProxyFault::Corrupt`]), or stops forwarding and hangs ([`ProxyFault::Stall`]). Everything else passes unchanged.
 //!
 //! Each connection carries one request: the proxy asks the server for `Connection: close`, so
 //! the server's answer ends the connection and the client opens a new one for the next
@@ -25,6 +25,9 @@ pub enum ProxyFault {
     DropAfter(u64),
     /// Forward everything, with the body byte at this offset inverted.
     Corrupt(u64),
+    /// Forward the head and this many body bytes, then forward nothing more and hold both
+    /// connections open until the proxy is dropped (a peer that hangs mid-upload).
+    Stall(u64),
 }
 
 /// Which requests fail, how, and how many times.
@@ -78,8 +81,9 @@ impl FaultProxy {
                     match listener.accept() {
                         Ok((client, _)) => {
                             let shared = Arc::clone(&shared);
+                            let stop = Arc::clone(&stop);
                             std::thread::spawn(move || {
-                                let _ = serve(client, upstream, &shared);
+                                let _ = serve(client, upstream, &shared, &stop);
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -138,7 +142,12 @@ impl Drop for FaultProxy {
 }
 
 /// Serves one connection: one request, forwarded or failed.
-fn serve(client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -> io::Result<()> {
+fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    shared: &Mutex<Shared>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut reader = BufReader::with_capacity(256 * 1024, client.try_clone()?);
@@ -196,7 +205,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -> io:
     server.set_read_timeout(Some(Duration::from_secs(600)))?;
     server.write_all(head.as_bytes())?;
     let limit = match fault {
-        Some(ProxyFault::DropAfter(n)) => n.min(content_length),
+        Some(ProxyFault::DropAfter(n) | ProxyFault::Stall(n)) => n.min(content_length),
         _ => content_length,
     };
     let corrupt_at = match fault {
@@ -220,6 +229,12 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -> io:
         }
         server.write_all(&buf[..n])?;
         sent += n as u64;
+    }
+    if matches!(fault, Some(ProxyFault::Stall(_))) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
     }
     if matches!(fault, Some(ProxyFault::DropAfter(_))) {
         let _ = server.shutdown(Shutdown::Both);

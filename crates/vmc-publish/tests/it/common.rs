@@ -31,6 +31,15 @@ pub fn glance(test: &str) -> Option<glance::Glance> {
     Some(glance::Glance::start(&venv).unwrap_or_else(|e| panic!("{test}: Glance: {e}")))
 }
 
+/// A running Glance, a fresh site and a client of that Glance, or `None` when the test is
+/// skipped (`test` names the test in messages and the database schema).
+pub fn start(test: &str) -> Option<(glance::Glance, Site, Glance)> {
+    let g = glance(test)?;
+    let site = Site::new(test);
+    let client = client(&g.url());
+    Some((g, site, client))
+}
+
 /// A client of `url` with the identity headers of the default project, over the agent
 /// vmc-fetch builds (as the CLI does).
 pub fn client(url: &str) -> Glance {
@@ -261,6 +270,18 @@ impl Site {
         }
     }
 
+    /// Lists and caches the one image `alma9`, version 1, a qcow2 made from `seed`; returns
+    /// its file.
+    pub fn alma9(&self, seed: u8) -> PathBuf {
+        let file = qcow2(self.dir.path(), seed);
+        self.list(&[Img {
+            id: "alma9",
+            file: &file,
+            version: "1",
+        }]);
+        file
+    }
+
     /// The cache expires image `id` (as `cache sync` does when it is no longer wanted).
     pub fn expire(&self, id: &str) {
         let identifier = Identifier::new(id).unwrap();
@@ -299,4 +320,29 @@ pub fn tag(url: &str, image: &str, tag: &str, on: bool) {
         request.call().unwrap().status()
     };
     assert_eq!(status.as_u16(), 204, "tag {tag} on {image}");
+}
+
+/// The member projects of an image, as Glance lists them.
+pub fn members_of(url: &str, image: &str) -> Vec<String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.get(format!("{url}/v2/images/{image}/members"));
+    for (k, v) in glance::identity_headers(DEFAULT_PROJECT) {
+        request = request.header(k, v);
+    }
+    let text = request
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members in {text}"))
+        .iter()
+        .map(|m| m["member_id"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -10,7 +10,7 @@ use chrono::Duration;
 use vmc_cache::store::PublicationState;
 use vmc_publish::{ActionKind, Outcome, Publisher};
 
-use crate::common::{Img, Site, client, config, glance, qcow2, remote_images, sha512_of, t0};
+use crate::common::{Img, config, qcow2, remote_images, sha512_of, start, t0};
 
 fn qemu_img(args: &[&str], dir: &Path) {
     let status = Command::new("qemu-img")
@@ -23,17 +23,11 @@ fn qemu_img(args: &[&str], dir: &Path) {
 
 #[test]
 fn an_image_is_converted_to_the_format_the_cloud_wants_and_kept_beside_the_cache() {
-    let Some(g) = glance("an_image_is_converted_to_the_format_the_cloud_wants") else {
+    let Some((_g, site, glance)) = start("an_image_is_converted_to_the_format_the_cloud_wants")
+    else {
         return;
     };
-    let site = Site::new("convert_raw");
-    let v1 = qcow2(site.dir.path(), 20);
-    site.list(&[Img {
-        id: "alma9",
-        file: &v1,
-        version: "1",
-    }]);
-    let glance = client(&g.url());
+    let v1 = site.alma9(20);
     let mut config = config(site.dir.path());
     config.converter.want = Some("raw".into());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
@@ -85,10 +79,9 @@ fn an_image_is_converted_to_the_format_the_cloud_wants_and_kept_beside_the_cache
 
 #[test]
 fn an_ova_disk_is_taken_out_and_published() {
-    let Some(g) = glance("an_ova_disk_is_taken_out_and_published") else {
+    let Some((_g, site, glance)) = start("an_ova_disk_is_taken_out_and_published") else {
         return;
     };
-    let site = Site::new("ova");
     let dir = site.dir.path();
     let disk = qcow2(dir, 22);
     qemu_img(
@@ -120,7 +113,6 @@ fn an_ova_disk_is_taken_out_and_published() {
         }],
         "OVA",
     );
-    let glance = client(&g.url());
     let mut config = config(dir);
     config.converter.want = Some("qcow2".into());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
@@ -135,12 +127,12 @@ fn an_ova_disk_is_taken_out_and_published() {
 
 #[test]
 fn a_file_that_is_not_the_declared_format_or_has_a_backing_file_is_refused() {
-    let Some(g) = glance("a_file_that_is_not_the_declared_format_or_has_a_backing_file") else {
+    let Some((_g, site, glance)) =
+        start("a_file_that_is_not_the_declared_format_or_has_a_backing_file")
+    else {
         return;
     };
-    let site = Site::new("refused_formats");
     let dir = site.dir.path();
-    let glance = client(&g.url());
     let config = config(dir);
     let publisher = Publisher::new(&site.store, &site.cache_dir, &glance, &config);
 

@@ -12,7 +12,7 @@ use vmc_publish::{
 };
 use vmc_testkit::proxy::{FaultProxy, ProxyFault};
 
-use crate::common::{Img, Site, client, config, glance, qcow2, remote_images, sha512_of, t0};
+use crate::common::{client, config, remote_images, sha512_of, start, t0};
 
 /// Glance, but the process "dies" (panics, so no code of the run runs after it) at a chosen
 /// point: after part of the upload, or after the upload before the run records it.
@@ -58,21 +58,14 @@ impl ImageService for Crashing {
 }
 
 fn crash_then_repair(test: &str, crash_after_upload: bool) {
-    let Some(g) = glance(test) else {
+    let Some((g, site, glance)) = start(test) else {
         return;
     };
-    let site = Site::new(test);
-    let file = qcow2(site.dir.path(), 5);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
+    let file = site.alma9(5);
     let proxy = FaultProxy::start(g.addr()).unwrap();
     if !crash_after_upload {
         proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(64 * 1024), 1);
     }
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let crashing = Crashing {
         inner: client(&g.url()),
@@ -141,19 +134,13 @@ fn a_crash_after_a_complete_upload_is_adopted_by_the_next_run() {
 
 #[test]
 fn a_glance_failing_with_5xx_or_dropping_the_connection_leaves_nothing_half_published() {
-    let Some(g) = glance("a_glance_failing_with_5xx_or_dropping_the_connection") else {
+    let Some((g, site, glance)) = start("a_glance_failing_with_5xx_or_dropping_the_connection")
+    else {
         return;
     };
-    let site = Site::new("glance_5xx");
-    let file = qcow2(site.dir.path(), 6);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
+    let file = site.alma9(6);
     let proxy = FaultProxy::start(g.addr()).unwrap();
     let via_proxy = client(&proxy.url());
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
 
@@ -209,20 +196,13 @@ fn a_glance_failing_with_5xx_or_dropping_the_connection_leaves_nothing_half_publ
 
 #[test]
 fn a_glance_that_recovers_gets_the_image_once() {
-    let Some(g) = glance("a_glance_that_recovers_gets_the_image_once") else {
+    let Some((g, site, glance)) = start("a_glance_that_recovers_gets_the_image_once") else {
         return;
     };
-    let site = Site::new("glance_recovers");
-    let file = qcow2(site.dir.path(), 8);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
+    site.alma9(8);
     let proxy = FaultProxy::start(g.addr()).unwrap();
     proxy.add_rule("PUT", "/file", ProxyFault::Status(503), 2);
     let via_proxy = client(&proxy.url());
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
     let report = publisher.sync(t0(), false).unwrap();
@@ -238,22 +218,15 @@ fn a_glance_that_recovers_gets_the_image_once() {
 
 #[test]
 fn a_checksum_mismatch_unpublishes_the_image() {
-    let Some(g) = glance("a_checksum_mismatch_unpublishes_the_image") else {
+    let Some((g, site, glance)) = start("a_checksum_mismatch_unpublishes_the_image") else {
         return;
     };
-    let site = Site::new("checksum_mismatch");
-    let file = qcow2(site.dir.path(), 7);
-    site.list(&[Img {
-        id: "alma9",
-        file: &file,
-        version: "1",
-    }]);
+    let file = site.alma9(7);
     let size = std::fs::metadata(&file).unwrap().len();
     let proxy = FaultProxy::start(g.addr()).unwrap();
     // A byte of the data clusters changes on the way: still a valid qcow2, another sha512.
     proxy.add_rule("PUT", "/file", ProxyFault::Corrupt(size - 4096), 1);
     let via_proxy = client(&proxy.url());
-    let glance = client(&g.url());
     let config = config(site.dir.path());
     let publisher = Publisher::new(&site.store, &site.cache_dir, &via_proxy, &config);
     let report = publisher.sync(t0(), false).unwrap();
