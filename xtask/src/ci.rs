@@ -234,11 +234,7 @@ fn run_counted(command: &mut Command) -> (Result<()>, Tally) {
         tally.line(line);
     }
     let outcome = match child.wait() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => match status.code() {
-            Some(code) => Err(anyhow::anyhow!("`{shown}` exited with status {code}")),
-            None => Err(anyhow::anyhow!("`{shown}` was terminated by a signal")),
-        },
+        Ok(status) => cmd::succeeded(&shown, status),
         Err(e) => Err(anyhow::Error::new(e).context(format!("waiting for `{shown}`"))),
     };
     (outcome, tally)

@@ -63,6 +63,11 @@ pub fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("could not start `{shown}`"))?;
+    succeeded(&shown, status)
+}
+
+/// Fails unless `status`, of the command shown as `shown`, is a success.
+pub fn succeeded(shown: &str, status: std::process::ExitStatus) -> Result<()> {
     if !status.success() {
         match status.code() {
             Some(code) => bail!("`{shown}` exited with status {code}"),

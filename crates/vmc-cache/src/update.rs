@@ -124,15 +124,10 @@ pub(crate) fn rejected_images(parsed: &ParsedList) -> Vec<RejectedImageReport> {
 /// The report of a list this node leaves to another node of the site.
 fn skipped(sub: &Subscription, reason: String) -> ListReport {
     ListReport {
-        url: sub.url.clone(),
-        identifier: sub.identifier.clone(),
         status: UpdateStatus::Skipped,
-        error: None,
-        signer: None,
         version: sub.current.as_ref().map(|c| c.version.clone()),
-        new_images: Vec::new(),
-        rejected_images: Vec::new(),
         skipped: Some(reason),
+        ..ListReport::failed(sub.url.clone(), sub.identifier.clone())
     }
 }
 

@@ -89,22 +89,35 @@ pub fn cloudkeeper() -> Option<PathBuf> {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/interop"),
         PathBuf::from,
     );
+    let required = std::env::var_os(REQUIRE_INTEROP_ENV).is_some_and(|v| v == "1");
+    match cloudkeeper_in(&root, required) {
+        Ok(Some(dir)) => Some(dir),
+        Ok(None) => {
+            crate::skip::skipped(&format!(
+                "the cloudkeeper fixtures are not here: set {INTEROP_DIR_ENV} to the directory \
+                 holding cloudkeeper/ (CI has them in shared/interop)"
+            ));
+            None
+        }
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// `root/cloudkeeper` when it holds the fixtures; else `None`, or the failure to report when
+/// they are `required`.
+fn cloudkeeper_in(root: &Path, required: bool) -> Result<Option<PathBuf>, String> {
     let dir = root.join("cloudkeeper");
     if dir.join("ca").is_dir() {
-        return Some(dir);
+        Ok(Some(dir))
+    } else if required {
+        Err(format!(
+            "{REQUIRE_INTEROP_ENV}=1 but the cloudkeeper fixtures are not at {}: set \
+             {INTEROP_DIR_ENV} to the directory holding cloudkeeper/",
+            dir.display()
+        ))
+    } else {
+        Ok(None)
     }
-    let required = std::env::var_os(REQUIRE_INTEROP_ENV).is_some_and(|v| v == "1");
-    assert!(
-        !required,
-        "{REQUIRE_INTEROP_ENV}=1 but the cloudkeeper fixtures are not at {}: set {INTEROP_DIR_ENV} \
-         to the directory holding cloudkeeper/",
-        dir.display()
-    );
-    crate::skip::skipped(&format!(
-        "the cloudkeeper fixtures are not here: set {INTEROP_DIR_ENV} to the directory holding \
-         cloudkeeper/ (CI has them in shared/interop)"
-    ));
-    None
 }
 
 /// Removes `vmc-interop-<pid>-*` directories of processes that no longer run.
@@ -874,6 +887,19 @@ fn replace_once(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absent_cloudkeeper_fixtures_skip_unless_required() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(cloudkeeper_in(root.path(), false), Ok(None));
+        let err = cloudkeeper_in(root.path(), true).unwrap_err();
+        assert!(err.contains("VMC_REQUIRE_INTEROP=1"), "{err}");
+        std::fs::create_dir_all(root.path().join("cloudkeeper/ca")).unwrap();
+        assert_eq!(
+            cloudkeeper_in(root.path(), true),
+            Ok(Some(root.path().join("cloudkeeper")))
+        );
+    }
 
     #[test]
     fn the_openssl_cli_set_has_every_case_of_its_manifest() {

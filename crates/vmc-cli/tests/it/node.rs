@@ -8,9 +8,7 @@ fn node_list_shows_each_node_that_ran() {
     let env = Env::new();
     env.subscribe(&env.list_url("good.smime"));
     let mut settings = env.settings();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = vmc_cache::node::host_name();
     settings.add_filter(&format!(r"\b{}\b", regex_escape(&host)), "[HOST]");
     settings.add_filter(r#""pid": \d+"#, r#""pid": [PID]"#);
     settings.add_filter(
