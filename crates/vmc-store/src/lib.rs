@@ -53,9 +53,9 @@ pub use error::StoreError;
 pub use repo::OciImport;
 pub use repo::publications::{NewPublication, Publication, PublicationState};
 pub use types::{
-    CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord, ImportOutcome,
-    Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo, NodeRecord,
-    PendingSelection, StoredList, SubscriptionChange, WorkRun,
+    Announcement, CacheEntry, EventOutcome, EventRecord, ExpiredEntry, ImageFilter, ImageRecord,
+    ImportOutcome, Lease, ListImport, MissingEntry, NewEvent, NewSubscription, NodeInfo,
+    NodeRecord, PeerCopy, PendingEvent, PendingSelection, StoredList, SubscriptionChange, WorkRun,
 };
 pub use url::redact_url;
 
@@ -73,6 +73,7 @@ pub struct Store {
     backend: &'static str,
     location: String,
     keep_versions: usize,
+    cache_node: String,
 }
 
 impl fmt::Debug for Store {
@@ -81,6 +82,7 @@ impl fmt::Debug for Store {
             .field("backend", &self.backend)
             .field("location", &self.location)
             .field("keep_versions", &self.keep_versions)
+            .field("cache_node", &self.cache_node)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +99,7 @@ impl Store {
             backend,
             location: redact_url(url),
             keep_versions: DEFAULT_KEEP_VERSIONS,
+            cache_node: String::new(),
         })
     }
 
@@ -126,6 +129,18 @@ impl Store {
     /// version is never pruned).
     pub fn set_keep_versions(&mut self, n: usize) {
         self.keep_versions = n.max(1);
+    }
+
+    /// Whose cache the cache records read and written through this store are: `""` (the
+    /// default) for the one cache of a one-node site or a cache directory the nodes share, a
+    /// node's name for that node's own cache directory (per-node caches on one database).
+    pub fn cache_node(&self) -> &str {
+        &self.cache_node
+    }
+
+    /// Sets whose cache records this store reads and writes (see [`Store::cache_node`]).
+    pub fn set_cache_node(&mut self, node: &str) {
+        node.clone_into(&mut self.cache_node);
     }
 
     /// Runs `f` in a read transaction.

@@ -352,6 +352,7 @@ impl CacheEntryRow {
 #[derive(Insertable)]
 #[diesel(table_name = cache_entries)]
 pub(crate) struct NewCacheEntryRow<'a> {
+    pub(crate) node: &'a str,
     pub(crate) identifier: &'a str,
     pub(crate) state: &'a str,
     pub(crate) filename: &'a str,

@@ -19,6 +19,7 @@ diesel::table! {
         expiry_reason -> Nullable<Text>,
         expired_file -> Nullable<Text>,
         missing_since -> Nullable<Text>,
+        node -> Text,
     }
 }
 
@@ -32,6 +33,19 @@ diesel::table! {
 diesel::table! {
     endorsers (id) {
         id -> Text,
+    }
+}
+
+diesel::table! {
+    event_outbox (id) {
+        id -> BigInt,
+        node -> Text,
+        session -> Text,
+        event_type -> Text,
+        identifier -> Nullable<Text>,
+        payload -> Text,
+        created_at -> Text,
+        claimed_at -> Text,
     }
 }
 
@@ -126,6 +140,7 @@ diesel::table! {
         started_at -> Text,
         last_seen -> Text,
         activity -> Text,
+        url -> Nullable<Text>,
     }
 }
 
@@ -183,6 +198,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     cache_entries,
     endorser_links,
     endorsers,
+    event_outbox,
     events,
     identities,
     image_selections,

@@ -266,6 +266,9 @@ pub struct NodeInfo {
     pub pid: u32,
     /// The vmc version it runs.
     pub version: String,
+    /// Where the other nodes copy its cached files from (its cache directory as the site's web
+    /// server serves it), for per-node caches; `None` when it serves none.
+    pub url: Option<String>,
 }
 
 /// A registered node as stored, with what it holds.
@@ -307,4 +310,46 @@ pub struct WorkRun {
     pub node: String,
     /// When it finished.
     pub finished_at: DateTime<Utc>,
+}
+
+/// An event that announces work (`AvailablePostfix`, `ExpirePostfix`), written to the outbox
+/// in the transaction of that work and delivered after it commits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// The node doing the work.
+    pub node: String,
+    /// Its run (`VMCATCHER_EVENT_UUID_SESSION`).
+    pub session: String,
+    /// The event's type.
+    pub event_type: EventType,
+    /// The image id it is about.
+    pub identifier: Option<String>,
+    /// What the handler receives on stdin (its `VMCATCHER_*` keys are its environment).
+    pub payload: serde_json::Value,
+    /// When the work was done.
+    pub at: DateTime<Utc>,
+}
+
+/// An announced event not yet delivered (still in the outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    /// Its outbox key.
+    pub id: i64,
+    /// The announcement.
+    pub announcement: Announcement,
+    /// When the run now delivering it claimed it.
+    pub claimed_at: DateTime<Utc>,
+}
+
+/// A cached copy of an image in another node's cache directory (per-node caches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCopy {
+    /// The node holding it.
+    pub node: String,
+    /// Where that node serves its cache directory, if it does.
+    pub url: Option<String>,
+    /// That node's last heartbeat, if it is registered.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its record in that node's cache.
+    pub entry: CacheEntry,
 }

@@ -11,12 +11,14 @@ use crate::Store;
 #[cfg(feature = "postgres")]
 use crate::conn::AnyConnection;
 use crate::error::{StoreError, is_unique_violation};
+use crate::repo::events::insert_announcement;
 use crate::rows::{
     CacheEntryRow, NewCacheEntryRow, STATE_CACHED, STATE_EXPIRED, STATE_MISSING, size_to_db,
 };
 use crate::schema::cache_entries;
+use crate::schema::nodes;
 use crate::time;
-use crate::types::{CacheEntry, ExpiredEntry, MissingEntry};
+use crate::types::{Announcement, CacheEntry, ExpiredEntry, MissingEntry, PeerCopy};
 
 /// The partial unique index `cache_entries_one_cached` covers these states.
 const CURRENT_STATES: [&str; 2] = [STATE_CACHED, STATE_MISSING];
@@ -32,7 +34,7 @@ fn upsert_cached_pg(
     use diesel::upsert::{DecoratableTarget, excluded};
     diesel::insert_into(cache_entries::table)
         .values(row)
-        .on_conflict(cache_entries::identifier)
+        .on_conflict((cache_entries::node, cache_entries::identifier))
         .filter_target(diesel::dsl::sql::<diesel::sql_types::Bool>(
             "state IN ('cached', 'missing')",
         ))
@@ -51,15 +53,19 @@ fn upsert_cached_pg(
     Ok(())
 }
 
-/// The record of image `identifier` in `state`.
+/// The record of image `identifier` in `state` in node `node`'s cache.
 type RecordIn<'a> = diesel::dsl::Filter<
-    diesel::dsl::Filter<cache_entries::table, diesel::dsl::Eq<cache_entries::state, &'a str>>,
+    diesel::dsl::Filter<
+        diesel::dsl::Filter<cache_entries::table, diesel::dsl::Eq<cache_entries::node, &'a str>>,
+        diesel::dsl::Eq<cache_entries::state, &'a str>,
+    >,
     diesel::dsl::Eq<cache_entries::identifier, &'a str>,
 >;
 
-/// The record of image `identifier` in `state`, to update or delete.
-fn record_in<'a>(state: &'a str, identifier: &'a Identifier) -> RecordIn<'a> {
+/// The record of image `identifier` in `state` in node `node`'s cache, to update or delete.
+fn record_in<'a>(node: &'a str, state: &'a str, identifier: &'a Identifier) -> RecordIn<'a> {
     cache_entries::table
+        .filter(cache_entries::node.eq(node))
         .filter(cache_entries::state.eq(state))
         .filter(cache_entries::identifier.eq(identifier.as_str()))
 }
@@ -99,6 +105,7 @@ impl Store {
     ) -> Result<Vec<T>, StoreError> {
         self.read(|conn| {
             cache_entries::table
+                .filter(cache_entries::node.eq(&self.cache_node))
                 .filter(cache_entries::state.eq(state))
                 .select(CacheEntryRow::as_select())
                 .order(cache_entries::identifier.asc())
@@ -125,7 +132,19 @@ impl Store {
     /// partial unique index; on SQLite the transaction holds the write lock from its start,
     /// so nothing comes between the delete and the insert).
     pub fn record_cached(&self, entry: &CacheEntry) -> Result<(), StoreError> {
+        self.record_cached_and_announce(entry, None).map(drop)
+    }
+
+    /// [`Store::record_cached`], writing `announce` (its `AvailablePostfix`) to the event
+    /// outbox in the same transaction; returns the outbox id. A crash after the commit leaves
+    /// the event for the next run to deliver; a crash before it leaves neither.
+    pub fn record_cached_and_announce(
+        &self,
+        entry: &CacheEntry,
+        announce: Option<&Announcement>,
+    ) -> Result<Option<i64>, StoreError> {
         let row = NewCacheEntryRow {
+            node: &self.cache_node,
             identifier: entry.identifier.as_str(),
             state: STATE_CACHED,
             filename: &entry.filename,
@@ -137,19 +156,29 @@ impl Store {
         };
         self.write(|conn| {
             #[cfg(feature = "postgres")]
-            if let AnyConnection::Postgres(c) = &mut *conn {
-                return upsert_cached_pg(c, &row);
-            }
-            diesel::delete(
-                cache_entries::table
-                    .filter(cache_entries::state.eq_any(CURRENT_STATES))
-                    .filter(cache_entries::identifier.eq(entry.identifier.as_str())),
-            )
-            .execute(conn)?;
-            diesel::insert_into(cache_entries::table)
-                .values(&row)
+            let upserted = if let AnyConnection::Postgres(c) = &mut *conn {
+                upsert_cached_pg(c, &row)?;
+                true
+            } else {
+                false
+            };
+            #[cfg(not(feature = "postgres"))]
+            let upserted = false;
+            if !upserted {
+                diesel::delete(
+                    cache_entries::table
+                        .filter(cache_entries::node.eq(&self.cache_node))
+                        .filter(cache_entries::state.eq_any(CURRENT_STATES))
+                        .filter(cache_entries::identifier.eq(entry.identifier.as_str())),
+                )
                 .execute(conn)?;
-            Ok(())
+                diesel::insert_into(cache_entries::table)
+                    .values(&row)
+                    .execute(conn)?;
+            }
+            announce
+                .map(|event| insert_announcement(conn, event))
+                .transpose()
         })
     }
 
@@ -163,7 +192,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let at = time::encode("missing-since time", at)?;
         self.write(|conn| {
-            let rows = diesel::update(record_in(STATE_CACHED, identifier))
+            let rows = diesel::update(record_in(&self.cache_node, STATE_CACHED, identifier))
                 .set((
                     cache_entries::state.eq(STATE_MISSING),
                     cache_entries::missing_since.eq(Some(&at)),
@@ -177,7 +206,8 @@ impl Store {
     /// no file to move); says whether there was one.
     pub fn forget_missing(&self, identifier: &Identifier) -> Result<bool, StoreError> {
         self.write(|conn| {
-            let rows = diesel::delete(record_in(STATE_MISSING, identifier)).execute(conn)?;
+            let rows = diesel::delete(record_in(&self.cache_node, STATE_MISSING, identifier))
+                .execute(conn)?;
             Ok(rows > 0)
         })
     }
@@ -197,9 +227,23 @@ impl Store {
         expired_file: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.record_expired_and_announce(identifier, reason, expired_file, at, None)
+            .map(drop)
+    }
+
+    /// [`Store::record_expired`], writing `announce` (its `ExpirePostfix`) to the event outbox
+    /// in the same transaction; returns the outbox id.
+    pub fn record_expired_and_announce(
+        &self,
+        identifier: &Identifier,
+        reason: ExpiryReason,
+        expired_file: &str,
+        at: DateTime<Utc>,
+        announce: Option<&Announcement>,
+    ) -> Result<Option<i64>, StoreError> {
         let at = expiry_time(identifier, expired_file, at)?;
         self.write(|conn| {
-            let rows = diesel::update(record_in(STATE_CACHED, identifier))
+            let rows = diesel::update(record_in(&self.cache_node, STATE_CACHED, identifier))
                 .set((
                     cache_entries::state.eq(STATE_EXPIRED),
                     cache_entries::expired_at.eq(Some(&at)),
@@ -208,7 +252,10 @@ impl Store {
                 ))
                 .execute(conn)
                 .map_err(|e| expired_file_conflict(e, expired_file))?;
-            super::require_touched(rows, "cached image", identifier)
+            super::require_touched(rows, "cached image", identifier)?;
+            announce
+                .map(|event| insert_announcement(conn, event))
+                .transpose()
         })
     }
 
@@ -224,12 +271,26 @@ impl Store {
         expired_file: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.add_expired_and_announce(entry, reason, expired_file, at, None)
+            .map(drop)
+    }
+
+    /// [`Store::add_expired`], writing `announce` to the event outbox in the same transaction.
+    pub fn add_expired_and_announce(
+        &self,
+        entry: &CacheEntry,
+        reason: ExpiryReason,
+        expired_file: &str,
+        at: DateTime<Utc>,
+        announce: Option<&Announcement>,
+    ) -> Result<Option<i64>, StoreError> {
         let at = expiry_time(&entry.identifier, expired_file, at)?;
         let cached_at = time::encode("cache time", entry.cached_at)?;
         let size = size_to_db("cached file size", entry.size)?;
         self.write(|conn| {
             diesel::insert_into(cache_entries::table)
                 .values((
+                    cache_entries::node.eq(&self.cache_node),
                     cache_entries::identifier.eq(entry.identifier.as_str()),
                     cache_entries::state.eq(STATE_EXPIRED),
                     cache_entries::filename.eq(&entry.filename),
@@ -244,7 +305,9 @@ impl Store {
                 ))
                 .execute(conn)
                 .map_err(|e| expired_file_conflict(e, expired_file))?;
-            Ok(())
+            announce
+                .map(|event| insert_announcement(conn, event))
+                .transpose()
         })
     }
 
@@ -252,6 +315,7 @@ impl Store {
     pub fn expired_entries(&self) -> Result<Vec<ExpiredEntry>, StoreError> {
         self.read(|conn| {
             cache_entries::table
+                .filter(cache_entries::node.eq(&self.cache_node))
                 .filter(cache_entries::state.eq(STATE_EXPIRED))
                 .select(CacheEntryRow::as_select())
                 .order((cache_entries::expired_at.asc(), cache_entries::id.asc()))
@@ -268,11 +332,49 @@ impl Store {
         self.write(|conn| {
             diesel::delete(
                 cache_entries::table
+                    .filter(cache_entries::node.eq(&self.cache_node))
                     .filter(cache_entries::state.eq(STATE_EXPIRED))
                     .filter(cache_entries::expired_file.eq(expired_file)),
             )
             .execute(conn)?;
             Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// The cached copies of image `identifier` in the caches of other nodes (per-node caches),
+    /// with where each node serves its cache and when it last beat; the copy's own checksum
+    /// and size are in its record.
+    pub fn peer_copies(&self, identifier: &Identifier) -> Result<Vec<PeerCopy>, StoreError> {
+        self.read(|conn| {
+            let rows: Vec<(String, CacheEntryRow)> = cache_entries::table
+                .filter(cache_entries::state.eq(STATE_CACHED))
+                .filter(cache_entries::identifier.eq(identifier.as_str()))
+                .filter(cache_entries::node.ne(&self.cache_node))
+                .filter(cache_entries::node.ne(""))
+                .select((cache_entries::node, CacheEntryRow::as_select()))
+                .order(cache_entries::node.asc())
+                .load(conn)?;
+            rows.into_iter()
+                .map(|(node, row)| {
+                    let seen: Option<(Option<String>, String)> = nodes::table
+                        .find(&node)
+                        .select((nodes::url, nodes::last_seen))
+                        .first(conn)
+                        .optional()?;
+                    let (url, last_seen) = match seen {
+                        Some((url, seen)) => (url, Some(time::decode("node heartbeat", &seen)?)),
+                        None => (None, None),
+                    };
+                    Ok(PeerCopy {
+                        node,
+                        url,
+                        last_seen,
+                        entry: row.into_cached()?,
+                    })
+                })
+                .collect()
         })
     }
 }

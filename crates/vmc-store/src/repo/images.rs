@@ -81,7 +81,7 @@ impl Store {
             let rows: Vec<ImageJoinRow> = query.load(conn)?;
             let endorsing = endorsing_pairs(conn)?;
             let rules = super::oci::oci_rules(conn)?;
-            let cached = cached_by_identifier(conn)?;
+            let cached = cached_by_identifier(conn, &self.cache_node)?;
             rows.into_iter()
                 .map(|row| {
                     let (
@@ -313,9 +313,11 @@ fn endorsing_pairs(conn: &mut AnyConnection) -> Result<HashSet<(i64, i64)>, Stor
 
 fn cached_by_identifier(
     conn: &mut AnyConnection,
+    node: &str,
 ) -> Result<HashMap<String, CacheEntry>, StoreError> {
     cache_entries::table
         .filter(cache_entries::state.eq(STATE_CACHED))
+        .filter(cache_entries::node.eq(node))
         .select(CacheEntryRow::as_select())
         .load(conn)?
         .into_iter()

@@ -46,6 +46,7 @@ struct NodeRow {
     started_at: String,
     last_seen: String,
     activity: String,
+    url: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -91,6 +92,7 @@ impl Store {
                     nodes::started_at.eq(&now),
                     nodes::last_seen.eq(&now),
                     nodes::activity.eq(activity),
+                    nodes::url.eq(&node.url),
                 ))
                 .on_conflict(nodes::name)
                 .do_update()
@@ -101,6 +103,7 @@ impl Store {
                     nodes::started_at.eq(&now),
                     nodes::last_seen.eq(&now),
                     nodes::activity.eq(activity),
+                    nodes::url.eq(&node.url),
                 ));
             on_backend!(conn, upsert)?;
             Ok(())
@@ -151,6 +154,7 @@ impl Store {
                             host: row.host,
                             pid: u32::try_from(row.pid).unwrap_or(0),
                             version: row.version,
+                            url: row.url,
                         },
                         started_at: time::decode("node start", &row.started_at)?,
                         last_seen: time::decode("node heartbeat", &row.last_seen)?,

@@ -11,6 +11,7 @@
 mod concurrency;
 mod db;
 mod fixtures;
+mod node_caches;
 mod nodes;
 mod open;
 mod publications;

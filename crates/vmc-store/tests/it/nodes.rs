@@ -23,6 +23,7 @@ fn node(name: &str) -> NodeInfo {
         host: format!("{name}.example.org"),
         pid: 4242,
         version: "0.1.0".to_owned(),
+        url: Some(format!("http://{name}.example.org/vmc/")),
     }
 }
 
