@@ -97,6 +97,38 @@ pub struct Config {
     /// Reach OCI registries on loopback (`127.0.0.1`, `::1`, `localhost`) over plain `http`
     /// (tests, a local mirror); every other registry is always `https`.
     pub oci_plain_http: bool,
+    /// How the nodes of the site hold their caches: one directory they all mount (the
+    /// default, and a one-node site), or one each.
+    pub cache_mode: CacheMode,
+    /// Where the other nodes copy this node's cached files from (its cache directory as the
+    /// site's web server serves it), with per-node caches.
+    pub node_url: Option<String>,
+    /// Whose handler runs a site event: the node that did the work (once per site, the
+    /// default) or, with per-node caches, every node for its own cache.
+    pub event_scope: EventScope,
+}
+
+/// How the nodes of a site sharing one database hold their caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// One cache directory for the site (one node, or a file system every node mounts): each
+    /// image is downloaded once, by the node holding its download lease.
+    #[default]
+    Shared,
+    /// A cache directory per node: one node downloads an image from upstream, the others
+    /// copy it from that node's cache (its `node_url`).
+    PerNode,
+}
+
+/// Whose handler runs an event about the site's images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventScope {
+    /// Once per site, by the node that did the work (downloaded from upstream, expired).
+    #[default]
+    Site,
+    /// With per-node caches: every node, for the changes to its own cache (copies from peers
+    /// included), e.g. a handler that registers the image with the hypervisor it runs on.
+    Node,
 }
 
 impl Config {
@@ -126,6 +158,9 @@ impl Config {
             lease_time: Duration::from_secs(120),
             refresh_interval: Duration::from_secs(600),
             oci_plain_http: false,
+            cache_mode: CacheMode::Shared,
+            node_url: None,
+            event_scope: EventScope::Site,
         }
     }
 

@@ -617,6 +617,7 @@ mod tests {
             host: format!("{name}.example.org"),
             pid: 7,
             version: "0.1.0".into(),
+            url: None,
         };
         let dead_at = now - TimeDelta::minutes(10);
         store

@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Map, Value};
 use vmc_model::{EventType, Image};
-use vmc_store::{EventOutcome, NewEvent, Store};
+use vmc_store::{Announcement, EventOutcome, NewEvent, Store};
 
 /// One event, before delivery.
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ impl Event {
 pub struct Dispatcher {
     handler: Option<String>,
     timeout: Duration,
+    node: String,
     session: String,
     dirs: Vec<(&'static str, String)>,
     rdbms: Option<String>,
@@ -85,6 +86,7 @@ impl Dispatcher {
         Self {
             handler: config.event_handler.clone(),
             timeout: config.event_timeout,
+            node: config.node.clone(),
             session: uuid::Uuid::new_v4().to_string(),
             dirs: vec![
                 ("VMCATCHER_CACHE_DIR_CACHE", dir_var(&config.cache_dir)),
@@ -227,41 +229,124 @@ impl Dispatcher {
             .collect()
     }
 
+    /// The outbox entry announcing `event`, to be written in the transaction of the work it
+    /// announces (see [`Store::record_cached_and_announce`]) and then delivered with
+    /// [`Dispatcher::fire_announced`].
+    pub fn announcement(&self, event: &Event, now: DateTime<Utc>) -> Announcement {
+        Announcement {
+            node: self.node.clone(),
+            session: self.session.clone(),
+            event_type: event.event_type,
+            identifier: event.image.as_ref().map(|i| i.identifier.to_string()),
+            payload: self.payload(event),
+            at: now,
+        }
+    }
+
+    /// Runs the handler for the announcement written to the outbox as `id` and moves it to
+    /// the journal with its outcome. Replayed announcements (another run's) keep the payload
+    /// their run wrote, session id included.
+    pub fn fire_announced(
+        &self,
+        store: &Store,
+        id: i64,
+        announced: &Announcement,
+        now: DateTime<Utc>,
+    ) -> Delivery {
+        let mut record = self.deliver_payload(
+            announced.event_type,
+            announced.identifier.clone(),
+            announced.payload.clone(),
+            now,
+        );
+        // The outbox row is now claimed by this run: the journal row moves it out.
+        record.session.clone_from(&self.session);
+        let outcome = record.outcome.clone();
+        let id = store.deliver_announced(id, &record).unwrap_or_else(|e| {
+            tracing::error!("cannot journal event {}: {e}", announced.event_type);
+            0
+        });
+        Delivery { id, outcome }
+    }
+
+    /// Delivers the announcements that runs which died never delivered: an earlier run's of
+    /// this node at once, another node's once it has been pending longer than `grace`. Each
+    /// is claimed for this run first, so it is delivered by one run. Returns how many.
+    pub fn replay_orphans(
+        &self,
+        store: &Store,
+        grace: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> usize {
+        let grace = chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX);
+        let orphans = match store.claim_orphaned_events(&self.node, &self.session, now, grace) {
+            Ok(orphans) => orphans,
+            Err(e) => {
+                tracing::error!("cannot read the event outbox: {e}");
+                return 0;
+            }
+        };
+        for pending in &orphans {
+            tracing::info!(
+                "replaying {} {} announced by node {} (run {}) and never delivered",
+                pending.announcement.event_type,
+                pending.announcement.identifier.as_deref().unwrap_or(""),
+                pending.announcement.node,
+                pending.announcement.session
+            );
+            self.fire_announced(store, pending.id, &pending.announcement, now);
+        }
+        orphans.len()
+    }
+
     /// Runs the handler, if any, and returns the journal record of the outcome.
     fn deliver(&self, event: &Event, now: DateTime<Utc>) -> NewEvent {
-        let payload = self.payload(event);
+        self.deliver_payload(
+            event.event_type,
+            event.image.as_ref().map(|i| i.identifier.to_string()),
+            self.payload(event),
+            now,
+        )
+    }
+
+    fn deliver_payload(
+        &self,
+        event_type: EventType,
+        identifier: Option<String>,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> NewEvent {
         let outcome = match &self.handler {
             None => EventOutcome::NoHandler,
-            Some(cmd) => self.run(cmd, event, &payload),
+            Some(cmd) => self.run(cmd, &payload),
         };
         if let EventOutcome::Failed { message } = &outcome {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                "handler_failed: event handler failed for {} {}: {message}",
-                event.event_type,
-                event
-                    .image
-                    .as_ref()
-                    .map(|i| i.identifier.as_str())
-                    .unwrap_or("")
+                "handler_failed: event handler failed for {event_type} {}: {message}",
+                identifier.as_deref().unwrap_or("")
             );
         }
         NewEvent {
             session: self.session.clone(),
-            event_type: event.event_type,
-            identifier: event.image.as_ref().map(|i| i.identifier.to_string()),
+            event_type,
+            identifier,
             payload,
             outcome,
             at: now,
         }
     }
 
-    fn run(&self, cmd: &str, event: &Event, payload: &Value) -> EventOutcome {
+    fn run(&self, cmd: &str, payload: &Value) -> EventOutcome {
+        // The environment is the payload's `VMCATCHER_*` keys: what `variables` made of the
+        // event, or what an earlier run announced.
+        let vars = payload.as_object().into_iter().flatten().filter_map(|(k, v)| {
+            (k.starts_with("VMCATCHER_"))
+                .then(|| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .flatten()
+        });
         let mut command = Command::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(cmd)
-            .envs(self.variables(event))
+        command.arg("-c").arg(cmd).envs(vars)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(std::io::stderr()))
             .process_group(0);

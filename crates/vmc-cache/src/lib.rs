@@ -35,7 +35,7 @@ pub mod update;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub use config::{Clock, Config, Mirror};
+pub use config::{CacheMode, Clock, Config, EventScope, Mirror};
 pub use error::CacheError;
 pub use events::{Dispatcher, Event};
 pub use lock::InstanceLock;
@@ -83,7 +83,10 @@ impl Vmc {
     /// Opens (and migrates) the database. The CA directory is loaded when a list is first
     /// verified, and the HTTP client is built for the first request.
     pub fn open(config: Config) -> Result<Vmc, CacheError> {
-        let store = Store::open(&config.database_url)?;
+        let mut store = Store::open(&config.database_url)?;
+        if config.cache_mode == CacheMode::PerNode {
+            store.set_cache_node(&config.node);
+        }
         Ok(Vmc {
             config,
             store,

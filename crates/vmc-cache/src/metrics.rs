@@ -304,6 +304,7 @@ mod tests {
             downloaded: vec!["a".into(), "b".into()],
             missing: vec!["b".into()],
             left_to_others: Vec::new(),
+            from_peers: Vec::new(),
             expired: vec![ExpiryReport {
                 identifier: "c".into(),
                 reason: ExpiryReason::Removed,

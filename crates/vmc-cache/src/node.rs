@@ -149,6 +149,7 @@ impl Vmc {
             host: host_name(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            url: config.node_url.clone(),
         };
         self.store()
             .register_node(&info, activity, config.clock.now())?;

@@ -122,6 +122,9 @@ pub struct SyncReport {
     pub failed: Vec<ImageFailure>,
     /// Images this run left to another node of the site, which holds their download lease.
     pub left_to_others: Vec<LeftToOther>,
+    /// Images copied from another node's cache (per-node caches; also in `downloaded`), with
+    /// the node copied from.
+    pub from_peers: Vec<LeftToOther>,
     /// Bytes received over the network (resumed bytes not counted twice).
     pub bytes_downloaded: u64,
     /// Files re-hashed by a verify step.

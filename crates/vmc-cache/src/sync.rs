@@ -9,18 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use vmc_fetch::{DownloadOutcome, DownloadRequest, FetchError};
 use vmc_model::{ErrorCode, EventType, ExpiryReason, Identifier, Image};
-use vmc_store::{CacheEntry, ImageFilter, ImageRecord};
+use vmc_store::{Announcement, CacheEntry, ImageFilter, ImageRecord, PeerCopy};
 
 use crate::Vmc;
 use crate::error::{CacheError, io};
 use crate::events::{Dispatcher, Event};
 use crate::index;
 use crate::node::Take;
-use crate::report::{ExpiryReport, ImageFailure, Progress, SyncReport};
+use crate::report::{ExpiryReport, ImageFailure, LeftToOther, Progress, SyncReport};
+use crate::{CacheMode, EventScope};
 use crate::update::chain;
 
 /// Options of [`Vmc::sync`].
@@ -113,6 +115,13 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
         ),
     }
 }
+
+/// The lease under which one node of a site with one cache directory expires it.
+const EXPIRE_LEASE: &str = "expire";
+
+/// How often a node with its own cache looks again whether another node of the site finished
+/// an image it is downloading, to copy it from there.
+const PEER_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long a writer-unique temporary file may go unwritten before another run deletes it as
 /// left by a crashed writer (a live transfer writes, or times out, far sooner).
@@ -276,6 +285,7 @@ impl Vmc {
             &Event::process(EventType::ProcessPrefix),
             self.config().clock.now(),
         );
+        self.replay_orphans(&dispatcher);
         if options.verify {
             self.verify_with(&dispatcher, options.jobs, progress, &mut report)?;
         }
@@ -286,6 +296,9 @@ impl Vmc {
         self.expire_with(&dispatcher, &mut report)?;
         self.set_activity("downloading");
         self.download_with(&dispatcher, options.jobs, progress, &mut report)?;
+        // What this run's repair adopted (a file renamed in just before a crash) was announced
+        // under a session of its own: delivered now rather than by the next run.
+        self.replay_orphans(&dispatcher);
         dispatcher.fire(
             self.store(),
             &Event::process(EventType::ProcessPostfix),
@@ -300,6 +313,7 @@ impl Vmc {
         self.ensure_dirs()?;
         let dispatcher = Dispatcher::new(self.config());
         let mut report = SyncReport::default();
+        self.replay_orphans(&dispatcher);
         self.download_with(&dispatcher, jobs, progress, &mut report)?;
         report.handler_failures = dispatcher.failures();
         Ok(report)
@@ -310,6 +324,7 @@ impl Vmc {
         self.ensure_dirs()?;
         let dispatcher = Dispatcher::new(self.config());
         let mut report = SyncReport::default();
+        self.replay_orphans(&dispatcher);
         self.expire_with(&dispatcher, &mut report)?;
         report.handler_failures = dispatcher.failures();
         Ok(report)
@@ -325,9 +340,44 @@ impl Vmc {
         self.ensure_dirs()?;
         let dispatcher = Dispatcher::new(self.config());
         let mut report = SyncReport::default();
+        self.replay_orphans(&dispatcher);
         self.verify_with(&dispatcher, jobs, progress, &mut report)?;
         report.handler_failures = dispatcher.failures();
         Ok(report)
+    }
+
+    /// Delivers the events announced by runs that died before delivering them (see
+    /// [`Dispatcher::replay_orphans`]): another node's once pending longer than a live run
+    /// could take to run a handler (the lease time plus the handler timeout).
+    fn replay_orphans(&self, dispatcher: &Dispatcher) {
+        let grace = self.config().lease_time + self.config().event_timeout;
+        dispatcher.replay_orphans(self.store(), grace, self.config().clock.now());
+    }
+
+    /// Whether this node's handler hears about a change to its cache: always with one cache
+    /// for the site (the work is done once), and with per-node caches when every node hears
+    /// of its own cache (`EventScope::Node`) or the change is the site's first (`first`).
+    fn announces(&self, first: impl FnOnce() -> bool) -> bool {
+        let config = self.config();
+        config.cache_mode == CacheMode::Shared || config.event_scope == EventScope::Node || first()
+    }
+
+    /// Whether this node is the first of the site to expire `entry`'s image version (per-node
+    /// caches: each node moves its own copy, one announces it). A database failure announces
+    /// (an event twice rather than none).
+    fn first_expiry(&self, entry: &CacheEntry) -> bool {
+        let key = format!(
+            "expired:{}:{}:{}",
+            entry.identifier,
+            entry.sha512,
+            entry.list_version_id.unwrap_or(0)
+        );
+        self.store()
+            .claim_once(&key, &self.config().node, self.config().clock.now())
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot record {key}: {e}; announcing it");
+                true
+            })
     }
 
     /// Repairs what an interrupted run, or someone else, may have left: a cached file that is
@@ -381,15 +431,31 @@ impl Vmc {
                         "adopting verified file {} left by an interrupted run",
                         path.display()
                     );
-                    self.store().record_cached(&CacheEntry {
-                        identifier: rec.image.identifier.clone(),
-                        filename: name,
-                        size: rec.image.size,
-                        sha512: rec.image.sha512.clone(),
-                        subscription_id: Some(rec.subscription_id),
-                        list_version_id: Some(rec.list_version_id),
-                        cached_at: self.config().clock.now(),
-                    })?;
+                    // Its run fired AvailablePrefix and died before the record and
+                    // AvailablePostfix: the postfix is announced with the record, under a
+                    // session of its own, and delivered by the next replay.
+                    let postfix = image_event(
+                        EventType::AvailablePostfix,
+                        rec.image.clone(),
+                        Some(rec),
+                        Some(name.clone()),
+                    );
+                    let now = self.config().clock.now();
+                    let announce = self
+                        .announces(|| true)
+                        .then(|| Dispatcher::new(self.config()).announcement(&postfix, now));
+                    self.store().record_cached_and_announce(
+                        &CacheEntry {
+                            identifier: rec.image.identifier.clone(),
+                            filename: name,
+                            size: rec.image.size,
+                            sha512: rec.image.sha512.clone(),
+                            subscription_id: Some(rec.subscription_id),
+                            list_version_id: Some(rec.list_version_id),
+                            cached_at: now,
+                        },
+                        announce.as_ref(),
+                    )?;
                 }
                 _ => tracing::warn!("leaving alone {}: not a file vmc cached", path.display()),
             }
@@ -443,16 +509,27 @@ impl Vmc {
         reason: ExpiryReason,
         mut name: String,
         now: DateTime<Utc>,
-    ) -> Result<String, CacheError> {
+        announce: &dyn Fn(&str) -> Option<Announcement>,
+    ) -> Result<(String, Option<(i64, Announcement)>), CacheError> {
         let dir = &self.config().expired_dir;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let recorded = match self
-                .store()
-                .record_expired(&entry.identifier, reason, &name, now)
-            {
-                Err(e) if e.is_not_found() => self.store().add_expired(entry, reason, &name, now),
+            let announcement = announce(&name);
+            let recorded = match self.store().record_expired_and_announce(
+                &entry.identifier,
+                reason,
+                &name,
+                now,
+                announcement.as_ref(),
+            ) {
+                Err(e) if e.is_not_found() => self.store().add_expired_and_announce(
+                    entry,
+                    reason,
+                    &name,
+                    now,
+                    announcement.as_ref(),
+                ),
                 other => other,
             };
             match recorded {
@@ -462,7 +539,10 @@ impl Vmc {
                         .map_err(io("rename in the expired directory", &dir.join(&name)))?;
                     name = next;
                 }
-                other => return Ok(other.map(|()| name)?),
+                other => {
+                    let id = other?;
+                    return Ok((name, id.zip(announcement)));
+                }
             }
         }
     }
@@ -479,6 +559,7 @@ impl Vmc {
         let image = record
             .map(|r| r.image.clone())
             .unwrap_or_else(|| minimal_image(entry));
+        let announces = self.announces(|| self.first_expiry(entry));
         let mut event = image_event(
             EventType::ExpirePrefix,
             image.clone(),
@@ -486,7 +567,9 @@ impl Vmc {
             Some(entry.filename.clone()),
         );
         event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, now);
+        if announces {
+            dispatcher.fire(self.store(), &event, now);
+        }
         let from = self.config().cache_dir.join(&entry.filename);
         let name = self.expired_name(&entry.identifier, now, 0);
         let to = self.config().expired_dir.join(&name);
@@ -499,7 +582,9 @@ impl Vmc {
                 self.store().forget_missing(&entry.identifier)?;
                 let mut event = image_event(EventType::ExpirePostfix, image, record, None);
                 event.reason = Some(reason.as_str().to_owned());
-                dispatcher.fire(self.store(), &event, self.config().clock.now());
+                if announces {
+                    dispatcher.fire(self.store(), &event, self.config().clock.now());
+                }
                 return Ok(ExpiryReport {
                     identifier: entry.identifier.to_string(),
                     reason,
@@ -508,11 +593,21 @@ impl Vmc {
             }
             Err(e) => return Err(io("move to the expired directory", &from)(e)),
         }
-        let name = self.record_expiry(entry, reason, name, now)?;
+        let postfix = |name: &str| {
+            let mut event = image_event(
+                EventType::ExpirePostfix,
+                image.clone(),
+                record,
+                Some(name.to_owned()),
+            );
+            event.reason = Some(reason.as_str().to_owned());
+            announces.then(|| dispatcher.announcement(&event, now))
+        };
+        let (name, announced) = self.record_expiry(entry, reason, name, now, &postfix)?;
         tracing::info!("expired {} ({reason})", entry.identifier);
-        let mut event = image_event(EventType::ExpirePostfix, image, record, Some(name.clone()));
-        event.reason = Some(reason.as_str().to_owned());
-        dispatcher.fire(self.store(), &event, self.config().clock.now());
+        if let Some((id, announcement)) = announced {
+            dispatcher.fire_announced(self.store(), id, &announcement, self.config().clock.now());
+        }
         Ok(ExpiryReport {
             identifier: entry.identifier.to_string(),
             reason,
@@ -538,7 +633,11 @@ impl Vmc {
             return Ok(None);
         }
         tracing::info!("forgot missing {} ({reason})", entry.identifier);
-        for event_type in [EventType::ExpirePrefix, EventType::ExpirePostfix] {
+        let announces = self.announces(|| self.first_expiry(entry));
+        for event_type in [EventType::ExpirePrefix, EventType::ExpirePostfix]
+            .into_iter()
+            .filter(|_| announces)
+        {
             let mut event = image_event(event_type, image.clone(), record, None);
             event.reason = Some(reason.as_str().to_owned());
             dispatcher.fire(self.store(), &event, self.config().clock.now());
@@ -557,6 +656,34 @@ impl Vmc {
     ) -> Result<(), CacheError> {
         let records = self.current_records()?;
         self.repair_into(&records, report)?;
+        // One cache for the site: one node at a time decides and moves (the others' runs find
+        // the result). Per-node caches: each node expires its own copies.
+        if self.config().cache_mode == CacheMode::Shared {
+            match self.take_lease(EXPIRE_LEASE) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::info!("another node of the site is expiring the cache");
+                    return self.write_index();
+                }
+                Err(e) => tracing::warn!("cannot take the expiry lease, expiring anyway: {e}"),
+            }
+        }
+        let result = self.expire_entries(dispatcher, &records, report);
+        if let Err(e) = self.release(EXPIRE_LEASE) {
+            tracing::warn!("cannot release the lease {EXPIRE_LEASE}: {e}");
+        }
+        result?;
+        // Also when nothing expired: the repair may have found files missing, or an earlier
+        // run died between a database change and its index rewrite (unchanged: not written).
+        self.write_index()
+    }
+
+    fn expire_entries(
+        &self,
+        dispatcher: &Dispatcher,
+        records: &[ImageRecord],
+        report: &mut SyncReport,
+    ) -> Result<(), CacheError> {
         let now = self.config().clock.now();
         let subs: HashMap<i64, bool> = self
             .store()
@@ -586,9 +713,7 @@ impl Vmc {
                     .push(self.retire(dispatcher, entry, record, reason)?);
             }
         }
-        // Also when nothing expired: the repair may have found files missing, or an earlier
-        // run died between a database change and its index rewrite (unchanged: not written).
-        self.write_index()
+        Ok(())
     }
 
     pub(crate) fn download_with(
@@ -644,11 +769,18 @@ impl Vmc {
         // every worker that would otherwise find it missing at the same time. A failure is
         // reported per image by the workers, which try again.
         let _ = self.client();
-        let queue: Mutex<VecDeque<&ImageRecord>> = Mutex::new(wanted.iter().copied().collect());
+        // Each image with the time it may be tried again (per-node caches: another node is
+        // downloading it, to be copied from there once it has).
+        let start = Instant::now();
+        let queue: Mutex<VecDeque<(&ImageRecord, Instant)>> =
+            Mutex::new(wanted.iter().map(|r| (*r, start)).collect());
         let reserved = AtomicU64::new(0);
+        let per_node = self.config().cache_mode == CacheMode::PerNode;
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
-        // `None`: another node of the site holds the image's download lease.
-        let (tx, rx) = mpsc::channel::<(&ImageRecord, Option<Fetched>)>();
+        // `None`: another node of the site holds the image's download lease. The node copied
+        // from, for a copy from another node's cache.
+        type Done<'r> = (&'r ImageRecord, Option<Fetched>, Option<String>);
+        let (tx, rx) = mpsc::channel::<Done<'_>>();
         let workers = jobs.clamp(1, wanted.len());
         std::thread::scope(|scope| -> Result<(), CacheError> {
             for _ in 0..workers {
@@ -657,33 +789,73 @@ impl Vmc {
                 let reserved = &reserved;
                 scope.spawn(move || {
                     loop {
-                        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                        let Some(record) = next else { break };
+                        let next = {
+                            let Ok(mut q) = queue.lock() else { break };
+                            let now = Instant::now();
+                            match q.iter().position(|(_, at)| *at <= now) {
+                                Some(i) => q.remove(i).map(|(r, _)| r).ok_or(now),
+                                None => match q.iter().map(|(_, at)| *at).min() {
+                                    Some(at) => Err(at),
+                                    None => break,
+                                },
+                            }
+                        };
+                        let record = match next {
+                            Ok(record) => record,
+                            Err(at) => {
+                                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                                continue;
+                            }
+                        };
+                        if per_node && let Some((fetched, node)) =
+                            self.copy_from_peer(record, reserved, progress)
+                        {
+                            if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         match self.lease_download(record) {
                             Take::Mine => {}
                             Take::Cached => continue,
+                            Take::Held if per_node => {
+                                if let Ok(mut q) = queue.lock() {
+                                    q.push_back((record, Instant::now() + PEER_POLL));
+                                }
+                                continue;
+                            }
                             Take::Held => {
-                                if tx.send((record, None)).is_err() {
+                                if tx.send((record, None, None)).is_err() {
                                     break;
                                 }
                                 continue;
                             }
                         }
-                        let result = self.fetch_one(record, reserved, progress);
+                        // The holder may have finished between the look and the take.
+                        if per_node && let Some((fetched, node)) =
+                            self.copy_from_peer(record, reserved, progress)
+                        {
+                            self.release_download(record);
+                            if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let result = self.fetch_one(record, None, reserved, progress);
                         progress
                             .download_finished(record.image.identifier.as_str(), result.is_ok());
-                        if tx.send((record, Some(result))).is_err() {
+                        if tx.send((record, Some(result), None)).is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(tx);
-            for (record, result) in rx {
-                let elsewhere = match &result {
-                    None => self.download_holder(record),
-                    Some(Ok(_)) => self.download_lost(record),
-                    Some(Err(_)) => None,
+            for (record, result, peer) in rx {
+                let elsewhere = match (&result, &peer) {
+                    (None, _) => self.download_holder(record),
+                    (Some(Ok(_)), None) => self.download_lost(record),
+                    _ => None,
                 };
                 if let Some(left) = elsewhere {
                     self.release_download(record);
@@ -694,14 +866,25 @@ impl Vmc {
                     continue;
                 }
                 let Some(result) = result else { continue };
+                // A copy from another node is the site's news only to per-node handlers.
+                let announce =
+                    peer.is_none() || self.config().event_scope == EventScope::Node;
                 let admitted = result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
-                    self.admit(dispatcher, record, &partial.path)
+                    self.admit(dispatcher, record, &partial.path, announce)
                 });
-                self.release_download(record);
+                if peer.is_none() {
+                    self.release_download(record);
+                }
                 match admitted {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
+                        if let Some(node) = peer {
+                            report.from_peers.push(LeftToOther {
+                                identifier: record.image.identifier.to_string(),
+                                node,
+                            });
+                        }
                     }
                     Err(failure) => {
                         tracing::warn!(
@@ -719,10 +902,60 @@ impl Vmc {
         self.write_index()
     }
 
+    /// Per-node caches: copies the image from the cache of another node of the site that holds
+    /// the same version and serves its cache (its `node_url`), through the same verified
+    /// download as from upstream (this node's sha512 and size, so a bad copy is refused);
+    /// nodes seen most recently first. `None` when no node could give it (then it comes from
+    /// upstream, or waits for the node downloading it). OCI images always come from their
+    /// registry.
+    fn copy_from_peer(
+        &self,
+        record: &ImageRecord,
+        reserved: &AtomicU64,
+        progress: &dyn Progress,
+    ) -> Option<((DownloadOutcome, PartialFile), String)> {
+        if crate::oci::is_oci(&record.image.uri) {
+            return None;
+        }
+        let id = record.image.identifier.as_str();
+        let mut peers: Vec<PeerCopy> = match self.store().peer_copies(&record.image.identifier) {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::warn!("{id}: cannot look for copies on other nodes: {e}");
+                return None;
+            }
+        };
+        peers.retain(|p| {
+            p.url.is_some()
+                && p.entry.size == record.image.size
+                && p.entry.sha512.eq_ignore_ascii_case(&record.image.sha512)
+        });
+        peers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        for peer in peers {
+            let base = peer.url.as_deref().unwrap_or_default();
+            let sep = if base.ends_with('/') { "" } else { "/" };
+            let url = format!("{base}{sep}{}", peer.entry.filename);
+            match self.fetch_one(record, Some(&url), reserved, progress) {
+                Ok(fetched) => {
+                    progress.download_finished(id, true);
+                    tracing::info!("{id}: copied from node {}", peer.node);
+                    return Some((fetched, peer.node));
+                }
+                Err(failure) => tracing::warn!(
+                    "{id}: cannot copy from node {} ({url}): {}",
+                    peer.node,
+                    failure.message
+                ),
+            }
+        }
+        None
+    }
+
     /// Downloads one image into the partial directory, verified (runs on a worker thread).
     fn fetch_one(
         &self,
         record: &ImageRecord,
+        from: Option<&str>,
         reserved: &AtomicU64,
         progress: &dyn Progress,
     ) -> Result<(DownloadOutcome, PartialFile), ImageFailure> {
@@ -752,7 +985,7 @@ impl Vmc {
                 ),
             ));
         }
-        let url = self.config().rewrite_url(&record.image.uri);
+        let url = from.map_or_else(|| self.config().rewrite_url(&record.image.uri), str::to_owned);
         let request = DownloadRequest {
             url: &url,
             credentials: None,
@@ -761,7 +994,7 @@ impl Vmc {
             expected_sha512: &record.image.sha512,
         };
         let reporter = DownloadProgress { id, progress };
-        let result = if crate::oci::is_oci(&record.image.uri) {
+        let result = if from.is_none() && crate::oci::is_oci(&record.image.uri) {
             self.fetch_oci_blob(record, &partial, &reporter)
         } else {
             self.client()
@@ -781,45 +1014,58 @@ impl Vmc {
         dispatcher: &Dispatcher,
         record: &ImageRecord,
         partial: &Path,
+        announce: bool,
     ) -> Result<(), ImageFailure> {
         let id = record.image.identifier.as_str();
         let target = self.config().cache_dir.join(id);
         if target.exists() {
             return Err(squatter_failure(&target, id));
         }
-        dispatcher.fire(
-            self.store(),
-            &image_event(
-                EventType::AvailablePrefix,
+        let event = |event_type| {
+            image_event(
+                event_type,
                 record.image.clone(),
                 Some(record),
                 Some(id.to_owned()),
-            ),
-            self.config().clock.now(),
-        );
-        if let Err(failure) = self.move_in(record, partial, &target) {
-            let mut event = image_event(
-                EventType::AvailableFailed,
-                record.image.clone(),
-                Some(record),
-                None,
+            )
+        };
+        if announce {
+            dispatcher.fire(
+                self.store(),
+                &event(EventType::AvailablePrefix),
+                self.config().clock.now(),
             );
-            event.reason = Some(failure.message.clone());
-            dispatcher.fire(self.store(), &event, self.config().clock.now());
-            return Err(failure);
         }
-        tracing::info!("cached {id}");
-        dispatcher.fire(
-            self.store(),
-            &image_event(
-                EventType::AvailablePostfix,
-                record.image.clone(),
-                Some(record),
-                Some(id.to_owned()),
-            ),
-            self.config().clock.now(),
-        );
-        Ok(())
+        let now = self.config().clock.now();
+        let postfix =
+            announce.then(|| dispatcher.announcement(&event(EventType::AvailablePostfix), now));
+        match self.move_in(record, partial, &target, postfix.as_ref()) {
+            Err(failure) => {
+                if announce {
+                    let mut event = image_event(
+                        EventType::AvailableFailed,
+                        record.image.clone(),
+                        Some(record),
+                        None,
+                    );
+                    event.reason = Some(failure.message.clone());
+                    dispatcher.fire(self.store(), &event, self.config().clock.now());
+                }
+                Err(failure)
+            }
+            Ok(outbox) => {
+                tracing::info!("cached {id}");
+                if let (Some(outbox), Some(postfix)) = (outbox, &postfix) {
+                    dispatcher.fire_announced(
+                        self.store(),
+                        outbox,
+                        postfix,
+                        self.config().clock.now(),
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The rename into the cache and its record, for [`Vmc::admit`].
@@ -828,7 +1074,8 @@ impl Vmc {
         record: &ImageRecord,
         partial: &Path,
         target: &Path,
-    ) -> Result<(), ImageFailure> {
+        announce: Option<&Announcement>,
+    ) -> Result<Option<i64>, ImageFailure> {
         let id = record.image.identifier.as_str();
         let fail = |message: String| ImageFailure {
             identifier: id.to_owned(),
@@ -844,15 +1091,18 @@ impl Vmc {
         fsync_dir(&self.config().cache_dir);
         let _ = std::fs::remove_file(vmc_fetch::state_path(partial));
         self.store()
-            .record_cached(&CacheEntry {
-                identifier: record.image.identifier.clone(),
-                filename: id.to_owned(),
-                size: record.image.size,
-                sha512: record.image.sha512.clone(),
-                subscription_id: Some(record.subscription_id),
-                list_version_id: Some(record.list_version_id),
-                cached_at: self.config().clock.now(),
-            })
+            .record_cached_and_announce(
+                &CacheEntry {
+                    identifier: record.image.identifier.clone(),
+                    filename: id.to_owned(),
+                    size: record.image.size,
+                    sha512: record.image.sha512.clone(),
+                    subscription_id: Some(record.subscription_id),
+                    list_version_id: Some(record.list_version_id),
+                    cached_at: self.config().clock.now(),
+                },
+                announce,
+            )
             .map_err(|e| fail(format!("database: {}", chain(&e))))
     }
 

@@ -81,6 +81,19 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", env = env::VMC_REFRESH_INTERVAL,
           default_value_t = 600)]
     pub refresh_interval: u64,
+    /// How the nodes sharing one database hold their caches: shared (one cache directory on a
+    /// file system every node mounts; also a one-node site) or per-node (each its own; one
+    /// node downloads an image, the others copy it from that node's --node-url)
+    #[arg(long, global = true, value_name = "MODE", env = env::VMC_CACHE_MODE, default_value = "shared")]
+    pub cache_mode: CacheModeArg,
+    /// With per-node caches: the URL under which the site's web server serves this node's
+    /// cache directory, where the other nodes copy its images from
+    #[arg(long, global = true, value_name = "URL", env = env::VMC_NODE_URL)]
+    pub node_url: Option<String>,
+    /// Whose event handler hears of the site's images: site (once per site, on the node
+    /// that did the work) or node (with per-node caches: each node, for its own cache)
+    #[arg(long, global = true, value_name = "SCOPE", env = env::VMC_EVENTS, default_value = "site")]
+    pub events: EventsArg,
     /// Print one JSON document on stdout (VMC_OUTPUT=json does the same)
     #[arg(long, global = true)]
     pub json: bool,
@@ -90,6 +103,24 @@ pub struct GlobalArgs {
     /// Only errors on stderr
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+/// How the nodes of a site hold their caches (`--cache-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheModeArg {
+    /// One cache directory for the site.
+    Shared,
+    /// One cache directory per node.
+    PerNode,
+}
+
+/// Whose handler hears of the site's images (`--events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsArg {
+    /// Once per site.
+    Site,
+    /// Each node, for its own cache.
+    Node,
 }
 
 /// CRL checking mode.

@@ -31,6 +31,12 @@ pub const VMCATCHER_CACHE_EVENT: &str = "VMCATCHER_CACHE_EVENT";
 pub const VMC_CRL: &str = "VMC_CRL";
 /// `--node`: this node's name in the site (default: the host name).
 pub const VMC_NODE: &str = "VMC_NODE";
+/// `--cache-mode`: `shared` or `per-node`.
+pub const VMC_CACHE_MODE: &str = "VMC_CACHE_MODE";
+/// `--node-url`: where the other nodes copy this node's cached files from.
+pub const VMC_NODE_URL: &str = "VMC_NODE_URL";
+/// `--events`: `site` or `node`.
+pub const VMC_EVENTS: &str = "VMC_EVENTS";
 /// `--lease-time`.
 pub const VMC_LEASE_TIME: &str = "VMC_LEASE_TIME";
 /// `--refresh-interval`.

@@ -191,6 +191,9 @@ pub struct RunJson {
     /// Images another node of the site is downloading (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_to_others: Vec<LeftToOtherJson>,
+    /// Images copied from another node's cache, with that node (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_peers: Vec<LeftToOtherJson>,
     /// Bytes received.
     pub bytes_downloaded: u64,
     /// Files re-hashed.
@@ -229,6 +232,13 @@ pub fn list_update(r: &ListReport) -> ListUpdateJson {
     }
 }
 
+fn left_to_other(l: &vmc_cache::LeftToOther) -> LeftToOtherJson {
+    LeftToOtherJson {
+        identifier: l.identifier.clone(),
+        node: l.node.clone(),
+    }
+}
+
 /// Builds [`RunJson`].
 pub fn run(r: &SyncReport) -> RunJson {
     RunJson {
@@ -243,14 +253,8 @@ pub fn run(r: &SyncReport) -> RunJson {
             })
             .collect(),
         missing: r.missing.clone(),
-        left_to_others: r
-            .left_to_others
-            .iter()
-            .map(|l| LeftToOtherJson {
-                identifier: l.identifier.clone(),
-                node: l.node.clone(),
-            })
-            .collect(),
+        left_to_others: r.left_to_others.iter().map(left_to_other).collect(),
+        from_peers: r.from_peers.iter().map(left_to_other).collect(),
         failed: r
             .failed
             .iter()

@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use vmc_cache::fetch::ClientConfig;
 use vmc_cache::trust::CrlMode;
-use vmc_cache::{Clock, Config, Mirror};
+use vmc_cache::{CacheMode, Clock, Config, EventScope, Mirror};
 
-use crate::args::{CrlArg, GlobalArgs};
+use crate::args::{CacheModeArg, CrlArg, EventsArg, GlobalArgs};
 use crate::env;
 use crate::output::Format;
 
@@ -162,6 +162,30 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     }
     if let Some(node) = &global.node {
         config.node = node.clone();
+    }
+    config.cache_mode = match global.cache_mode {
+        CacheModeArg::Shared => CacheMode::Shared,
+        CacheModeArg::PerNode => CacheMode::PerNode,
+    };
+    config.event_scope = match global.events {
+        EventsArg::Site => EventScope::Site,
+        EventsArg::Node => EventScope::Node,
+    };
+    if let Some(url) = &global.node_url {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') {
+            bail!("--node-url {url:?}: expected an http:// or https:// URL with a host");
+        }
+        config.node_url = Some(url.clone());
+    }
+    if config.cache_mode == CacheMode::Shared && config.event_scope == EventScope::Node {
+        bail!(
+            "--events node needs --cache-mode per-node: with one cache directory for the site, \
+             each change happens once and is announced once"
+        );
     }
     config.lease_time = Duration::from_secs(global.lease_time);
     config.refresh_interval = Duration::from_secs(global.refresh_interval);

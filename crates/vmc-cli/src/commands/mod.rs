@@ -134,6 +134,9 @@ pub fn print_run(ctx: &Ctx, r: &SyncReport, what: &str) -> Outcome {
             for id in &r.downloaded {
                 output::line(format!("cached\t{id}"));
             }
+            for l in &r.from_peers {
+                output::line(format!("copied\t{}\tfrom node {}", l.identifier, l.node));
+            }
             for l in &r.left_to_others {
                 output::line(format!(
                     "elsewhere\t{}\tnode {} downloads it",

@@ -316,6 +316,29 @@ impl Store {
         })
     }
 
+    /// Records that node `node` did the one-off work `resource` at `at` unless some node did
+    /// already: `true` for the first node only (an `INSERT … ON CONFLICT DO NOTHING`, atomic
+    /// on both backends). The site-wide "once" of work every node repeats for itself, such as
+    /// announcing an expiry that each node's own cache carries out.
+    pub fn claim_once(
+        &self,
+        resource: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = time::encode("run time", at)?;
+        self.write(|conn| {
+            let insert = diesel::insert_into(node_runs::table)
+                .values((
+                    node_runs::resource.eq(resource),
+                    node_runs::node.eq(node),
+                    node_runs::finished_at.eq(&at),
+                ))
+                .on_conflict_do_nothing();
+            Ok(on_backend!(conn, insert)? == 1)
+        })
+    }
+
     /// When the work `resource` was last done, and by whom.
     pub fn last_run(&self, resource: &str) -> Result<Option<WorkRun>, StoreError> {
         self.read(|conn| {

@@ -15,7 +15,18 @@ crate::on_both_backends!(
     a_lost_lease_cannot_be_renewed_checked_or_released,
     racing_nodes_take_an_expired_lease_once,
     the_last_run_of_a_work_is_recorded_with_its_node,
+    one_off_work_is_claimed_by_the_first_node_only,
 );
+
+fn one_off_work_is_claimed_by_the_first_node_only(db: &TestDb) {
+    let store = db.open();
+    assert!(store.claim_once("expire:x", "a", at(1)).unwrap());
+    assert!(!store.claim_once("expire:x", "b", at(2)).unwrap());
+    assert!(!store.claim_once("expire:x", "a", at(3)).unwrap());
+    assert!(store.claim_once("expire:y", "b", at(4)).unwrap());
+    let run = store.last_run("expire:x").unwrap().unwrap();
+    assert_eq!((run.node.as_str(), run.finished_at), ("a", at(1)));
+}
 
 fn node(name: &str) -> NodeInfo {
     NodeInfo {
