@@ -340,13 +340,20 @@ impl Dispatcher {
     fn run(&self, cmd: &str, payload: &Value) -> EventOutcome {
         // The environment is the payload's `VMCATCHER_*` keys: what `variables` made of the
         // event, or what an earlier run announced.
-        let vars = payload.as_object().into_iter().flatten().filter_map(|(k, v)| {
-            (k.starts_with("VMCATCHER_"))
-                .then(|| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                .flatten()
-        });
+        let vars = payload
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                (k.starts_with("VMCATCHER_"))
+                    .then(|| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .flatten()
+            });
         let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(cmd).envs(vars)
+        command
+            .arg("-c")
+            .arg(cmd)
+            .envs(vars)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(std::io::stderr()))
             .process_group(0);

@@ -22,8 +22,8 @@ use crate::events::{Dispatcher, Event};
 use crate::index;
 use crate::node::Take;
 use crate::report::{ExpiryReport, ImageFailure, LeftToOther, Progress, SyncReport};
-use crate::{CacheMode, EventScope};
 use crate::update::chain;
+use crate::{CacheMode, EventScope};
 
 /// Options of [`Vmc::sync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -807,8 +807,9 @@ impl Vmc {
                                 continue;
                             }
                         };
-                        if per_node && let Some((fetched, node)) =
-                            self.copy_from_peer(record, reserved, progress)
+                        if per_node
+                            && let Some((fetched, node)) =
+                                self.copy_from_peer(record, reserved, progress)
                         {
                             if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
                                 break;
@@ -832,8 +833,9 @@ impl Vmc {
                             }
                         }
                         // The holder may have finished between the look and the take.
-                        if per_node && let Some((fetched, node)) =
-                            self.copy_from_peer(record, reserved, progress)
+                        if per_node
+                            && let Some((fetched, node)) =
+                                self.copy_from_peer(record, reserved, progress)
                         {
                             self.release_download(record);
                             if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
@@ -867,8 +869,7 @@ impl Vmc {
                 }
                 let Some(result) = result else { continue };
                 // A copy from another node is the site's news only to per-node handlers.
-                let announce =
-                    peer.is_none() || self.config().event_scope == EventScope::Node;
+                let announce = peer.is_none() || self.config().event_scope == EventScope::Node;
                 let admitted = result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
                     self.admit(dispatcher, record, &partial.path, announce)
@@ -985,7 +986,10 @@ impl Vmc {
                 ),
             ));
         }
-        let url = from.map_or_else(|| self.config().rewrite_url(&record.image.uri), str::to_owned);
+        let url = from.map_or_else(
+            || self.config().rewrite_url(&record.image.uri),
+            str::to_owned,
+        );
         let request = DownloadRequest {
             url: &url,
             credentials: None,

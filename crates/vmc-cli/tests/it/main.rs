@@ -14,4 +14,5 @@ mod node;
 mod oci;
 mod publish;
 mod secrets;
+mod site;
 mod vmcatcher;

@@ -114,7 +114,13 @@ fn an_announcement_is_written_with_its_work(db: &TestDb) {
     // A failed work writes no announcement: expiring an image that is not cached.
     let missing = id("c5a1b2f0-0000-4000-8000-0000000000ff");
     let err = store
-        .record_expired_and_announce(&missing, ExpiryReason::ListExpired, "y", at(11), Some(&event))
+        .record_expired_and_announce(
+            &missing,
+            ExpiryReason::ListExpired,
+            "y",
+            at(11),
+            Some(&event),
+        )
         .unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert_eq!(store.pending_events().unwrap().len(), 1);

@@ -1,0 +1,439 @@
+//! Several `vmc` processes as the nodes of one site on one database, against a throttled
+//! image server that counts the bytes it sends: with one cache directory for the site and with
+//! a cache directory per node (copies served from each node's cache), each image leaves the
+//! upstream server once and each new image is announced once; a node killed (SIGKILL) in the
+//! middle of a download is taken over by another once its lease has lapsed, resuming the
+//! partial file; an event whose run died before its handler finished is delivered by the next
+//! run. The multi-node cases need PostgreSQL (`VMC_TEST_POSTGRES_URL`, feature `postgres`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use sha2::{Digest, Sha512};
+use vmc_model::{EndorserClaim, Identifier, Image, ImageList, Version};
+use vmc_testkit::pki::{CaDirOptions, TestPki};
+use vmc_testkit::server::{Route, TestServer};
+
+use crate::common::describe;
+
+const LIST: &str = "/list.smime";
+
+/// A signed list of `count` pseudo-random images of `size` bytes each, served at `rate`
+/// bytes per second per download, and the directories of the site's nodes.
+struct Site {
+    pki: TestPki,
+    ca: tempfile::TempDir,
+    server: TestServer,
+    root: tempfile::TempDir,
+    images: Vec<(String, String, u64)>,
+    database: Option<String>,
+}
+
+impl Site {
+    fn new(count: usize, size: usize, rate: u64, database: Option<String>) -> Site {
+        let now = Utc::now();
+        let pki = TestPki::generate(now);
+        let ca = pki.ca_dir(CaDirOptions::default());
+        let server = TestServer::start();
+        let mut images = Vec::new();
+        let mut entries = Vec::new();
+        for n in 0..count {
+            let bytes: Vec<u8> = (0..size)
+                .map(|i| (i.wrapping_mul(31) ^ (n * 7919) ^ (i >> 9)) as u8)
+                .collect();
+            let id = format!("5e7e0000-0000-4000-8000-{n:012}");
+            let path = format!("/img/{id}");
+            let sha512 = hex::encode(Sha512::digest(&bytes));
+            server.add(&path, Route::new(bytes).throttle(rate));
+            entries.push(Image::new(
+                Identifier::new(&id).unwrap(),
+                format!("Image {n}"),
+                server.url(&path),
+                size as u64,
+                sha512,
+                "1",
+            ));
+            images.push((id, path, size as u64));
+        }
+        let list = ImageList {
+            identifier: Identifier::new("5e7e1157-0000-4000-8000-000000000001").unwrap(),
+            title: "Site test list".into(),
+            description: "".into(),
+            source: "https://example.org/".into(),
+            created: now - TimeDelta::hours(1),
+            expires: now + TimeDelta::days(30),
+            version: Version::new("1"),
+            uri: server.url(LIST),
+            endorsers: vec![EndorserClaim {
+                dn: pki.endorser.subject_one_line(),
+                ca: pki.endorser.issuer_one_line(),
+                creator: None,
+                email: None,
+                extra: serde_json::Map::new(),
+            }],
+            images: entries,
+            extra: serde_json::Map::new(),
+        };
+        let signed = pki.endorser.sign_smime(&list.to_json_bytes());
+        server.add(LIST, Route::new(signed));
+        Site {
+            pki,
+            ca,
+            server,
+            root: tempfile::tempdir().unwrap(),
+            images,
+            database,
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `vmc` as node `n`: its own home; with `shared`, the site's one cache directory.
+    fn node(&self, n: usize, shared: bool) -> Command {
+        let home = self.dir(&format!("home-{n}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmc"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("VMC_HOME", &home)
+            .env("VMC_CA_DIR", self.ca.path())
+            .env("VMC_NODE", format!("n{n}"))
+            .env("VMC_LOG", "info")
+            .env(
+                "VMC_EVENT_HANDLER",
+                format!(
+                    "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n{n}\" >> {}",
+                    self.dir("events.log").display()
+                ),
+            );
+        if let Some(url) = &self.database {
+            cmd.env("VMC_DATABASE", url);
+        }
+        if shared {
+            cmd.env("VMC_CACHE_DIR", self.dir("cache"))
+                .env("VMC_PARTIAL_DIR", self.dir("partial"))
+                .env("VMC_EXPIRED_DIR", self.dir("expired"));
+        } else {
+            let prefix = format!("/node-{n}");
+            self.server.serve_dir(&prefix, home.join("cache"));
+            cmd.args(["--cache-mode", "per-node", "--node-url"])
+                .arg(self.server.url(&format!("{prefix}/")));
+        }
+        cmd
+    }
+
+    /// Adds the endorser and subscribes (node 1), selecting every image.
+    fn subscribe(&self, shared: bool) {
+        let subject = self.pki.endorser.subject_one_line();
+        let issuer = self.pki.endorser.issuer_one_line();
+        let add = [
+            "endorser",
+            "add",
+            "--id",
+            "e1",
+            "--subject",
+            &subject,
+            "--issuer",
+            &issuer,
+        ];
+        ok(self.node(1, shared).args(add).output().unwrap());
+        let url = self.server.url(LIST);
+        let sub = [
+            "subscribe",
+            "add",
+            &url,
+            "--endorser",
+            "e1",
+            "--new-images",
+            "subscribe",
+        ];
+        ok(self.node(1, shared).args(sub).output().unwrap());
+    }
+
+    fn spawn_sync(&self, n: usize, shared: bool) -> Child {
+        self.node(n, shared)
+            .args(["--json", "cache", "sync"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn upstream_bytes(&self) -> Vec<u64> {
+        self.images
+            .iter()
+            .map(|(_, path, _)| self.server.bytes_sent(path))
+            .collect()
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(event))
+            .count()
+    }
+}
+
+fn ok(out: Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && n != "cache.index")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A fresh PostgreSQL schema for `name`, or `None` (reported as skipped) without a server.
+#[cfg(feature = "postgres")]
+fn postgres(name: &str) -> Option<(String, impl Drop)> {
+    use diesel::{Connection, connection::SimpleConnection};
+    let Ok(admin) = std::env::var("VMC_TEST_POSTGRES_URL") else {
+        vmc_testkit::skip::skipped(
+            "VMC_TEST_POSTGRES_URL is not set: no PostgreSQL server to test on (.ci/run starts one)",
+        );
+        return None;
+    };
+    let schema = format!("{name}_{}", std::process::id());
+    let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+    conn.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    ))
+    .unwrap();
+    struct Dropper(diesel::PgConnection, String);
+    impl Drop for Dropper {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .batch_execute(&format!("DROP SCHEMA {} CASCADE;", self.1));
+        }
+    }
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{admin}{sep}options=-csearch_path%3D{schema}"),
+        Dropper(conn, schema),
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_name: &str) -> Option<(String, ())> {
+    vmc_testkit::skip::skipped("the multi-node tests need the cargo feature `postgres`");
+    None
+}
+
+/// Runs three nodes' `cache sync` at once and returns their JSON reports.
+fn three_syncs(site: &Site, shared: bool) -> Vec<serde_json::Value> {
+    let children: Vec<Child> = (1..=3).map(|n| site.spawn_sync(n, shared)).collect();
+    children
+        .into_iter()
+        .map(|c| ok(c.wait_with_output().unwrap()))
+        .collect()
+}
+
+#[test]
+fn three_nodes_sharing_one_cache_directory_download_each_image_once() {
+    let Some((url, _db)) = postgres("site_shared") else {
+        return;
+    };
+    let site = Site::new(6, 256 * 1024, 1024 * 1024, Some(url));
+    site.subscribe(true);
+    let reports = three_syncs(&site, true);
+    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    assert_eq!(site.upstream_bytes(), sizes, "{reports:#?}");
+    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(files(&site.dir("cache")), ids);
+    let downloaded: usize = reports
+        .iter()
+        .map(|r| r["downloaded"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(downloaded, 6, "{reports:#?}");
+    assert_eq!(site.count("AvailablePrefix"), 6, "{:#?}", site.events());
+    assert_eq!(site.count("AvailablePostfix"), 6, "{:#?}", site.events());
+    // A second round has nothing to do: nothing downloaded, nothing announced, nothing expired.
+    let again = three_syncs(&site, true);
+    assert_eq!(site.upstream_bytes(), sizes, "{again:#?}");
+    assert_eq!(site.count("AvailablePostfix"), 6);
+    assert_eq!(site.count("ExpirePostfix"), 0);
+    // Unsubscribed: the three nodes expire at once; one does (the `expire` lease), once.
+    ok(site
+        .node(1, true)
+        .args(["subscribe", "remove", &site.server.url(LIST)])
+        .output()
+        .unwrap());
+    three_syncs(&site, true);
+    assert!(files(&site.dir("cache")).is_empty());
+    assert_eq!(files(&site.dir("expired")).len(), 6);
+    assert_eq!(site.count("ExpirePrefix"), 6, "{:#?}", site.events());
+    assert_eq!(site.count("ExpirePostfix"), 6, "{:#?}", site.events());
+}
+
+#[test]
+fn three_nodes_with_their_own_caches_fetch_each_image_once_from_upstream() {
+    let Some((url, _db)) = postgres("site_per_node") else {
+        return;
+    };
+    let site = Site::new(6, 256 * 1024, 1024 * 1024, Some(url));
+    site.subscribe(false);
+    let reports = three_syncs(&site, false);
+    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    assert_eq!(site.upstream_bytes(), sizes, "{reports:#?}");
+    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
+    for n in 1..=3 {
+        let cache = site.dir(&format!("home-{n}")).join("cache");
+        assert_eq!(files(&cache), ids, "node {n}: {reports:#?}");
+    }
+    let copied: usize = reports
+        .iter()
+        .map(|r| r["from_peers"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(copied, 12, "two nodes copy each of 6 images: {reports:#?}");
+    // Once per site: the node that fetched from upstream announces; copies are silent.
+    assert_eq!(site.count("AvailablePostfix"), 6, "{:#?}", site.events());
+    // Unsubscribing expires each node's copy; the expiry is announced once per image.
+    ok(site
+        .node(1, false)
+        .args(["subscribe", "remove", &site.server.url(LIST)])
+        .output()
+        .unwrap());
+    three_syncs(&site, false);
+    for n in 1..=3 {
+        let cache = site.dir(&format!("home-{n}")).join("cache");
+        assert!(files(&cache).is_empty(), "node {n}");
+    }
+    assert_eq!(site.count("ExpirePostfix"), 6, "{:#?}", site.events());
+}
+
+#[test]
+fn a_node_killed_mid_download_is_taken_over_after_its_lease_time() {
+    let Some((url, _db)) = postgres("site_sigkill") else {
+        return;
+    };
+    let size = 3 * 1024 * 1024;
+    let site = Site::new(1, size, 512 * 1024, Some(url));
+    site.subscribe(true);
+    let (id, path, _) = site.images[0].clone();
+    let lease = ["--lease-time", "3"];
+    let mut victim = site
+        .node(1, true)
+        .args(lease)
+        .args(["cache", "sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = site.dir("partial").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial.metadata().map_or(0, |m| m.len()) < 512 * 1024 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let before = site.server.bytes_sent(&path);
+    // Within the lease time the image is the dead node's: the survivor leaves it alone.
+    let report = ok(site
+        .node(2, true)
+        .args(lease)
+        .args(["--json", "cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(report["left_to_others"][0]["node"], "n1", "{report:#}");
+    assert!(files(&site.dir("cache")).is_empty());
+    std::thread::sleep(Duration::from_millis(3500));
+    let report = ok(site
+        .node(2, true)
+        .args(lease)
+        .args(["--json", "cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(report["downloaded"], serde_json::json!([id]), "{report:#}");
+    assert_eq!(files(&site.dir("cache")), vec![id.clone()]);
+    // Resumed where the dead node stopped: what the survivor fetched is the rest of the file.
+    let after = site.server.bytes_sent(&path);
+    assert!(
+        after - before < size as u64,
+        "the survivor fetched {} bytes of {size}",
+        after - before
+    );
+    assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
+}
+
+#[test]
+fn an_event_whose_run_died_in_its_handler_is_delivered_by_the_next_run() {
+    let site = Site::new(1, 64 * 1024, 10 * 1024 * 1024, None);
+    site.subscribe(true);
+    let hang = site.dir("hang");
+    let started = site.dir("handler.pid");
+    std::fs::write(&hang, "").unwrap();
+    // The handler hangs on AvailablePostfix while `hang` exists, after writing its pid.
+    let handler = format!(
+        "if [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePostfix ] && [ -e {hang} ]; then \
+         echo $$ > {started}.tmp && mv {started}.tmp {started}; sleep 600; fi; \
+         echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER\" >> {log}",
+        hang = hang.display(),
+        started = started.display(),
+        log = site.dir("events.log").display()
+    );
+    let mut run = site
+        .node(1, true)
+        .env("VMC_EVENT_HANDLER", &handler)
+        .args(["cache", "sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the handler never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The run dies with its handler: the image is cached, its AvailablePostfix undelivered.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let pid = std::fs::read_to_string(&started).unwrap();
+    // The handler runs in a process group of its own: kill it all.
+    Command::new("kill")
+        .args(["-9", "--", &format!("-{}", pid.trim())])
+        .status()
+        .unwrap();
+    std::fs::remove_file(&hang).unwrap();
+    let id = site.images[0].0.clone();
+    assert_eq!(files(&site.dir("cache")), vec![id.clone()]);
+    assert_eq!(site.count("AvailablePostfix"), 0, "{:#?}", site.events());
+    // The next run replays it, once; a third run has nothing left to replay.
+    for _ in 0..2 {
+        let out = site
+            .node(1, true)
+            .env("VMC_EVENT_HANDLER", &handler)
+            .args(["cache", "sync"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let postfix: Vec<String> = site
+        .events()
+        .into_iter()
+        .filter(|l| l.starts_with("AvailablePostfix"))
+        .collect();
+    assert_eq!(postfix, vec![format!("AvailablePostfix {id}")]);
+}
