@@ -65,7 +65,7 @@ Options:
       --scale N        images in the list of the scale test [default: 10000; --quick: 1000]
       --quick          small sizes and 3 runs (finishes in minutes)
       --only GROUPS    run only these benchmarks, comma-separated:
-                       hash,download,parallel,scale,memory,oci
+                       hash,download,parallel,scale,memory,oci,nodes
       --oci-size SIZE  size of each of the 4 artifacts of the oci benchmark
                        [default: 500M; --quick: 32M]
       --test-server    serve with vmc-testkit's TestServer instead of nginx
@@ -89,7 +89,11 @@ const WARMUP_ROUNDS: usize = 1;
 /// Images of the parallel test (the number).
 const PARALLEL_IMAGES: usize = 8;
 /// The benchmark groups, in the order they run.
-const GROUPS: [&str; 6] = ["hash", "download", "parallel", "scale", "memory", "oci"];
+const GROUPS: [&str; 7] = [
+    "hash", "download", "parallel", "scale", "memory", "oci", "nodes",
+];
+/// Images of the nodes benchmark (the number).
+const NODE_IMAGES: usize = 12;
 /// Artifacts of the oci benchmark (the number).
 const OCI_ARTIFACTS: usize = 4;
 /// Identifier of the large image.
@@ -735,7 +739,14 @@ pub fn run(args: &[String]) -> Result<()> {
 
     progress("building vmc (release)");
     let build_started = Instant::now();
-    let mut build = cmd::cargo_command(&["build", "--release", "-p", "vmc-cli"]);
+    let mut build = cmd::cargo_command(&[
+        "build",
+        "--release",
+        "-p",
+        "vmc-cli",
+        "--features",
+        "vmc-cli/postgres",
+    ]);
     progress(&format!("$ {}", cmd::display(&build)));
     cmd::run(build.stdout(to_stderr())).context("cannot build vmc in release mode")?;
     let build_secs = build_started.elapsed().as_secs_f64();
@@ -869,6 +880,7 @@ impl Bench {
                 "parallel" => self.bench_parallel()?,
                 "scale" => self.bench_scale()?,
                 "oci" => self.bench_oci()?,
+                "nodes" => self.bench_nodes()?,
                 _ => self.bench_memory(big.as_ref())?,
             }
         }
@@ -1415,6 +1427,211 @@ impl Bench {
                 ideal * PARALLEL_IMAGES as f64
             ),
         });
+        self.rows.extend(rows);
+        Ok(())
+    }
+
+    // ---- 7. nodes ----------------------------------------------------------------------------
+
+    /// A site's `cache sync` of [`NODE_IMAGES`] throttled images on one PostgreSQL database:
+    /// one node, three nodes on one cache directory, and three nodes with their own caches
+    /// (copying from each other), with the bytes the upstream server sent checked every run.
+    /// Needs a PostgreSQL server: `VMC_BENCH_POSTGRES_URL` (else `VMC_TEST_POSTGRES_URL`).
+    fn bench_nodes(&mut self) -> Result<()> {
+        let Some(admin) = ["VMC_BENCH_POSTGRES_URL", "VMC_TEST_POSTGRES_URL"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok())
+        else {
+            progress("7. nodes: skipped, no PostgreSQL (set VMC_BENCH_POSTGRES_URL)");
+            return Ok(());
+        };
+        let psql = find_program("psql").context("the nodes benchmark needs psql")?;
+        let (size, rate) = (self.opts.parallel_size, self.opts.parallel_rate);
+        progress(&format!(
+            "7. {NODE_IMAGES} images of {} at {}/s per connection, 1 vs 3 nodes",
+            human_size(size),
+            human_size(rate)
+        ));
+        // A server of our own: it counts the bytes each image sends and serves node caches.
+        let server = TestServer::start();
+        let mut images = Vec::new();
+        let mut paths = Vec::new();
+        for i in 0..NODE_IMAGES {
+            let id = format!("bench-node-{i}");
+            let file = self.root.join(format!("stage/{id}.img"));
+            let sha512 = feed::write_pseudo_random_file(&file, 300 + i as u64, size)?;
+            let bytes =
+                fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            remove_file(&file)?;
+            let path = format!("/img/{id}");
+            server.add(&path, Route::new(bytes).throttle(rate));
+            images.push(
+                ImageSpec {
+                    id: &id,
+                    title: "Benchmark image (nodes)",
+                    url: server.url(&path),
+                    size,
+                    sha512,
+                    os_name: "Bench",
+                    os_version: "1",
+                }
+                .to_image()?,
+            );
+            paths.push(path);
+        }
+        let list = self.signed_list("nodes", "1.0", images, 0)?;
+        server.add("/list", Route::new(list));
+        let list_url = server.url("/list");
+        let homes = self.root.join("homes/nodes");
+        for n in 1..=3 {
+            server.serve_dir(&format!("/node-{n}"), homes.join(format!("n{n}/cache")));
+        }
+        let schema = format!("vmc_bench_nodes_{}", std::process::id());
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let db = format!("{admin}{sep}options=-csearch_path%3D{schema}");
+        let sql = |statement: String| -> Result<()> {
+            let mut command = Command::new(&psql);
+            command.args(["-q", "-v", "ON_ERROR_STOP=1", &admin, "-c", &statement]);
+            self.setup(command).map(drop)
+        };
+        // One node's command: its home, the site's database, its name; `per_node` gives it a
+        // cache of its own and the URL the others copy from.
+        let node = |n: usize, per_node: bool, args: &[&str]| -> Command {
+            let home = homes.join(format!("n{n}"));
+            let mut command = self.vmc(&home, args);
+            command
+                .env("VMC_DATABASE", &db)
+                .env("VMC_NODE", format!("n{n}"));
+            if per_node {
+                command
+                    .env("VMC_CACHE_MODE", "per-node")
+                    .env("VMC_NODE_URL", server.url(&format!("/node-{n}/")));
+            } else {
+                command
+                    .env("VMC_CACHE_DIR", homes.join("cache"))
+                    .env("VMC_PARTIAL_DIR", homes.join("partial"))
+                    .env("VMC_EXPIRED_DIR", homes.join("expired"));
+            }
+            command
+        };
+        let prepare = |per_node: bool| -> Result<()> {
+            remove_dir(&homes)?;
+            sql(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+            ))?;
+            self.setup(node(
+                1,
+                per_node,
+                &[
+                    "subscribe",
+                    "add",
+                    &list_url,
+                    "--auto-endorse",
+                    "--new-images",
+                    "subscribe",
+                ],
+            ))?;
+            server.reset_stats();
+            Ok(())
+        };
+        let sent = || -> u64 { paths.iter().map(|p| server.bytes_sent(p)).sum() };
+        let expected = size * NODE_IMAGES as u64;
+        let check = |caches: &[PathBuf]| -> Result<()> {
+            for cache in caches {
+                let held = fs::read_dir(cache)
+                    .with_context(|| format!("cannot read {}", cache.display()))?
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("bench-node-"))
+                    .count();
+                ensure!(
+                    held == NODE_IMAGES,
+                    "{} holds {held} images",
+                    cache.display()
+                );
+            }
+            let bytes = sent();
+            ensure!(
+                bytes == expected,
+                "the upstream server sent {bytes} bytes for {expected} bytes of images"
+            );
+            Ok(())
+        };
+        // Three nodes at once: a shell starts them and waits for each.
+        let three = |per_node: bool| -> Command {
+            let mut script = String::new();
+            for n in 1..=3 {
+                let c = node(n, per_node, &["cache", "sync", "--jobs", "4"]);
+                let mut line = String::new();
+                for (k, v) in c.get_envs() {
+                    let k = k.to_string_lossy();
+                    match v {
+                        Some(v) => line
+                            .push_str(&format!("{k}={} ", feed::shell_word(&v.to_string_lossy()))),
+                        None => line = format!("-u {k} {line}"),
+                    }
+                }
+                let bin = feed::shell_word(&self.bin.display().to_string());
+                script.push_str(&format!(
+                    "env {line}{bin} cache sync --jobs 4 >/dev/null & p{n}=$!\n"
+                ));
+            }
+            script.push_str("wait $p1 && wait $p2 && wait $p3\n");
+            self.shell(&script)
+        };
+        let shared_cache = [homes.join("cache")];
+        let own_caches: Vec<PathBuf> = (1..=3).map(|n| homes.join(format!("n{n}/cache"))).collect();
+        let (prepare, check, node, three) = (&prepare, &check, &node, &three);
+        let (shared_cache, own_caches) = (&shared_cache[..], &own_caches[..]);
+        let contenders = [
+            Contender {
+                label: "1 node: vmc cache sync --jobs 4".into(),
+                prepare: Box::new(move || prepare(false)),
+                command: Box::new(move || node(1, false, &["cache", "sync", "--jobs", "4"])),
+                check: Box::new(move |_| check(shared_cache)),
+                cleanup: Box::new(|| Ok(())),
+            },
+            Contender {
+                label: "3 nodes, one cache directory (--jobs 4 each)".into(),
+                prepare: Box::new(move || prepare(false)),
+                command: Box::new(move || three(false)),
+                check: Box::new(move |_| check(shared_cache)),
+                cleanup: Box::new(|| Ok(())),
+            },
+            Contender {
+                label: "3 nodes, per-node caches (--jobs 4 each)".into(),
+                prepare: Box::new(move || prepare(true)),
+                command: Box::new(move || three(true)),
+                check: Box::new(move |_| check(own_caches)),
+                cleanup: Box::new(|| Ok(())),
+            },
+        ];
+        let rows = self.rounds(
+            &format!(
+                "7. nodes, {NODE_IMAGES} × {} at {}/s each, one PostgreSQL",
+                human_size(size),
+                human_size(rate)
+            ),
+            Some(expected),
+            &contenders,
+            0,
+            self.opts.runs,
+        )?;
+        drop(contenders);
+        sql(format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"))?;
+        remove_dir(&homes)?;
+        for (row, what) in [(1, "one cache directory"), (2, "per-node caches")] {
+            let ratio = rows[row].median() / rows[0].median();
+            self.verdicts.push(Verdict {
+                what: format!("nodes: 3 nodes ({what}) / 1 node, wall time"),
+                measured: format!("{ratio:.2}×"),
+                goal: "≤ 0.4×".into(),
+                met: ratio <= 0.4,
+                note: format!(
+                    "upstream bytes checked every run: {} = 1.0× the images",
+                    human_size(expected)
+                ),
+            });
+        }
         self.rows.extend(rows);
         Ok(())
     }
