@@ -320,6 +320,21 @@ impl Vmc {
         }
     }
 
+    /// Whether the node holding the image's download lease serves its cache to the others (it
+    /// registered a URL): worth waiting for, to copy from it. `true` when unknown.
+    pub(crate) fn holder_serves(&self, record: &vmc_store::ImageRecord) -> bool {
+        let resource = format!("download:{}", record.image.identifier);
+        let Ok(Some(lease)) = self.store().lease(&resource) else {
+            return true;
+        };
+        self.store().nodes().map_or(true, |nodes| {
+            nodes
+                .iter()
+                .find(|n| n.info.name == lease.node)
+                .is_none_or(|n| n.info.url.is_some())
+        })
+    }
+
     /// Says what this node is doing now; the next heartbeat records it.
     pub fn set_activity(&self, activity: &str) {
         set(&self.activity, activity);

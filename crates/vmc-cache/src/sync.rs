@@ -116,6 +116,17 @@ fn squatter_failure(path: &Path, id: &str) -> ImageFailure {
     }
 }
 
+/// How a download of `download_with` came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Via {
+    /// From upstream under this node's download lease (or left to the node holding it).
+    Lease,
+    /// Copied from the cache of the node named.
+    Peer(String),
+    /// From upstream without the lease: per-node caches, the holder serves no copies.
+    Unleased,
+}
+
 /// The lease under which one node of a site with one cache directory expires it.
 const EXPIRE_LEASE: &str = "expire";
 
@@ -362,22 +373,32 @@ impl Vmc {
         config.cache_mode == CacheMode::Shared || config.event_scope == EventScope::Node || first()
     }
 
-    /// Whether this node is the first of the site to expire `entry`'s image version (per-node
-    /// caches: each node moves its own copy, one announces it). A database failure announces
-    /// (an event twice rather than none).
-    fn first_expiry(&self, entry: &CacheEntry) -> bool {
-        let key = format!(
-            "expired:{}:{}:{}",
-            entry.identifier,
-            entry.sha512,
-            entry.list_version_id.unwrap_or(0)
-        );
+    /// Whether this node is the first of the site to do `what` (`available`, `expired`) to
+    /// one image version: per-node caches, where each node caches and expires its own copy
+    /// and one announces it. A database failure announces (an event twice rather than none).
+    fn first_at_site(
+        &self,
+        what: &str,
+        identifier: &Identifier,
+        sha512: &str,
+        list_version: Option<i64>,
+    ) -> bool {
+        let key = format!("{what}:{identifier}:{sha512}:{}", list_version.unwrap_or(0));
         self.store()
             .claim_once(&key, &self.config().node, self.config().clock.now())
             .unwrap_or_else(|e| {
                 tracing::warn!("cannot record {key}: {e}; announcing it");
                 true
             })
+    }
+
+    fn first_expiry(&self, entry: &CacheEntry) -> bool {
+        self.first_at_site(
+            "expired",
+            &entry.identifier,
+            &entry.sha512,
+            entry.list_version_id,
+        )
     }
 
     /// Repairs what an interrupted run, or someone else, may have left: a cached file that is
@@ -777,9 +798,8 @@ impl Vmc {
         let reserved = AtomicU64::new(0);
         let per_node = self.config().cache_mode == CacheMode::PerNode;
         type Fetched = Result<(DownloadOutcome, PartialFile), ImageFailure>;
-        // `None`: another node of the site holds the image's download lease. The node copied
-        // from, for a copy from another node's cache.
-        type Done<'r> = (&'r ImageRecord, Option<Fetched>, Option<String>);
+        // `None`: another node of the site holds the image's download lease.
+        type Done<'r> = (&'r ImageRecord, Option<Fetched>, Via);
         let (tx, rx) = mpsc::channel::<Done<'_>>();
         let workers = jobs.clamp(1, wanted.len());
         std::thread::scope(|scope| -> Result<(), CacheError> {
@@ -811,7 +831,10 @@ impl Vmc {
                             && let Some((fetched, node)) =
                                 self.copy_from_peer(record, reserved, progress)
                         {
-                            if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
+                            if tx
+                                .send((record, Some(Ok(fetched)), Via::Peer(node)))
+                                .is_err()
+                            {
                                 break;
                             }
                             continue;
@@ -819,14 +842,27 @@ impl Vmc {
                         match self.lease_download(record) {
                             Take::Mine => {}
                             Take::Cached => continue,
-                            Take::Held if per_node => {
+                            Take::Held if per_node && self.holder_serves(record) => {
                                 if let Ok(mut q) = queue.lock() {
                                     q.push_back((record, Instant::now() + PEER_POLL));
                                 }
                                 continue;
                             }
+                            // The holder serves no copies (no --node-url): from upstream, as
+                            // the site chose, without the lease (the holder keeps it).
+                            Take::Held if per_node => {
+                                let result = self.fetch_one(record, None, reserved, progress);
+                                progress.download_finished(
+                                    record.image.identifier.as_str(),
+                                    result.is_ok(),
+                                );
+                                if tx.send((record, Some(result), Via::Unleased)).is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
                             Take::Held => {
-                                if tx.send((record, None, None)).is_err() {
+                                if tx.send((record, None, Via::Lease)).is_err() {
                                     break;
                                 }
                                 continue;
@@ -838,7 +874,10 @@ impl Vmc {
                                 self.copy_from_peer(record, reserved, progress)
                         {
                             self.release_download(record);
-                            if tx.send((record, Some(Ok(fetched)), Some(node))).is_err() {
+                            if tx
+                                .send((record, Some(Ok(fetched)), Via::Peer(node)))
+                                .is_err()
+                            {
                                 break;
                             }
                             continue;
@@ -846,17 +885,17 @@ impl Vmc {
                         let result = self.fetch_one(record, None, reserved, progress);
                         progress
                             .download_finished(record.image.identifier.as_str(), result.is_ok());
-                        if tx.send((record, Some(result), None)).is_err() {
+                        if tx.send((record, Some(result), Via::Lease)).is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(tx);
-            for (record, result, peer) in rx {
-                let elsewhere = match (&result, &peer) {
+            for (record, result, via) in rx {
+                let elsewhere = match (&result, &via) {
                     (None, _) => self.download_holder(record),
-                    (Some(Ok(_)), None) => self.download_lost(record),
+                    (Some(Ok(_)), Via::Lease) => self.download_lost(record),
                     _ => None,
                 };
                 if let Some(left) = elsewhere {
@@ -868,19 +907,27 @@ impl Vmc {
                     continue;
                 }
                 let Some(result) = result else { continue };
-                // A copy from another node is the site's news only to per-node handlers.
-                let announce = peer.is_none() || self.config().event_scope == EventScope::Node;
+                // Per-node caches: the site's first copy of this version is the site's news;
+                // every copy is news to per-node handlers.
+                let announce = self.announces(|| {
+                    self.first_at_site(
+                        "available",
+                        &record.image.identifier,
+                        &record.image.sha512,
+                        Some(record.list_version_id),
+                    )
+                });
                 let admitted = result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
                     self.admit(dispatcher, record, &partial.path, announce)
                 });
-                if peer.is_none() {
+                if via == Via::Lease {
                     self.release_download(record);
                 }
                 match admitted {
                     Ok(()) => {
                         report.downloaded.push(record.image.identifier.to_string());
-                        if let Some(node) = peer {
+                        if let Via::Peer(node) = via {
                             report.from_peers.push(LeftToOther {
                                 identifier: record.image.identifier.to_string(),
                                 node,

@@ -626,6 +626,8 @@ pub struct NodeJson {
     pub alive: bool,
     /// What it said it was doing (`idle` between runs).
     pub activity: String,
+    /// Where the other nodes copy its cached files from (`--node-url`; null when none).
+    pub url: Option<String>,
     /// The leases it holds.
     pub leases: Vec<LeaseJson>,
 }
@@ -657,6 +659,7 @@ pub fn node(n: &vmc_cache::NodeStatus, now: chrono::DateTime<chrono::Utc>) -> No
         last_seen: time(r.last_seen),
         alive: n.alive,
         activity: r.activity.clone(),
+        url: r.info.url.clone(),
         leases: r
             .leases
             .iter()

@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<Outcome> {
                             })
                             .collect();
                         output::line(format!(
-                            "{}\t{}\t{}\tpid {}\tvmc {}\tstarted {}\tseen {}\t{}\tleases: {}",
+                            "{}\t{}\t{}\tpid {}\tvmc {}\tstarted {}\tseen {}\t{}\tleases: {}{}",
                             r.info.name,
                             if n.alive { "alive" } else { "silent" },
                             r.info.host,
@@ -44,7 +44,12 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<Outcome> {
                                 "-".to_owned()
                             } else {
                                 leases.join(", ")
-                            }
+                            },
+                            r.info
+                                .url
+                                .as_deref()
+                                .map(|u| format!("\tserves {u}"))
+                                .unwrap_or_default()
                         ));
                     }
                 }

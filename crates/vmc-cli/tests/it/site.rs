@@ -324,6 +324,70 @@ fn three_nodes_with_their_own_caches_fetch_each_image_once_from_upstream() {
 }
 
 #[test]
+fn per_node_events_and_nodes_that_serve_no_copies() {
+    let Some((url, _db)) = postgres("site_events") else {
+        return;
+    };
+    let site = Site::new(3, 128 * 1024, 1024 * 1024, Some(url));
+    site.subscribe(false);
+    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
+    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    // With --events node, each node's handler hears of its own copy.
+    for n in 1..=2 {
+        let report = ok(site
+            .node(n, false)
+            .args(["--events", "node", "--json", "cache", "sync"])
+            .output()
+            .unwrap());
+        assert_eq!(
+            report["downloaded"].as_array().unwrap().len(),
+            3,
+            "{report:#}"
+        );
+    }
+    assert_eq!(site.upstream_bytes(), sizes);
+    assert_eq!(site.count("AvailablePostfix"), 6, "{:#?}", site.events());
+    let from_n2 = site
+        .events()
+        .iter()
+        .filter(|l| l.starts_with("AvailablePostfix") && l.ends_with(" n2"))
+        .count();
+    assert_eq!(from_n2, 3, "n2 announced its copies: {:#?}", site.events());
+    // Nodes that serve no copies (no --node-url) fetch from upstream themselves, at once,
+    // without waiting for each other; the site hears of each image once.
+    let Some((url, _db2)) = postgres("site_plain") else {
+        return;
+    };
+    let plain = Site::new(3, 256 * 1024, 512 * 1024, Some(url));
+    plain.subscribe(false);
+    let children: Vec<Child> = (1..=2)
+        .map(|n| {
+            let mut cmd = plain.node(n, true);
+            cmd.env_remove("VMC_CACHE_DIR")
+                .env_remove("VMC_PARTIAL_DIR")
+                .env_remove("VMC_EXPIRED_DIR")
+                .env("VMC_CACHE_MODE", "per-node")
+                .args(["--json", "cache", "sync"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (n, child) in children.into_iter().enumerate() {
+        ok(child.wait_with_output().unwrap());
+        let cache = plain.dir(&format!("home-{}", n + 1)).join("cache");
+        assert_eq!(
+            files(&cache),
+            plain.images.iter().map(|i| i.0.clone()).collect::<Vec<_>>()
+        );
+    }
+    let twice: Vec<u64> = plain.images.iter().map(|(_, _, s)| 2 * s).collect();
+    assert_eq!(plain.upstream_bytes(), twice);
+    assert_eq!(plain.count("AvailablePostfix"), 3, "{:#?}", plain.events());
+}
+
+#[test]
 fn a_node_killed_mid_download_is_taken_over_after_its_lease_time() {
     let Some((url, _db)) = postgres("site_sigkill") else {
         return;
