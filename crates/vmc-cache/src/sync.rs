@@ -978,7 +978,7 @@ impl Vmc {
                 && p.entry.size == record.image.size
                 && p.entry.sha512.eq_ignore_ascii_case(&record.image.sha512)
         });
-        peers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        peers.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
         for peer in peers {
             let base = peer.url.as_deref().unwrap_or_default();
             let sep = if base.ends_with('/') { "" } else { "/" };

@@ -346,6 +346,9 @@ fn per_node_events_and_nodes_that_serve_no_copies() {
         );
     }
     assert_eq!(site.upstream_bytes(), sizes);
+    for n in 1..=2 {
+        assert_eq!(files(&site.dir(&format!("home-{n}")).join("cache")), ids);
+    }
     assert_eq!(site.count("AvailablePostfix"), 6, "{:#?}", site.events());
     let from_n2 = site
         .events()
