@@ -139,6 +139,7 @@ pub fn diagnose(config: &Config) -> Vec<Check> {
             ));
             checks.push(schema_check(&store));
             node_checks(&store, config, now, &mut checks);
+            checks.push(outbox_check(&store, config, now));
             Some(store)
         }
         Err(e) => {
@@ -453,6 +454,57 @@ fn node_checks(
     }
 }
 
+/// Announced events whose run died before delivering them (the event outbox): the next run
+/// delivers them, but a site where they pile up has runs dying or handlers hanging.
+fn outbox_check(store: &Store, config: &Config, now: chrono::DateTime<chrono::Utc>) -> Check {
+    let pending = match store.pending_events() {
+        Ok(pending) => pending,
+        Err(e) => {
+            return check(
+                "events",
+                Status::Fail,
+                format!("cannot read the event outbox: {}", crate::update::chain(&e)),
+                Some("check the database user may read the event_outbox table"),
+            );
+        }
+    };
+    let grace = chrono::TimeDelta::from_std(config.lease_time + config.event_timeout)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    let stale: Vec<String> = pending
+        .iter()
+        .filter(|p| now - p.claimed_at > grace)
+        .map(|p| {
+            let a = &p.announcement;
+            format!(
+                "{} {} (node {}, {})",
+                a.event_type,
+                a.identifier.as_deref().unwrap_or(""),
+                a.node,
+                a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .collect();
+    if stale.is_empty() {
+        check(
+            "events",
+            Status::Ok,
+            format!("{} events being delivered, none left behind", pending.len()),
+            None,
+        )
+    } else {
+        check(
+            "events",
+            Status::Warn,
+            format!(
+                "{} events announced by runs that died are not delivered yet: {}",
+                stale.len(),
+                stale.join(", ")
+            ),
+            Some("the next cache sync of any node delivers them to its handler"),
+        )
+    }
+}
+
 /// An OCI subscription's allow rule: it must parse and admit the subscription's reference,
 /// or every image of it expires as unendorsed at the next sync.
 fn oci_rule_check(
@@ -644,6 +696,33 @@ mod tests {
         assert!(warned[1].contains("download:img"), "{warned:?}");
         assert!(warned[2].contains("hv-2 was last seen"), "{warned:?}");
         assert!(find(&checks, "nodes", Status::Ok).is_none());
+    }
+
+    #[test]
+    fn events_left_behind_by_a_dead_run_are_reported() {
+        let home = tempfile::tempdir().unwrap();
+        let c = config(home.path(), "ca-dir");
+        assert!(find(&diagnose(&c), "events", Status::Ok).is_some());
+        let store = Store::open(&c.database_url).unwrap();
+        let now = c.clock.now();
+        let announce = |at: chrono::DateTime<chrono::Utc>, id: &str| vmc_store::Announcement {
+            node: "hv-1".into(),
+            session: "dead".into(),
+            event_type: vmc_model::EventType::AvailablePostfix,
+            identifier: Some(id.into()),
+            payload: serde_json::json!({}),
+            at,
+        };
+        // One being delivered now (not stale), one from an hour ago (stale).
+        store.announce(&announce(now, "fresh")).unwrap();
+        store
+            .announce(&announce(now - TimeDelta::hours(1), "old"))
+            .unwrap();
+        let checks = diagnose(&c);
+        let warn = find(&checks, "events", Status::Warn).expect("stale events reported");
+        assert!(warn.message.starts_with("1 events"), "{warn:?}");
+        assert!(warn.message.contains("AvailablePostfix old (node hv-1"), "{warn:?}");
+        assert!(!warn.message.contains("fresh"), "{warn:?}");
     }
 
     #[test]
