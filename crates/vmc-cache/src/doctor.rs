@@ -721,7 +721,10 @@ mod tests {
         let checks = diagnose(&c);
         let warn = find(&checks, "events", Status::Warn).expect("stale events reported");
         assert!(warn.message.starts_with("1 events"), "{warn:?}");
-        assert!(warn.message.contains("AvailablePostfix old (node hv-1"), "{warn:?}");
+        assert!(
+            warn.message.contains("AvailablePostfix old (node hv-1"),
+            "{warn:?}"
+        );
         assert!(!warn.message.contains("fresh"), "{warn:?}");
     }
 

@@ -171,6 +171,25 @@ impl Site {
             .unwrap()
     }
 
+    fn ids(&self) -> Vec<String> {
+        self.images.iter().map(|(id, _, _)| id.clone()).collect()
+    }
+
+    /// Each image's size, times `times`: what the upstream server sent when each image left
+    /// it `times` times.
+    fn sizes(&self, times: u64) -> Vec<u64> {
+        self.images.iter().map(|(_, _, s)| times * s).collect()
+    }
+
+    fn unsubscribe(&self, shared: bool) {
+        let url = self.server.url(LIST);
+        ok(self
+            .node(1, shared)
+            .args(["subscribe", "remove", &url])
+            .output()
+            .unwrap());
+    }
+
     fn upstream_bytes(&self) -> Vec<u64> {
         self.images
             .iter()
@@ -258,9 +277,9 @@ fn three_nodes_sharing_one_cache_directory_download_each_image_once() {
     let site = Site::new(6, 256 * 1024, 1024 * 1024, Some(url));
     site.subscribe(true);
     let reports = three_syncs(&site, true);
-    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    let sizes = site.sizes(1);
     assert_eq!(site.upstream_bytes(), sizes, "{reports:#?}");
-    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
+    let ids = site.ids();
     assert_eq!(files(&site.dir("cache")), ids);
     let downloaded: usize = reports
         .iter()
@@ -275,11 +294,7 @@ fn three_nodes_sharing_one_cache_directory_download_each_image_once() {
     assert_eq!(site.count("AvailablePostfix"), 6);
     assert_eq!(site.count("ExpirePostfix"), 0);
     // Unsubscribed: the three nodes expire at once; one does (the `expire` lease), once.
-    ok(site
-        .node(1, true)
-        .args(["subscribe", "remove", &site.server.url(LIST)])
-        .output()
-        .unwrap());
+    site.unsubscribe(true);
     three_syncs(&site, true);
     assert!(files(&site.dir("cache")).is_empty());
     assert_eq!(files(&site.dir("expired")).len(), 6);
@@ -295,9 +310,9 @@ fn three_nodes_with_their_own_caches_fetch_each_image_once_from_upstream() {
     let site = Site::new(6, 256 * 1024, 1024 * 1024, Some(url));
     site.subscribe(false);
     let reports = three_syncs(&site, false);
-    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    let sizes = site.sizes(1);
     assert_eq!(site.upstream_bytes(), sizes, "{reports:#?}");
-    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
+    let ids = site.ids();
     for n in 1..=3 {
         let cache = site.dir(&format!("home-{n}")).join("cache");
         assert_eq!(files(&cache), ids, "node {n}: {reports:#?}");
@@ -310,11 +325,7 @@ fn three_nodes_with_their_own_caches_fetch_each_image_once_from_upstream() {
     // Once per site: the node that fetched from upstream announces; copies are silent.
     assert_eq!(site.count("AvailablePostfix"), 6, "{:#?}", site.events());
     // Unsubscribing expires each node's copy; the expiry is announced once per image.
-    ok(site
-        .node(1, false)
-        .args(["subscribe", "remove", &site.server.url(LIST)])
-        .output()
-        .unwrap());
+    site.unsubscribe(false);
     three_syncs(&site, false);
     for n in 1..=3 {
         let cache = site.dir(&format!("home-{n}")).join("cache");
@@ -330,8 +341,8 @@ fn per_node_events_and_nodes_that_serve_no_copies() {
     };
     let site = Site::new(3, 128 * 1024, 1024 * 1024, Some(url));
     site.subscribe(false);
-    let ids: Vec<String> = site.images.iter().map(|(id, _, _)| id.clone()).collect();
-    let sizes: Vec<u64> = site.images.iter().map(|(_, _, s)| *s).collect();
+    let ids = site.ids();
+    let sizes = site.sizes(1);
     // With --events node, each node's handler hears of its own copy.
     for n in 1..=2 {
         let report = ok(site
@@ -380,13 +391,9 @@ fn per_node_events_and_nodes_that_serve_no_copies() {
     for (n, child) in children.into_iter().enumerate() {
         ok(child.wait_with_output().unwrap());
         let cache = plain.dir(&format!("home-{}", n + 1)).join("cache");
-        assert_eq!(
-            files(&cache),
-            plain.images.iter().map(|i| i.0.clone()).collect::<Vec<_>>()
-        );
+        assert_eq!(files(&cache), plain.ids());
     }
-    let twice: Vec<u64> = plain.images.iter().map(|(_, _, s)| 2 * s).collect();
-    assert_eq!(plain.upstream_bytes(), twice);
+    assert_eq!(plain.upstream_bytes(), plain.sizes(2));
     assert_eq!(plain.count("AvailablePostfix"), 3, "{:#?}", plain.events());
 }
 
