@@ -28,7 +28,9 @@ struct Site {
     server: TestServer,
     root: tempfile::TempDir,
     images: Vec<(String, String, u64)>,
+    entries: Vec<Image>,
     database: Option<String>,
+    now: chrono::DateTime<Utc>,
 }
 
 impl Site {
@@ -57,35 +59,43 @@ impl Site {
             ));
             images.push((id, path, size as u64));
         }
-        let list = ImageList {
-            identifier: Identifier::new("5e7e1157-0000-4000-8000-000000000001").unwrap(),
-            title: "Site test list".into(),
-            description: "".into(),
-            source: "https://example.org/".into(),
-            created: now - TimeDelta::hours(1),
-            expires: now + TimeDelta::days(30),
-            version: Version::new("1"),
-            uri: server.url(LIST),
-            endorsers: vec![EndorserClaim {
-                dn: pki.endorser.subject_one_line(),
-                ca: pki.endorser.issuer_one_line(),
-                creator: None,
-                email: None,
-                extra: serde_json::Map::new(),
-            }],
-            images: entries,
-            extra: serde_json::Map::new(),
-        };
-        let signed = pki.endorser.sign_smime(&list.to_json_bytes());
-        server.add(LIST, Route::new(signed));
-        Site {
+        let site = Site {
             pki,
             ca,
             server,
             root: tempfile::tempdir().unwrap(),
             images,
+            entries,
             database,
-        }
+            now,
+        };
+        site.publish(1);
+        site
+    }
+
+    /// Signs and serves list version `version` (created `version` minutes after the first).
+    fn publish(&self, version: i64) {
+        let list = ImageList {
+            identifier: Identifier::new("5e7e1157-0000-4000-8000-000000000001").unwrap(),
+            title: "Site test list".into(),
+            description: "".into(),
+            source: "https://example.org/".into(),
+            created: self.now - TimeDelta::hours(1) + TimeDelta::minutes(version),
+            expires: self.now + TimeDelta::days(30),
+            version: Version::new(version.to_string()),
+            uri: self.server.url(LIST),
+            endorsers: vec![EndorserClaim {
+                dn: self.pki.endorser.subject_one_line(),
+                ca: self.pki.endorser.issuer_one_line(),
+                creator: None,
+                email: None,
+                extra: serde_json::Map::new(),
+            }],
+            images: self.entries.clone(),
+            extra: serde_json::Map::new(),
+        };
+        let signed = self.pki.endorser.sign_smime(&list.to_json_bytes());
+        self.server.replace(LIST, Route::new(signed));
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -300,6 +310,48 @@ fn three_nodes_sharing_one_cache_directory_download_each_image_once() {
     assert_eq!(files(&site.dir("expired")).len(), 6);
     assert_eq!(site.count("ExpirePrefix"), 6, "{:#?}", site.events());
     assert_eq!(site.count("ExpirePostfix"), 6, "{:#?}", site.events());
+}
+
+#[test]
+fn three_nodes_updating_at_once_store_a_new_list_version_once() {
+    let Some((url, _db)) = postgres("site_update") else {
+        return;
+    };
+    let site = Site::new(1, 1024, 1024 * 1024, Some(url));
+    site.subscribe(true);
+    for version in 2..=4 {
+        site.publish(version);
+        // No refresh interval: every node that gets the list's lease fetches it.
+        let children: Vec<Child> = (1..=3)
+            .map(|n| {
+                site.node(n, true)
+                    .args(["--refresh-interval", "0", "--json", "subscribe", "update"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut statuses: Vec<String> = children
+            .into_iter()
+            .map(|c| ok(c.wait_with_output().unwrap())["subscriptions"][0]["status"].to_string())
+            .collect();
+        statuses.sort();
+        let updated = statuses.iter().filter(|s| *s == "\"updated\"").count();
+        assert_eq!(updated, 1, "version {version}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| ["\"updated\"", "\"unchanged\"", "\"skipped\""].contains(&s.as_str())),
+            "{statuses:?}"
+        );
+    }
+    let shown = ok(site
+        .node(1, true)
+        .args(["--json", "subscribe", "show", &site.server.url(LIST)])
+        .output()
+        .unwrap());
+    assert_eq!(shown["version"], "4", "{shown:#}");
 }
 
 #[test]
