@@ -97,6 +97,10 @@ pub struct Config {
     /// Reach OCI registries on loopback (`127.0.0.1`, `::1`, `localhost`) over plain `http`
     /// (tests, a local mirror); every other registry is always `https`.
     pub oci_plain_http: bool,
+    /// A PEM bundle of CA certificates: when set, the TLS of OCI registries (and of their
+    /// token realms) is verified against these certificates alone, instead of the system
+    /// roots and the CA directory (a site's own registry or mirror with a private CA).
+    pub oci_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             lease_time: Duration::from_secs(120),
             refresh_interval: Duration::from_secs(600),
             oci_plain_http: false,
+            oci_ca_file: None,
         }
     }
 

@@ -154,15 +154,34 @@ pub(crate) fn file_digest(path: &Path, expected: &str) -> std::io::Result<String
 }
 
 impl Vmc {
+    /// The HTTP client of registries: the shared one (system roots and the CA directory),
+    /// or, when [`crate::Config::oci_ca_file`] names a bundle, one that trusts that bundle's
+    /// certificates alone (built on first use; an unreadable or empty bundle fails every
+    /// registry request, naming the file).
+    fn oci_client(&self) -> Result<&vmc_fetch::Client, FetchError> {
+        let Some(path) = &self.config().oci_ca_file else {
+            return self.client();
+        };
+        if let Some(client) = self.oci_client.get() {
+            return Ok(client);
+        }
+        let mut http = self.config().http.clone();
+        http.system_roots = false;
+        http.extra_roots = vmc_fetch::load_ca_bundle(path)?;
+        let client = vmc_fetch::Client::new(http)?;
+        Ok(self.oci_client.get_or_init(|| client))
+    }
+
     /// A client of `registry` with the subscription's credentials: `https` (verified against
-    /// the system roots and the CA directory), or plain `http` for a loopback registry when
+    /// the system roots and the CA directory, or the bundle of
+    /// [`crate::Config::oci_ca_file`]), or plain `http` for a loopback registry when
     /// [`crate::Config::oci_plain_http`] says so.
     fn registry(
         &self,
         registry: &str,
         auth: Option<&SubscriptionAuth>,
     ) -> Result<Registry, FetchError> {
-        let client = self.client()?;
+        let client = self.oci_client()?;
         let options = RegistryOptions {
             plain_http: self.config().oci_plain_http && is_loopback(registry),
             credentials: auth.map(to_credentials),

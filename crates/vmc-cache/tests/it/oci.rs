@@ -495,3 +495,97 @@ fn a_tls_registry_is_verified_against_the_given_roots() {
     assert_eq!(sync(&vmc).downloaded, ["vo.example.tls-1"]);
     assert_eq!(cached_file(&env, "vo.example.tls-1").unwrap(), data);
 }
+
+/// `Config::oci_ca_file` (`VMC_OCI_CA_FILE`): a registry over TLS whose CA is in the bundle
+/// is followed; with a bundle of another CA it is refused even though its CA is one of the
+/// ordinary roots (the bundle replaces them for registries), and without the bundle a sync
+/// fails with an error naming the registry and the TLS reason, caching nothing new. A bundle
+/// that cannot be used fails naming the file.
+#[test]
+fn a_tls_registry_is_verified_against_the_oci_ca_file() {
+    let tls = vmc_testkit::server::TestTls::generate();
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_tls(&tls), ci()) else {
+        return;
+    };
+    let other = vmc_testkit::server::TestTls::generate();
+    let first = image_bytes(14, 30_000);
+    push(&registry, "vo.example/pinned", "1", &first);
+    let url = format!("oci://{}/vo.example/pinned", registry.host());
+    let env = Gen::new();
+    let right = env.home.path().join("registry-ca.pem");
+    std::fs::write(&right, tls.ca_cert.to_pem().unwrap()).unwrap();
+    let wrong = env.home.path().join("other-ca.pem");
+    std::fs::write(&wrong, other.ca_cert.to_pem().unwrap()).unwrap();
+    let with_bundle = |bundle: Option<&std::path::Path>| {
+        let mut config = env.config();
+        config.http.extra_roots.push(tls.ca_cert.clone());
+        config.oci_ca_file = bundle.map(std::path::Path::to_owned);
+        Vmc::open(config).unwrap()
+    };
+
+    let refused = |vmc: &Vmc| {
+        let report = vmc
+            .subscribe_oci(
+                &request(&url, NewImagePolicy::Subscribe),
+                None,
+                &vmc_cache::Dispatcher::new(vmc.config()),
+            )
+            .unwrap();
+        assert_eq!(report.status, UpdateStatus::Failed);
+        assert!(vmc.store().subscriptions().unwrap().is_empty());
+        report.error.unwrap().message
+    };
+    let message = refused(&with_bundle(Some(&wrong)));
+    assert!(message.contains("tls handshake failed"), "{message}");
+    assert!(message.contains(&registry.host()), "{message}");
+    let empty = env.home.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let message = refused(&with_bundle(Some(&empty)));
+    assert!(
+        message.contains(&format!(
+            "ca bundle {} holds no pem certificate",
+            empty.display()
+        )),
+        "{message}"
+    );
+    let missing = env.home.path().join("missing.pem");
+    let message = refused(&with_bundle(Some(&missing)));
+    assert!(
+        message.contains(&format!("cannot read the ca bundle {}", missing.display())),
+        "{message}"
+    );
+
+    let vmc = with_bundle(Some(&right));
+    subscribe(&vmc, &url);
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.pinned-1"]);
+    drop(vmc);
+
+    // The system roots alone do not know the test CA: the update fails, naming the registry
+    // and why, and the new tag is not cached.
+    let second = image_bytes(15, 30_000);
+    push(&registry, "vo.example/pinned", "2", &second);
+    let mut config = env.config();
+    config.oci_ca_file = None;
+    let untrusting = Vmc::open(config).unwrap();
+    let report = sync(&untrusting);
+    assert_eq!(report.subscriptions[0].status, UpdateStatus::Failed);
+    let error = report.subscriptions[0].error.clone().unwrap();
+    assert_eq!(error.code, ErrorCode::FetchFailed);
+    assert!(
+        error.message.contains(&format!(
+            "tls handshake failed for https://{}/v2/",
+            registry.host()
+        )),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("certificate"), "{}", error.message);
+    assert!(report.downloaded.is_empty());
+    assert!(cached_file(&env, "vo.example.pinned-2").is_none());
+    drop(untrusting);
+
+    let vmc = with_bundle(Some(&right));
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.pinned-2"]);
+    assert_eq!(cached_file(&env, "vo.example.pinned-1").unwrap(), first);
+    assert_eq!(cached_file(&env, "vo.example.pinned-2").unwrap(), second);
+}

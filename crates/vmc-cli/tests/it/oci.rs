@@ -147,3 +147,66 @@ fn subscribe_check_of_a_registry_points_to_subscribe_add() {
         describe(&out)
     );
 }
+
+/// `VMC_OCI_CA_FILE`: a TLS registry with a private CA is followed with the bundle and
+/// refused without it (exit 1, the report line naming the registry and the TLS reason,
+/// nothing stored).
+#[test]
+fn vmc_oci_ca_file_names_the_registry_ca() {
+    let tls = vmc_testkit::server::TestTls::generate();
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_tls(&tls), ci()) else {
+        return;
+    };
+    let data = b"a pinned qcow2 disk".repeat(500);
+    registry.push_disk_image(&DiskImage {
+        repository: "vo.example/pinned",
+        tag: "1",
+        data: &data,
+        file_name: "pinned.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[],
+    });
+    let env = Env::new();
+    let bundle = env.home().join("registry-ca.pem");
+    std::fs::write(&bundle, tls.ca_cert.to_pem().unwrap()).unwrap();
+    let url = format!("oci://{}/vo.example/pinned", registry.host());
+    let add = [
+        "subscribe",
+        "add",
+        url.as_str(),
+        "--new-images",
+        "subscribe",
+    ];
+
+    let refused = env.run(&add);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let line = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        line.contains(&format!(
+            "tls handshake failed for https://{}/v2/",
+            registry.host()
+        )) && line.contains("certificate verify failed"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        env.run(&["--json", "subscribe", "list"])
+            .stdout
+            .starts_with(b"[]")
+    );
+
+    let with_bundle = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("VMC_OCI_CA_FILE", &bundle)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+    };
+    with_bundle(&add);
+    with_bundle(&["cache", "sync"]);
+    let cached = std::fs::read(env.home().join("cache/vo.example.pinned-1")).unwrap();
+    assert_eq!(cached, data);
+}
