@@ -230,6 +230,17 @@ pub enum FetchError {
         realm: String,
     },
 
+    /// The registry refused the authorization in use (a bearer token that expired during a
+    /// long download) and a new one could not be obtained.
+    #[error("the registry refused the authorization for {url} and it could not be renewed")]
+    TokenRenewal {
+        /// The URL that was refused.
+        url: String,
+        /// Why no new token came.
+        #[source]
+        source: Box<FetchError>,
+    },
+
     /// The token endpoint answered without a usable token.
     #[error("token endpoint {realm} gave no usable token: {reason}")]
     BadToken {

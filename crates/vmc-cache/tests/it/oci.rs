@@ -589,3 +589,82 @@ fn a_tls_registry_is_verified_against_the_oci_ca_file() {
     assert_eq!(cached_file(&env, "vo.example.pinned-1").unwrap(), first);
     assert_eq!(cached_file(&env, "vo.example.pinned-2").unwrap(), second);
 }
+
+/// A download whose bearer token expires during its retries, when the token endpoint then
+/// refuses a new one (the robot account was disabled): the image fails with an error saying
+/// the authorization could not be renewed, nothing is cached, and the next sync, with the
+/// account back, resumes and caches the verified file. Against the real registry behind the
+/// testkit's token endpoint (tokens of 2 s) and a proxy that cuts the first blob transfer.
+#[test]
+fn a_failed_token_renewal_caches_nothing_and_the_next_sync_finishes() {
+    let account = testreg::Account {
+        username: "robot$vo.example+renew".into(),
+        password: "renewal-secret-99".into(),
+    };
+    let Some(registry) = testreg::or_skip(
+        testreg::Registry::start_with_token(account.clone(), false),
+        ci(),
+    ) else {
+        return;
+    };
+    let data = image_bytes(16, 600_000);
+    push(&registry, "vo.example/renew", "1", &data);
+    let proxy = vmc_testkit::proxy::FaultProxy::start(registry.addr()).unwrap();
+    let host = proxy.url().trim_start_matches("http://").to_owned();
+    let env = Gen::new();
+    let mut config = env.config();
+    config.oci_plain_http = true;
+    config.http.retries = 1;
+    config.http.backoff = std::time::Duration::from_secs(3);
+    let vmc = Vmc::open(config).unwrap();
+    let mut req = request(
+        &format!("oci://{host}/vo.example/renew"),
+        NewImagePolicy::Subscribe,
+    );
+    req.auth = Some(vmc_model::SubscriptionAuth::Basic {
+        username: account.username.clone(),
+        password: account.password.clone(),
+    });
+    let added = vmc
+        .subscribe_oci(&req, None, &vmc_cache::Dispatcher::new(vmc.config()))
+        .unwrap();
+    assert_eq!(added.status, UpdateStatus::Added, "{:?}", added.error);
+
+    let tokens = registry.token_server().unwrap();
+    tokens.set_token_lifetime(std::time::Duration::from_secs(2));
+    // One token for the download's first request, none for its retry.
+    tokens.limit_tokens(Some(1));
+    proxy.add_rule(
+        "GET",
+        "/blobs/",
+        vmc_testkit::proxy::ProxyFault::CutResponse(128 * 1024),
+        1,
+    );
+    let options = SyncOptions {
+        jobs: 1,
+        verify: false,
+        update_lists: false,
+    };
+    let report = vmc.sync(&options, &NoProgress).unwrap();
+    assert!(report.downloaded.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let failure = &report.failed[0];
+    assert_eq!(failure.identifier, "vo.example.renew-1");
+    assert_eq!(failure.code, ErrorCode::FetchFailed);
+    assert!(
+        failure.message.contains("could not be renewed") && failure.message.contains("/token"),
+        "{}",
+        failure.message
+    );
+    assert!(!failure.message.contains("renewal-secret-99"));
+    assert!(cached_file(&env, "vo.example.renew-1").is_none());
+
+    tokens.limit_tokens(None);
+    let report = vmc.sync(&options, &NoProgress).unwrap();
+    assert_eq!(report.downloaded, ["vo.example.renew-1"], "{report:?}");
+    assert!(
+        report.bytes_downloaded < data.len() as u64,
+        "resumed: {report:?}"
+    );
+    assert_eq!(cached_file(&env, "vo.example.renew-1").unwrap(), data);
+}
