@@ -73,6 +73,29 @@ fn cached_file(env: &Gen, id: &str) -> Option<Vec<u8>> {
     std::fs::read(Config::with_home(env.home.path()).cache_dir.join(id)).ok()
 }
 
+/// The `cache.index` entry of OCI image `id` passes what vmcatcher checks (`checkSumCache`:
+/// the file's SHA-512 and size equal `sha512` and `size`), carries the verified layer digest
+/// under `oci:layer_digest`, and claims no other digest as a sha512.
+fn assert_indexed_as_vmcatcher_reads_it(env: &Gen, id: &str, data: &[u8], layer_digest: &str) {
+    let dir = Config::with_home(env.home.path()).cache_dir;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cache.index")).unwrap()).unwrap();
+    let entry = &index[id];
+    let file = std::fs::read(dir.join(entry["filename"].as_str().unwrap())).unwrap();
+    assert_eq!(file, data);
+    let sha512 = crate::sha512_hex(&file);
+    assert_eq!(entry["sha512"], sha512.as_str(), "{entry}");
+    assert_eq!(entry["sl:checksum:sha512"], sha512.as_str(), "{entry}");
+    assert_eq!(
+        entry["hv:image.sl:checksum:sha512"],
+        sha512.as_str(),
+        "{entry}"
+    );
+    assert_eq!(entry["size"], file.len() as u64, "{entry}");
+    assert_eq!(entry["oci:layer_digest"], layer_digest, "{entry}");
+    assert_eq!(entry["uuid"], id, "{entry}");
+}
+
 fn follows_a_registry_on(database_url: Option<&str>) {
     let Some(registry) = testreg::or_skip(testreg::Registry::start(), ci()) else {
         return;
@@ -121,6 +144,18 @@ fn follows_a_registry_on(database_url: Option<&str>) {
         ubuntu_v1
     );
     assert_eq!(cached_file(&env, "vo.example.alma-9").unwrap(), alma);
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.ubuntu-22.04",
+        &ubuntu_v1,
+        &pushed_ubuntu.layer_digest,
+    );
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.alma-9",
+        &alma,
+        &pushed_alma.layer_digest,
+    );
     let entries = vmc.store().cache_entries().unwrap();
     assert!(
         entries
@@ -183,6 +218,19 @@ fn follows_a_registry_on(database_url: Option<&str>) {
         .find(|r| r.image.identifier.as_str() == "vo.example.ubuntu-22.04")
         .unwrap();
     assert_eq!(record.image.version, moved.digest);
+    // The index follows the new file (its SHA-512 is not the old one's, kept).
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.ubuntu-22.04",
+        &ubuntu_v2,
+        &moved.layer_digest,
+    );
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.alma-9",
+        &alma,
+        &pushed_alma.layer_digest,
+    );
     // The metrics count the registry as one more list.
     let metrics = vmc_cache::metrics::render(&vmc_cache::metrics::SyncMetrics {
         report: &after_move,
