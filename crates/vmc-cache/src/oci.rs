@@ -27,7 +27,7 @@ use vmc_store::{ImageRecord, NewSubscription, OciImport};
 use crate::Vmc;
 use crate::error::CacheError;
 use crate::events::Dispatcher;
-use crate::report::{ListReport, RejectedImageReport, UpdateStatus};
+use crate::report::{CheckReport, ListReport, RejectedImageReport, UpdateStatus};
 use crate::update::{NewSubscriptionRequest, Rejection, chain, reject, sha512_hex, to_credentials};
 
 /// The scheme of an OCI subscription's URL.
@@ -418,6 +418,45 @@ impl Vmc {
         report.new_images = outcome.new_images;
         report.rejected_images = snapshot.rejected;
         self.announce_new_images(&snapshot.list, &report.new_images, dispatcher);
+        Ok(report)
+    }
+
+    /// `subscribe check oci://…`: the discovery and verification of an update (repositories,
+    /// tags, each manifest by digest, its disk layer), storing nothing. A subscription to the
+    /// same URL lends its allow rule and credentials, as an update would use them; otherwise
+    /// the default rule ([`default_allow_rule`]) and anonymous access.
+    pub fn check_oci(&self, url: &str) -> Result<CheckReport, CacheError> {
+        let reference =
+            Reference::parse(url).map_err(|e| CacheError::Invalid(format!("{url}: {e}")))?;
+        let mut report = CheckReport {
+            error: None,
+            signer: None,
+            list: None,
+            rejected_images: Vec::new(),
+        };
+        let sub = self.store().find_subscription(&reference.to_string())?;
+        let allow = match &sub {
+            Some(sub) => self.store().oci_allow(sub.id)?,
+            None => None,
+        }
+        .unwrap_or_else(|| default_allow_rule(&reference));
+        let rule = AllowRule::parse(&allow)
+            .map_err(|e| CacheError::Invalid(format!("registry rule {allow}: {e}")))?;
+        if !rule.allows_reference(&reference) {
+            report.error = Some(reject(
+                ErrorCode::SignerNotEndorser,
+                format!("the registry rule {rule} does not allow {reference}"),
+            ));
+            return Ok(report);
+        }
+        let auth = sub.as_ref().and_then(|s| s.auth.as_ref());
+        match self.oci_snapshot(&reference, &rule, auth) {
+            Ok(snapshot) => {
+                report.rejected_images = snapshot.rejected;
+                report.list = Some(snapshot.list);
+            }
+            Err(e) => report.error = Some(e),
+        }
         Ok(report)
     }
 

@@ -325,6 +325,13 @@ fn a_registry_serving_a_wrong_manifest_changes_nothing() {
     let env = Gen::new();
     let vmc = open(&env, None);
     let url = format!("oci://{}/vo.example/rocky:9", registry.host());
+    // `subscribe check` runs the same reading and verification and stores nothing.
+    let checked = vmc.check_oci(&url).unwrap();
+    assert!(checked.error.is_none(), "{:?}", checked.error);
+    let images = &checked.list.as_ref().unwrap().images;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].sha512, pushed.layer_digest);
+    assert!(vmc.store().subscriptions().unwrap().is_empty());
     subscribe(&vmc, &url);
     assert!(sync(&vmc).failed.is_empty());
     let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
@@ -343,6 +350,12 @@ fn a_registry_serving_a_wrong_manifest_changes_nothing() {
     let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
     assert_eq!(sub.current.unwrap().id, version);
     assert_eq!(cached_file(&env, "vo.example.rocky-9").unwrap(), data);
+    let checked = vmc.check_oci(&url).unwrap();
+    let error = checked.error.unwrap();
+    assert_eq!(error.code, ErrorCode::ChecksumMismatch, "{}", error.message);
+    assert!(checked.list.is_none());
+    let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
+    assert_eq!(sub.current.unwrap().id, version);
 }
 
 /// The site's allow rule is the trust: a reference outside it is refused before anything is

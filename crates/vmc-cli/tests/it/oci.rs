@@ -134,17 +134,63 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
     );
 }
 
-/// `subscribe check` reads signed lists: an `oci://` reference is refused with a message that
-/// says where to go, not a confusing fetch failure.
+/// `subscribe check oci://…` reads and verifies the registry as an update would and stores
+/// nothing: accepted (exit 0) with the images found; a registry it cannot read (plain http
+/// not allowed) is rejected (exit 1) with the reason; `--endorser` is refused for a registry.
 #[test]
-fn subscribe_check_of_a_registry_points_to_subscribe_add() {
+fn subscribe_check_of_a_registry_reads_it_and_stores_nothing() {
+    let Some(registry) = testreg::or_skip(testreg::Registry::start(), ci()) else {
+        return;
+    };
+    let data = b"a checked qcow2 disk".repeat(500);
+    registry.push_disk_image(&DiskImage {
+        repository: "vo.example/checked",
+        tag: "1",
+        data: &data,
+        file_name: "checked.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[],
+    });
     let env = Env::new();
-    let out = env.run(&["subscribe", "check", "oci://registry.example/vo"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let url = format!("oci://{}/vo.example", registry.host());
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env("VMC_OCI_PLAIN_HTTP", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json", "subscribe", "check", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(checked["verdict"], "accepted", "{checked}");
+    assert_eq!(checked["list"]["images"], 1, "{checked}");
+    let text = run(&["subscribe", "check", &url]);
     assert!(
-        describe(&out).contains("`vmc subscribe add`"),
+        String::from_utf8_lossy(&text.stdout).contains("verdict   accepted"),
         "{}",
-        describe(&out)
+        describe(&text)
+    );
+    assert!(
+        env.run(&["--json", "subscribe", "list"])
+            .stdout
+            .starts_with(b"[]")
+    );
+    assert!(!env.home().join("cache/vo.example.checked-1").exists());
+
+    let refused = env.run(&["--json", "subscribe", "check", &url]);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let refused: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(refused["verdict"], "rejected", "{refused}");
+    assert_eq!(refused["error"]["code"], "fetch_failed", "{refused}");
+
+    let endorser = run(&["subscribe", "check", &url, "--endorser", "someone"]);
+    assert_ne!(endorser.status.code(), Some(0), "{}", describe(&endorser));
+    assert!(
+        describe(&endorser).contains("allow rule"),
+        "{}",
+        describe(&endorser)
     );
 }
 
