@@ -56,15 +56,28 @@ fn sync(vmc: &Vmc) -> vmc_cache::SyncReport {
     .unwrap()
 }
 
-/// Subscribes to `url` with policy `subscribe` and the default rule; it must be added.
+/// `subscribe add URL --new-images subscribe` with the default rule.
+fn subscribe_report(vmc: &Vmc, url: &str) -> vmc_cache::ListReport {
+    vmc.subscribe_oci(
+        &request(url, NewImagePolicy::Subscribe),
+        None,
+        &vmc_cache::Dispatcher::new(vmc.config()),
+    )
+    .unwrap()
+}
+
+/// Subscribes to `url` (see [`subscribe_report`]), which must fail and store nothing;
+/// returns the error's message.
+fn subscribe_refused(vmc: &Vmc, url: &str) -> String {
+    let report = subscribe_report(vmc, url);
+    assert_eq!(report.status, UpdateStatus::Failed);
+    assert!(vmc.store().subscriptions().unwrap().is_empty());
+    report.error.unwrap().message
+}
+
+/// Subscribes to `url` (see [`subscribe_report`]); it must be added.
 fn subscribe(vmc: &Vmc, url: &str) -> vmc_cache::ListReport {
-    let report = vmc
-        .subscribe_oci(
-            &request(url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
+    let report = subscribe_report(vmc, url);
     assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
     report
 }
@@ -539,15 +552,7 @@ fn a_tls_registry_is_verified_against_the_given_roots() {
     let url = format!("oci://{}/vo.example/tls", registry.host());
     let env = Gen::new();
     let untrusting = Vmc::open(env.config()).unwrap();
-    let refused = untrusting
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(untrusting.config()),
-        )
-        .unwrap();
-    assert_eq!(refused.status, UpdateStatus::Failed);
-    assert!(untrusting.store().subscriptions().unwrap().is_empty());
+    subscribe_refused(&untrusting, &url);
     drop(untrusting);
     let mut config = env.config();
     config.http.extra_roots.push(tls.ca_cert.clone());
@@ -584,18 +589,7 @@ fn a_tls_registry_is_verified_against_the_oci_ca_file() {
         Vmc::open(config).unwrap()
     };
 
-    let refused = |vmc: &Vmc| {
-        let report = vmc
-            .subscribe_oci(
-                &request(&url, NewImagePolicy::Subscribe),
-                None,
-                &vmc_cache::Dispatcher::new(vmc.config()),
-            )
-            .unwrap();
-        assert_eq!(report.status, UpdateStatus::Failed);
-        assert!(vmc.store().subscriptions().unwrap().is_empty());
-        report.error.unwrap().message
-    };
+    let refused = |vmc: &Vmc| subscribe_refused(vmc, &url);
     let message = refused(&with_bundle(Some(&wrong)));
     assert!(message.contains("tls handshake failed"), "{message}");
     assert!(message.contains(&registry.host()), "{message}");

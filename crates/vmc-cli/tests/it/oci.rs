@@ -12,6 +12,36 @@ fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
+/// `vmc ARGS` with the environment variable `name` set to `value`.
+fn run_with(
+    env: &Env,
+    name: &str,
+    value: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> std::process::Output {
+    env.cmd().env(name, value).args(args).output().unwrap()
+}
+
+/// Pushes `data` as the qcow2 disk image `repository:1`, without annotations.
+fn push_plain(registry: &testreg::Registry, repository: &str, data: &[u8]) {
+    registry.push_disk_image(&DiskImage {
+        repository,
+        tag: "1",
+        data,
+        file_name: "disk.qcow2",
+        layer_media_type: "application/x-qemu-disk",
+        layer_annotations: &[],
+        manifest_annotations: &[],
+    });
+}
+
+/// Whether `subscribe list` shows no subscription.
+fn nothing_subscribed(env: &Env) -> bool {
+    env.run(&["--json", "subscribe", "list"])
+        .stdout
+        .starts_with(b"[]")
+}
+
 #[test]
 fn subscribe_and_sync_a_registry_with_a_robot_account() {
     let account = Account {
@@ -46,18 +76,8 @@ fn subscribe_and_sync_a_registry_with_a_robot_account() {
         "{}",
         describe(&https_only)
     );
-    assert!(
-        env.run(&["--json", "subscribe", "list"])
-            .stdout
-            .starts_with(b"[]")
-    );
-    let vmc = |args: &[&str]| {
-        env.cmd()
-            .env("VMC_OCI_PLAIN_HTTP", "1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    assert!(nothing_subscribed(&env));
+    let vmc = |args: &[&str]| run_with(&env, "VMC_OCI_PLAIN_HTTP", "1", args);
     let json = |args: &[&str]| -> serde_json::Value {
         let out = vmc(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
@@ -143,24 +163,10 @@ fn subscribe_check_of_a_registry_reads_it_and_stores_nothing() {
         return;
     };
     let data = b"a checked qcow2 disk".repeat(500);
-    registry.push_disk_image(&DiskImage {
-        repository: "vo.example/checked",
-        tag: "1",
-        data: &data,
-        file_name: "checked.qcow2",
-        layer_media_type: "application/x-qemu-disk",
-        layer_annotations: &[],
-        manifest_annotations: &[],
-    });
+    push_plain(&registry, "vo.example/checked", &data);
     let env = Env::new();
     let url = format!("oci://{}/vo.example", registry.host());
-    let run = |args: &[&str]| {
-        env.cmd()
-            .env("VMC_OCI_PLAIN_HTTP", "1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run_with(&env, "VMC_OCI_PLAIN_HTTP", "1", args);
     let out = run(&["--json", "subscribe", "check", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -172,11 +178,7 @@ fn subscribe_check_of_a_registry_reads_it_and_stores_nothing() {
         "{}",
         describe(&text)
     );
-    assert!(
-        env.run(&["--json", "subscribe", "list"])
-            .stdout
-            .starts_with(b"[]")
-    );
+    assert!(nothing_subscribed(&env));
     assert!(!env.home().join("cache/vo.example.checked-1").exists());
 
     let refused = env.run(&["--json", "subscribe", "check", &url]);
@@ -204,15 +206,7 @@ fn vmc_oci_ca_file_names_the_registry_ca() {
         return;
     };
     let data = b"a pinned qcow2 disk".repeat(500);
-    registry.push_disk_image(&DiskImage {
-        repository: "vo.example/pinned",
-        tag: "1",
-        data: &data,
-        file_name: "pinned.qcow2",
-        layer_media_type: "application/x-qemu-disk",
-        layer_annotations: &[],
-        manifest_annotations: &[],
-    });
+    push_plain(&registry, "vo.example/pinned", &data);
     let env = Env::new();
     let bundle = env.home().join("registry-ca.pem");
     std::fs::write(&bundle, tls.ca_cert.to_pem().unwrap()).unwrap();
@@ -236,19 +230,10 @@ fn vmc_oci_ca_file_names_the_registry_ca() {
         "{}",
         describe(&refused)
     );
-    assert!(
-        env.run(&["--json", "subscribe", "list"])
-            .stdout
-            .starts_with(b"[]")
-    );
+    assert!(nothing_subscribed(&env));
 
     let with_bundle = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("VMC_OCI_CA_FILE", &bundle)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = run_with(&env, "VMC_OCI_CA_FILE", &bundle, args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
     };
     with_bundle(&add);
