@@ -550,7 +550,12 @@ impl Registry {
                 reason: "401 without a Basic or Bearer challenge",
             })
         })?;
-        self.answer(url, &challenge, Some(scope)).map_err(renewal)
+        let answered = self.answer(url, &challenge, Some(scope));
+        if let Some(Credentials::Bearer(_)) = &self.credentials {
+            // The site's own token was refused: nothing to renew, say so as it is.
+            return answered;
+        }
+        answered.map_err(renewal)
     }
 
     /// The `Authorization` value to send for `scope` before any challenge.
