@@ -649,7 +649,7 @@ fn a_tls_registry_is_verified_against_the_oci_ca_file() {
 /// refuses a new one (the robot account was disabled): the image fails with an error saying
 /// the authorization could not be renewed, nothing is cached, and the next sync, with the
 /// account back, resumes and caches the verified file. Against the real registry behind the
-/// testkit's token endpoint (tokens of 2 s) and a proxy that cuts the first blob transfer.
+/// testkit's token endpoint (tokens of 3 s) and a proxy that cuts the first blob transfer.
 #[test]
 fn a_failed_token_renewal_caches_nothing_and_the_next_sync_finishes() {
     let account = testreg::Account {
@@ -670,7 +670,7 @@ fn a_failed_token_renewal_caches_nothing_and_the_next_sync_finishes() {
     let mut config = env.config();
     config.oci_plain_http = true;
     config.http.retries = 1;
-    config.http.backoff = std::time::Duration::from_secs(3);
+    config.http.backoff = std::time::Duration::from_secs(4);
     let vmc = Vmc::open(config).unwrap();
     let mut req = request(
         &format!("oci://{host}/vo.example/renew"),
@@ -686,7 +686,7 @@ fn a_failed_token_renewal_caches_nothing_and_the_next_sync_finishes() {
     assert_eq!(added.status, UpdateStatus::Added, "{:?}", added.error);
 
     let tokens = registry.token_server().unwrap();
-    tokens.set_token_lifetime(std::time::Duration::from_secs(2));
+    tokens.set_token_lifetime(std::time::Duration::from_secs(3));
     // One token for the download's first request, none for its retry.
     tokens.limit_tokens(Some(1));
     proxy.add_rule(

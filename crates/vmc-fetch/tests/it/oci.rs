@@ -784,8 +784,8 @@ fn docker_v2_manifests_and_indexes_are_served_by_the_registry_and_parsed() {
 /// challenge, once per request: on a manifest `HEAD`/`GET`, and on the retry of a blob
 /// download that a reset interrupted (the resumed range request). When the token endpoint
 /// then refuses, the error says the authorization could not be renewed and names the realm.
-/// Against the real registry behind the testkit's token endpoint, whose tokens live 2 s
-/// (distribution checks `exp` by the wall clock, hence the waits of 3 s).
+/// Against the real registry behind the testkit's token endpoint, whose tokens live 3 s
+/// (distribution checks `exp` by the wall clock, in whole seconds, hence the waits of 4 s).
 #[test]
 fn an_expired_bearer_token_is_renewed_on_any_request() {
     let Some((registry, account)) = token_registry("robot$renew", "renew-secret-17", false) else {
@@ -794,8 +794,8 @@ fn an_expired_bearer_token_is_renewed_on_any_request() {
     let data = body(1 << 20, 11);
     push(&registry, "vo.example/long", "1", &data);
     let tokens = registry.token_server().unwrap();
-    let lifetime = std::time::Duration::from_secs(2);
-    let past_lifetime = std::time::Duration::from_secs(3);
+    let lifetime = std::time::Duration::from_secs(3);
+    let past_lifetime = std::time::Duration::from_secs(4);
     tokens.set_token_lifetime(lifetime);
     let proxy = vmc_testkit::proxy::FaultProxy::start(registry.addr()).unwrap();
     let host = proxy.url().trim_start_matches("http://").to_owned();
