@@ -106,6 +106,10 @@ pub struct Config {
     /// Whose handler runs a site event: the node that did the work (once per site, the
     /// default) or, with per-node caches, every node for its own cache.
     pub event_scope: EventScope,
+    /// A PEM bundle of CA certificates: when set, the TLS of OCI registries (and of their
+    /// token realms) is verified against these certificates alone, instead of the system
+    /// roots and the CA directory (a site's own registry or mirror with a private CA).
+    pub oci_ca_file: Option<PathBuf>,
 }
 
 /// How the nodes of a site sharing one database hold their caches.
@@ -161,6 +165,7 @@ impl Config {
             cache_mode: CacheMode::Shared,
             node_url: None,
             event_scope: EventScope::Site,
+            oci_ca_file: None,
         }
     }
 

@@ -13,8 +13,17 @@
 //! vmcatcher deletes every file of its cache directory that its index does not name. So an
 //! entry of an index vmc did not write (vmcatcher's own, for a file vmc did not adopt) is kept
 //! as it was while its file is still in the directory: rolling back loses no file.
+//!
+//! An OCI image is verified against its layer's `sha256:…` digest, which is no sha512. Its
+//! entry still carries `sha512` and `sl:checksum:sha512` (and `hv:image.sl:checksum:sha512`)
+//! with the file's real SHA-512, because every reader of the format relies on them:
+//! vmcatcher's `checkSumCache` re-hashes each file with SHA-512 and deletes it when the index
+//! says otherwise, and its `expire` reads the key without a default (a missing key stops it).
+//! The digest vmc verifies is under `oci:layer_digest`. The SHA-512 is computed once per file
+//! (in parallel when several files need it) and then taken from the index itself while the
+//! entry names the same layer digest and size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -39,15 +48,39 @@ const IMAGE_KEYS: [&str; 9] = [
     "sl:osversion",
 ];
 
+/// `extra`/index key of an OCI image's verified digest (the layer's, `sha256:…`).
+const LAYER_DIGEST_KEY: &str = crate::oci::KEY_LAYER_DIGEST;
+
+/// Whether `digest`, as recorded for a cached file, is an OCI layer digest (`algorithm:hex`)
+/// rather than a list image's bare sha512 hex.
+fn is_layer_digest(digest: &str) -> bool {
+    digest.contains(':')
+}
+
 /// The index entry of one cached file, in vmcatcher's format (see the module doc).
-pub fn entry(cached: &CacheEntry, record: Option<&ImageRecord>) -> Value {
+/// `file_sha512` is the file's SHA-512 when its recorded digest is an OCI layer's (`None`
+/// when it could not be computed: the checksum keys are then left out).
+pub fn entry(
+    cached: &CacheEntry,
+    record: Option<&ImageRecord>,
+    file_sha512: Option<&str>,
+) -> Value {
     let mut map = Map::new();
     let id = cached.identifier.as_str();
     map.insert("filename".into(), cached.filename.clone().into());
     map.insert("dc:identifier".into(), id.into());
     map.insert("uuid".into(), id.into());
-    map.insert("sl:checksum:sha512".into(), cached.sha512.clone().into());
-    map.insert("sha512".into(), cached.sha512.clone().into());
+    let oci = is_layer_digest(&cached.sha512);
+    let sha512 = if oci {
+        map.insert(LAYER_DIGEST_KEY.into(), cached.sha512.clone().into());
+        file_sha512
+    } else {
+        Some(cached.sha512.as_str())
+    };
+    if let Some(sha512) = sha512 {
+        map.insert("sl:checksum:sha512".into(), sha512.into());
+        map.insert("sha512".into(), sha512.into());
+    }
     map.insert("hv:size".into(), cached.size.into());
     map.insert("size".into(), cached.size.into());
     map.insert(
@@ -85,8 +118,78 @@ pub fn entry(cached: &CacheEntry, record: Option<&ImageRecord>) -> Value {
         for (k, v) in raw {
             map.insert(format!("hv:image.{k}"), v);
         }
+        if oci {
+            // The raw key holds the layer digest: the file's SHA-512 instead, or nothing.
+            let key = "hv:image.sl:checksum:sha512";
+            match sha512 {
+                Some(sha512) => map.insert(key.into(), sha512.into()),
+                None => map.remove(key),
+            };
+        }
     }
     Value::Object(map)
+}
+
+/// The SHA-512 of every cached file whose recorded digest is an OCI layer's: from the entry
+/// `old` (the index now on disk) when it names the same layer digest and size, else hashed
+/// from the file, several files at once. A file that cannot be read is logged and left out.
+fn oci_file_sha512s(
+    cache_dir: &Path,
+    cached: &[CacheEntry],
+    old: &Map<String, Value>,
+) -> HashMap<String, String> {
+    let mut known = HashMap::new();
+    let mut to_hash = Vec::new();
+    for c in cached.iter().filter(|c| is_layer_digest(&c.sha512)) {
+        let id = c.identifier.to_string();
+        let remembered = old.get(&id).and_then(|e| {
+            let same = e.get(LAYER_DIGEST_KEY).and_then(Value::as_str) == Some(&c.sha512)
+                && e.get("size").and_then(Value::as_u64) == Some(c.size);
+            e.get("sha512")
+                .and_then(Value::as_str)
+                .filter(|h| same && h.len() == 128 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        match remembered {
+            Some(sha512) => {
+                known.insert(id, sha512.to_owned());
+            }
+            None => to_hash.push((id, cache_dir.join(&c.filename))),
+        }
+    }
+    if to_hash.is_empty() {
+        return known;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(to_hash.len());
+    let hashed: Vec<(String, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = to_hash
+            .chunks(to_hash.len().div_ceil(threads))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(id, path)| match vmc_fetch::sha512_file(path) {
+                            Ok(sha512) => Some((id.clone(), sha512)),
+                            Err(e) => {
+                                tracing::warn!(
+                                    "{}: cannot compute its sha512 for {INDEX_FILE}: {e}",
+                                    path.display()
+                                );
+                                None
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    known.extend(hashed);
+    known
 }
 
 /// Whether `name` is one plain file name (no directory part, not `.`/`..`).
@@ -97,20 +200,16 @@ pub(crate) fn plain_file_name(name: &str) -> bool {
 /// The entries of the index now in `cache_dir` that vmc keeps as they are: those of image ids
 /// vmc has not cached whose file (`filename`, else the key) is still in the directory and is
 /// not one of vmc's files.
-fn foreign_entries(cache_dir: &Path, cached: &[CacheEntry]) -> Vec<(String, Value)> {
-    let path = cache_dir.join(INDEX_FILE);
-    let Ok(bytes) = std::fs::read(&path) else {
-        return Vec::new();
-    };
-    let Ok(Value::Object(old)) = serde_json::from_slice::<Value>(&bytes) else {
-        tracing::warn!("{} is not a JSON object: rewritten", path.display());
-        return Vec::new();
-    };
+fn foreign_entries(
+    cache_dir: &Path,
+    cached: &[CacheEntry],
+    old: &Map<String, Value>,
+) -> Vec<(String, Value)> {
     let ours: HashSet<&str> = cached
         .iter()
         .flat_map(|c| [c.identifier.as_str(), c.filename.as_str()])
         .collect();
-    old.into_iter()
+    old.iter()
         .filter(|(key, value)| {
             let file = value.get("filename").and_then(Value::as_str).unwrap_or(key);
             !ours.contains(key.as_str())
@@ -119,7 +218,23 @@ fn foreign_entries(cache_dir: &Path, cached: &[CacheEntry]) -> Vec<(String, Valu
                 && file != INDEX_FILE
                 && cache_dir.join(file).is_file()
         })
+        .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
+}
+
+/// The index now in `cache_dir` (empty when there is none, or it is no JSON object).
+fn read_old(cache_dir: &Path) -> Map<String, Value> {
+    let path = cache_dir.join(INDEX_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Map::new();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(old)) => old,
+        _ => {
+            tracing::warn!("{} is not a JSON object: rewritten", path.display());
+            Map::new()
+        }
+    }
 }
 
 /// Writes the index for `cached` entries atomically (a temporary file named for this writer
@@ -130,13 +245,19 @@ pub fn write(
     cached: &[CacheEntry],
     records: &[ImageRecord],
 ) -> Result<(), CacheError> {
+    let old = read_old(cache_dir);
     let mut doc = Map::new();
-    for (key, value) in foreign_entries(cache_dir, cached) {
+    for (key, value) in foreign_entries(cache_dir, cached, &old) {
         doc.insert(key, value);
     }
+    let sha512s = oci_file_sha512s(cache_dir, cached, &old);
     for c in cached {
         let rec = records.iter().find(|r| r.image.identifier == c.identifier);
-        doc.insert(c.identifier.to_string(), entry(c, rec));
+        let id = c.identifier.to_string();
+        doc.insert(
+            id.clone(),
+            entry(c, rec, sha512s.get(&id).map(String::as_str)),
+        );
     }
     let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
     bytes.push(b'\n');

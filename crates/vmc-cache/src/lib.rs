@@ -64,6 +64,8 @@ pub struct Vmc {
     config: Config,
     store: Store,
     client: OnceLock<Client>,
+    /// The client of OCI registries when [`Config::oci_ca_file`] is set (see `oci.rs`).
+    oci_client: OnceLock<Client>,
     trust: OnceLock<TrustStore>,
     /// What this node is doing, for its heartbeat (see [`node`]).
     activity: Arc<Mutex<String>>,
@@ -91,6 +93,7 @@ impl Vmc {
             config,
             store,
             client: OnceLock::new(),
+            oci_client: OnceLock::new(),
             trust: OnceLock::new(),
             activity: Arc::new(Mutex::new(node::IDLE.to_owned())),
             held: Arc::new(Mutex::new(Vec::new())),

@@ -27,7 +27,7 @@ use vmc_store::{ImageRecord, NewSubscription, OciImport};
 use crate::Vmc;
 use crate::error::CacheError;
 use crate::events::Dispatcher;
-use crate::report::{ListReport, RejectedImageReport, UpdateStatus};
+use crate::report::{CheckReport, ListReport, RejectedImageReport, UpdateStatus};
 use crate::update::{NewSubscriptionRequest, Rejection, chain, reject, sha512_hex, to_credentials};
 
 /// The scheme of an OCI subscription's URL.
@@ -154,15 +154,34 @@ pub(crate) fn file_digest(path: &Path, expected: &str) -> std::io::Result<String
 }
 
 impl Vmc {
+    /// The HTTP client of registries: the shared one (system roots and the CA directory),
+    /// or, when [`crate::Config::oci_ca_file`] names a bundle, one that trusts that bundle's
+    /// certificates alone (built on first use; an unreadable or empty bundle fails every
+    /// registry request, naming the file).
+    fn oci_client(&self) -> Result<&vmc_fetch::Client, FetchError> {
+        let Some(path) = &self.config().oci_ca_file else {
+            return self.client();
+        };
+        if let Some(client) = self.oci_client.get() {
+            return Ok(client);
+        }
+        let mut http = self.config().http.clone();
+        http.system_roots = false;
+        http.extra_roots = vmc_fetch::load_ca_bundle(path)?;
+        let client = vmc_fetch::Client::new(http)?;
+        Ok(self.oci_client.get_or_init(|| client))
+    }
+
     /// A client of `registry` with the subscription's credentials: `https` (verified against
-    /// the system roots and the CA directory), or plain `http` for a loopback registry when
+    /// the system roots and the CA directory, or the bundle of
+    /// [`crate::Config::oci_ca_file`]), or plain `http` for a loopback registry when
     /// [`crate::Config::oci_plain_http`] says so.
     fn registry(
         &self,
         registry: &str,
         auth: Option<&SubscriptionAuth>,
     ) -> Result<Registry, FetchError> {
-        let client = self.client()?;
+        let client = self.oci_client()?;
         let options = RegistryOptions {
             plain_http: self.config().oci_plain_http && is_loopback(registry),
             credentials: auth.map(to_credentials),
@@ -399,6 +418,45 @@ impl Vmc {
         report.new_images = outcome.new_images;
         report.rejected_images = snapshot.rejected;
         self.announce_new_images(&snapshot.list, &report.new_images, dispatcher);
+        Ok(report)
+    }
+
+    /// `subscribe check oci://…`: the discovery and verification of an update (repositories,
+    /// tags, each manifest by digest, its disk layer), storing nothing. A subscription to the
+    /// same URL lends its allow rule and credentials, as an update would use them; otherwise
+    /// the default rule ([`default_allow_rule`]) and anonymous access.
+    pub fn check_oci(&self, url: &str) -> Result<CheckReport, CacheError> {
+        let reference =
+            Reference::parse(url).map_err(|e| CacheError::Invalid(format!("{url}: {e}")))?;
+        let mut report = CheckReport {
+            error: None,
+            signer: None,
+            list: None,
+            rejected_images: Vec::new(),
+        };
+        let sub = self.store().find_subscription(&reference.to_string())?;
+        let allow = match &sub {
+            Some(sub) => self.store().oci_allow(sub.id)?,
+            None => None,
+        }
+        .unwrap_or_else(|| default_allow_rule(&reference));
+        let rule = AllowRule::parse(&allow)
+            .map_err(|e| CacheError::Invalid(format!("registry rule {allow}: {e}")))?;
+        if !rule.allows_reference(&reference) {
+            report.error = Some(reject(
+                ErrorCode::SignerNotEndorser,
+                format!("the registry rule {rule} does not allow {reference}"),
+            ));
+            return Ok(report);
+        }
+        let auth = sub.as_ref().and_then(|s| s.auth.as_ref());
+        match self.oci_snapshot(&reference, &rule, auth) {
+            Ok(snapshot) => {
+                report.rejected_images = snapshot.rejected;
+                report.list = Some(snapshot.list);
+            }
+            Err(e) => report.error = Some(e),
+        }
         Ok(report)
     }
 

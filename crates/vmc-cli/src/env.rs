@@ -51,6 +51,9 @@ pub const VMC_NOW: &str = "VMC_NOW";
 /// `1` (or `true`): reach OCI registries on loopback over plain http (tests, a local
 /// mirror); others are always https.
 pub const VMC_OCI_PLAIN_HTTP: &str = "VMC_OCI_PLAIN_HTTP";
+/// A PEM bundle: OCI registries' TLS is verified against its CAs alone (not the system roots
+/// nor the CA directory).
+pub const VMC_OCI_CA_FILE: &str = "VMC_OCI_CA_FILE";
 /// A tracing filter for the log on stderr (e.g. `vmc=debug`).
 pub const VMC_LOG: &str = "VMC_LOG";
 /// `cache sync --publish`.

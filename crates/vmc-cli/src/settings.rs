@@ -191,6 +191,7 @@ pub fn config(global: &GlobalArgs) -> anyhow::Result<Config> {
     config.refresh_interval = Duration::from_secs(global.refresh_interval);
     config.oci_plain_http = env::first(&[env::VMC_OCI_PLAIN_HTTP])
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    config.oci_ca_file = env::first(&[env::VMC_OCI_CA_FILE]).map(PathBuf::from);
     if let Some(now) = env::first(&[env::VMC_NOW]) {
         let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&now)
             .with_context(|| format!("{}={now:?} is not an RFC 3339 time", env::VMC_NOW))?

@@ -446,6 +446,33 @@ fn system_roots() -> Result<Vec<Certificate<'static>>, FetchError> {
     Ok(Vec::new())
 }
 
+/// The certificates of the PEM bundle at `path` (a site's CA bundle for a registry, as
+/// `curl --cacert` takes it): every `CERTIFICATE` block, at least one.
+pub fn load_ca_bundle(path: &Path) -> Result<Vec<X509>, FetchError> {
+    let pem = std::fs::read(path).map_err(|source| FetchError::CaBundleUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(FetchError::CaBundleEmpty {
+            path: path.to_owned(),
+        });
+    }
+    let certs = X509::stack_from_pem(&pem).map_err(|source| FetchError::RootCertificates {
+        what: path.display().to_string(),
+        source,
+    })?;
+    if certs.is_empty() {
+        return Err(FetchError::CaBundleEmpty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
 /// Builds the agent's proxy from `http[s]://[user:password@]host[:port]`.
 fn build_proxy(proxy: &str, no_proxy: &[String]) -> Result<Proxy, FetchError> {
     let invalid = |source| FetchError::InvalidProxy {

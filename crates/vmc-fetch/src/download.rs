@@ -262,6 +262,7 @@ impl Client {
                     &HttpDownload {
                         url: &url,
                         auth: auth.as_deref(),
+                        renew: None,
                         dest: request.dest,
                         size: request.expected_size,
                         algorithm: DigestAlgorithm::Sha512,
@@ -290,11 +291,14 @@ impl Client {
     ) -> Result<Done, FetchError> {
         ensure_parent(request.dest)?;
         let mut transferred = 0u64;
+        // The `Authorization` value now in use: a renewal replaces it for the later attempts.
+        let auth = std::cell::RefCell::new(request.auth.map(str::to_owned));
         let ((digest, resumed_from), attempts) = self.with_retries(request.url, |attempt| {
             let job = Job {
                 client: self,
                 url: request.url,
-                auth: request.auth,
+                auth: &auth,
+                renew: request.renew,
                 dest: request.dest,
                 size: request.size,
                 algorithm: request.algorithm,
@@ -319,6 +323,10 @@ pub(crate) struct HttpDownload<'a> {
     pub(crate) url: &'a str,
     /// The `Authorization` header value, if any (sent only to the URL's origin).
     pub(crate) auth: Option<&'a str>,
+    /// How to answer a `401` (a bearer token that expired during a long download): given the
+    /// refused response, a new `Authorization` value, or the error of getting one. `None`:
+    /// a `401` fails the download.
+    pub(crate) renew: Option<&'a Renew<'a>>,
     /// The partial file.
     pub(crate) dest: &'a Path,
     /// The size the file must have.
@@ -328,6 +336,9 @@ pub(crate) struct HttpDownload<'a> {
     /// The digest the file must have (lowercase hex).
     pub(crate) digest: &'a str,
 }
+
+/// See [`HttpDownload::renew`].
+pub(crate) type Renew<'a> = dyn Fn(&crate::client::Response) -> Result<String, FetchError> + 'a;
 
 /// What [`Client::download_http`] did.
 pub(crate) struct Done {
@@ -353,7 +364,8 @@ fn ensure_parent(dest: &Path) -> Result<(), FetchError> {
 struct Job<'a> {
     client: &'a Client,
     url: &'a str,
-    auth: Option<&'a str>,
+    auth: &'a std::cell::RefCell<Option<String>>,
+    renew: Option<&'a Renew<'a>>,
     dest: &'a Path,
     size: u64,
     algorithm: DigestAlgorithm,
@@ -436,6 +448,7 @@ impl Job<'_> {
         }
 
         let mut restarted = false;
+        let mut renewed = false;
         let (response, start) = loop {
             let mut headers = Vec::new();
             if existing > 0 {
@@ -444,8 +457,26 @@ impl Job<'_> {
                     headers.push(("If-Range", v.clone()));
                 }
             }
-            let response = self.client.send(self.url, self.auth, &headers, None)?;
+            let sent = self.auth.borrow().clone();
+            let response = self
+                .client
+                .send(self.url, sent.as_deref(), &headers, None)?;
             match response.status {
+                // A token that expired since the last request (a retry after a reset, after
+                // backoff): one fresh token, then the same request again. The same value
+                // again, or a second refusal, is the 401 it is.
+                401 if !renewed && let Some(renew) = self.renew => {
+                    let fresh = renew(&response)?;
+                    renewed = true;
+                    if sent.as_deref() == Some(fresh.as_str()) {
+                        return Err(FetchError::Status {
+                            url: self.url.to_owned(),
+                            code: 401,
+                        });
+                    }
+                    tracing::info!(url = self.url, "authorization renewed after a 401");
+                    *self.auth.borrow_mut() = Some(fresh);
+                }
                 206 => {
                     let value = response
                         .header("content-range")

@@ -58,6 +58,24 @@ pub enum FetchError {
         source: openssl::error::ErrorStack,
     },
 
+    /// A CA bundle given for TLS verification cannot be read.
+    #[error("cannot read the ca bundle {path}")]
+    CaBundleUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A CA bundle given for TLS verification holds no PEM certificate (so it would trust
+    /// nothing, or something other than the file meant).
+    #[error("ca bundle {path} holds no pem certificate")]
+    CaBundleEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// No connection could be made (name resolution, refused, unreachable).
     #[error("cannot connect for {url}")]
     Connect {
@@ -210,6 +228,17 @@ pub enum FetchError {
     InsecureRealm {
         /// The realm URL.
         realm: String,
+    },
+
+    /// The registry refused the authorization in use (a bearer token that expired during a
+    /// long download) and a new one could not be obtained.
+    #[error("the registry refused the authorization for {url} and it could not be renewed")]
+    TokenRenewal {
+        /// The URL that was refused.
+        url: String,
+        /// Why no new token came.
+        #[source]
+        source: Box<FetchError>,
     },
 
     /// The token endpoint answered without a usable token.

@@ -30,7 +30,7 @@ mod url;
 
 use std::path::Path;
 
-pub use client::Client;
+pub use client::{Client, load_ca_bundle};
 pub use config::{ClientConfig, Credentials, DEFAULT_USER_AGENT};
 pub use download::state_path;
 pub use error::FetchError;

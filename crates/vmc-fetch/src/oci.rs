@@ -512,10 +512,14 @@ impl Registry {
             });
         }
         let auth = self.auth_for(Some(&scope));
+        // A token that expires in the middle of the download (its retries after a reset,
+        // a resumed range request) is renewed from the 401's challenge, as `request` does.
+        let renew = |response: &Response| self.renew(&url, response, &scope);
         let done = self.client.download_http(
             &HttpDownload {
                 url: &url,
                 auth: auth.as_deref(),
+                renew: Some(&renew),
                 dest,
                 size: descriptor.size,
                 algorithm: descriptor.digest.algorithm(),
@@ -532,6 +536,28 @@ impl Registry {
         })
     }
 
+    /// A new `Authorization` value for `scope` after `response`, a `401` to a request that
+    /// sent the remembered one: the challenge answered again (a fresh token from the realm).
+    /// A failure to get one is [`FetchError::TokenRenewal`].
+    fn renew(&self, url: &str, response: &Response, scope: &str) -> Result<String, FetchError> {
+        let renewal = |source: FetchError| FetchError::TokenRenewal {
+            url: url.to_owned(),
+            source: Box::new(source),
+        };
+        let challenge = parse_challenges(response).ok_or_else(|| {
+            renewal(FetchError::AuthChallenge {
+                url: url.to_owned(),
+                reason: "401 without a Basic or Bearer challenge",
+            })
+        })?;
+        let answered = self.answer(url, &challenge, Some(scope));
+        if let Some(Credentials::Bearer(_)) = &self.credentials {
+            // The site's own token was refused: nothing to renew, say so as it is.
+            return answered;
+        }
+        answered.map_err(renewal)
+    }
+
     /// The `Authorization` value to send for `scope` before any challenge.
     fn auth_for(&self, scope: Option<&str>) -> Option<String> {
         if let Some(Credentials::Bearer(_)) = &self.credentials {
@@ -544,7 +570,8 @@ impl Registry {
             .cloned()
     }
 
-    /// Sends a request, answering one `401` challenge. Transient failures are retried.
+    /// Sends a request, answering one `401` challenge (also the one to a remembered token
+    /// that has expired: a fresh token, once). Transient failures are retried.
     fn request(
         &self,
         method: Method,
@@ -565,7 +592,19 @@ impl Registry {
                 url: url.to_owned(),
                 reason: "401 without a Basic or Bearer challenge",
             })?;
-            let auth = self.answer(url, &challenge, scope)?;
+            let renewing =
+                sent.is_some() && !matches!(self.credentials, Some(Credentials::Bearer(_)));
+            let auth = match self.answer(url, &challenge, scope) {
+                Ok(auth) => auth,
+                // A remembered token was refused (it expired) and no new one came.
+                Err(source) if renewing => {
+                    return Err(FetchError::TokenRenewal {
+                        url: url.to_owned(),
+                        source: Box::new(source),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             if sent.as_ref() == Some(&auth) {
                 // These very credentials were refused: the caller reports the 401.
                 return Ok(response);

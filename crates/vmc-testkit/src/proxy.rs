@@ -2,7 +2,9 @@
 //! purpose for the requests a [`Rule`] matches: it answers a status of its own without asking
 //! the server ([`ProxyFault::Status`]), drops the connection after part of the request body
 //! ([`ProxyFault::DropAfter`]), flips one byte of the body on the way
-//! ([`ProxyFault::Corrupt`]), or stops forwarding and hangs ([`ProxyFault::Stall`]). Everything else passes unchanged.
+//! ([`ProxyFault::Corrupt`]), stops forwarding and hangs ([`ProxyFault::Stall`]), or cuts the
+//! server's answer short ([`ProxyFault::CutResponse`]: a download reset mid-body). Everything
+//! else passes unchanged.
 //!
 //! Each connection carries one request: the proxy asks the server for `Connection: close`, so
 //! the server's answer ends the connection and the client opens a new one for the next
@@ -28,6 +30,9 @@ pub enum ProxyFault {
     /// Forward the head and this many body bytes, then forward nothing more and hold both
     /// connections open until the proxy is dropped (a peer that hangs mid-upload).
     Stall(u64),
+    /// Forward the request, then this many bytes of the answer (head included), then close
+    /// both connections (a connection reset in the middle of a download).
+    CutResponse(u64),
 }
 
 /// Which requests fail, how, and how many times.
@@ -237,6 +242,12 @@ fn serve(
         return Ok(());
     }
     if matches!(fault, Some(ProxyFault::DropAfter(_))) {
+        let _ = server.shutdown(Shutdown::Both);
+        return client.shutdown(Shutdown::Both);
+    }
+    if let Some(ProxyFault::CutResponse(n)) = fault {
+        io::copy(&mut (&mut server).take(n), &mut client)?;
+        client.flush()?;
         let _ = server.shutdown(Shutdown::Both);
         return client.shutdown(Shutdown::Both);
     }

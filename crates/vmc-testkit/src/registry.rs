@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,6 +46,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `service` (token audience) of the token-auth configuration.
 pub const TOKEN_SERVICE: &str = "vmc-test-registry";
+
+/// How long distribution 2.8 still accepts a token after its `exp` (and before its `nbf`):
+/// its `token.Leeway`, 60 s. A token meant to live `L` seconds is minted with
+/// `exp = now + L - 60`.
+const REGISTRY_LEEWAY_SECS: u64 = 60;
+
+/// How long the endpoint's tokens live unless [`TokenServer::set_token_lifetime`] says
+/// otherwise.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The token issuer the registry trusts.
 const TOKEN_ISSUER: &str = "vmc-testkit-token-issuer";
@@ -503,7 +512,17 @@ pub struct TokenServer {
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<TokenRequest>>>,
+    policy: Arc<TokenPolicy>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the endpoint does now (changed by the test while clients use it).
+struct TokenPolicy {
+    /// Lifetime of the tokens it issues, in seconds.
+    lifetime: AtomicU64,
+    /// How many more tokens it issues before it refuses every request as if the credentials
+    /// were wrong (an account disabled); `u64::MAX`: no limit.
+    remaining: AtomicU64,
 }
 
 /// A request the token endpoint received.
@@ -541,18 +560,30 @@ impl TokenServer {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let policy = Arc::new(TokenPolicy {
+            lifetime: AtomicU64::new(DEFAULT_TOKEN_LIFETIME.as_secs()),
+            remaining: AtomicU64::new(u64::MAX),
+        });
         let minter = Minter {
             key: key.clone(),
             cert_der: cert_der.clone(),
         };
         let thread = {
             let (stop, requests, log) = (stop.clone(), requests.clone(), log.clone());
+            let policy = policy.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             requests.fetch_add(1, Ordering::Relaxed);
-                            let _ = serve_token(stream, &minter, &account, anonymous_pull, &log);
+                            let _ = serve_token(
+                                stream,
+                                &minter,
+                                &account,
+                                anonymous_pull,
+                                &log,
+                                &policy,
+                            );
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -567,8 +598,26 @@ impl TokenServer {
             stop,
             requests,
             log,
+            policy,
             thread: Some(thread),
         }
+    }
+
+    /// Tokens issued from now on live `lifetime` (whole seconds) by the registry's clock: a
+    /// client that keeps one longer gets `401` with a fresh `Bearer` challenge. The default
+    /// is 300 s.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.policy
+            .lifetime
+            .store(lifetime.as_secs(), Ordering::Relaxed);
+    }
+
+    /// Issue `tokens` more tokens, then refuse every request (`401`, as for wrong
+    /// credentials: the account was disabled); `None` lifts the limit.
+    pub fn limit_tokens(&self, tokens: Option<u64>) {
+        self.policy
+            .remaining
+            .store(tokens.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The realm URL the registry sends clients to.
@@ -595,7 +644,7 @@ impl TokenServer {
             key: self.key.clone(),
             cert_der: self.cert_der.clone(),
         }
-        .mint(subject, access)
+        .mint(subject, access, DEFAULT_TOKEN_LIFETIME.as_secs())
     }
 }
 
@@ -615,8 +664,9 @@ struct Minter {
 
 impl Minter {
     /// A JWT as distribution 2.8 verifies it: RS256, `x5c` with the trusted certificate,
-    /// issuer, audience (the service), `exp`/`nbf`, `access`.
-    fn mint(&self, subject: &str, access: Vec<Value>) -> String {
+    /// issuer, audience (the service), `exp`/`nbf`, `access`; accepted for `lifetime`
+    /// seconds from now (`exp` set [`REGISTRY_LEEWAY_SECS`] earlier).
+    fn mint(&self, subject: &str, access: Vec<Value>, lifetime: u64) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -629,7 +679,7 @@ impl Minter {
             "iss": TOKEN_ISSUER,
             "sub": subject,
             "aud": TOKEN_SERVICE,
-            "exp": now + 300,
+            "exp": (now + lifetime).saturating_sub(REGISTRY_LEEWAY_SECS),
             "nbf": now.saturating_sub(10),
             "iat": now,
             "jti": format!("{now}-{}", std::process::id()),
@@ -687,6 +737,7 @@ fn serve_token(
     account: &Account,
     anonymous_pull: bool,
     log: &Mutex<Vec<TokenRequest>>,
+    policy: &TokenPolicy,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -725,6 +776,14 @@ fn serve_token(
         )
     );
     let authenticated = authorization.as_ref().map(|a| *a == expected);
+    let refusing = policy
+        .remaining
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| match n {
+            0 => None,
+            u64::MAX => Some(u64::MAX),
+            n => Some(n - 1),
+        })
+        .is_err();
     log.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(TokenRequest {
@@ -734,8 +793,8 @@ fn serve_token(
         });
     let mut out = stream;
     let allowed: &[&str] = match authenticated {
-        Some(true) => &["pull", "push", "*"],
-        None if anonymous_pull => &["pull"],
+        Some(true) if !refusing => &["pull", "push", "*"],
+        None if anonymous_pull && !refusing => &["pull"],
         _ => {
             let body =
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
@@ -766,8 +825,9 @@ fn serve_token(
         Some(true) => account.username.as_str(),
         _ => "anonymous",
     };
-    let token = minter.mint(subject, access);
-    let body = json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    let lifetime = policy.lifetime.load(Ordering::Relaxed);
+    let token = minter.mint(subject, access, lifetime);
+    let body = json!({"token": token, "access_token": token, "expires_in": lifetime}).to_string();
     write!(
         out,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\

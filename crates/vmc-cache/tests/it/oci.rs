@@ -56,21 +56,57 @@ fn sync(vmc: &Vmc) -> vmc_cache::SyncReport {
     .unwrap()
 }
 
-/// Subscribes to `url` with policy `subscribe` and the default rule; it must be added.
+/// `subscribe add URL --new-images subscribe` with the default rule.
+fn subscribe_report(vmc: &Vmc, url: &str) -> vmc_cache::ListReport {
+    vmc.subscribe_oci(
+        &request(url, NewImagePolicy::Subscribe),
+        None,
+        &vmc_cache::Dispatcher::new(vmc.config()),
+    )
+    .unwrap()
+}
+
+/// Subscribes to `url` (see [`subscribe_report`]), which must fail and store nothing;
+/// returns the error's message.
+fn subscribe_refused(vmc: &Vmc, url: &str) -> String {
+    let report = subscribe_report(vmc, url);
+    assert_eq!(report.status, UpdateStatus::Failed);
+    assert!(vmc.store().subscriptions().unwrap().is_empty());
+    report.error.unwrap().message
+}
+
+/// Subscribes to `url` (see [`subscribe_report`]); it must be added.
 fn subscribe(vmc: &Vmc, url: &str) -> vmc_cache::ListReport {
-    let report = vmc
-        .subscribe_oci(
-            &request(url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(vmc.config()),
-        )
-        .unwrap();
+    let report = subscribe_report(vmc, url);
     assert_eq!(report.status, UpdateStatus::Added, "{:?}", report.error);
     report
 }
 
 fn cached_file(env: &Gen, id: &str) -> Option<Vec<u8>> {
     std::fs::read(Config::with_home(env.home.path()).cache_dir.join(id)).ok()
+}
+
+/// The `cache.index` entry of OCI image `id` passes what vmcatcher checks (`checkSumCache`:
+/// the file's SHA-512 and size equal `sha512` and `size`), carries the verified layer digest
+/// under `oci:layer_digest`, and claims no other digest as a sha512.
+fn assert_indexed_as_vmcatcher_reads_it(env: &Gen, id: &str, data: &[u8], layer_digest: &str) {
+    let dir = Config::with_home(env.home.path()).cache_dir;
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cache.index")).unwrap()).unwrap();
+    let entry = &index[id];
+    let file = std::fs::read(dir.join(entry["filename"].as_str().unwrap())).unwrap();
+    assert_eq!(file, data);
+    let sha512 = crate::sha512_hex(&file);
+    assert_eq!(entry["sha512"], sha512.as_str(), "{entry}");
+    assert_eq!(entry["sl:checksum:sha512"], sha512.as_str(), "{entry}");
+    assert_eq!(
+        entry["hv:image.sl:checksum:sha512"],
+        sha512.as_str(),
+        "{entry}"
+    );
+    assert_eq!(entry["size"], file.len() as u64, "{entry}");
+    assert_eq!(entry["oci:layer_digest"], layer_digest, "{entry}");
+    assert_eq!(entry["uuid"], id, "{entry}");
 }
 
 fn follows_a_registry_on(database_url: Option<&str>) {
@@ -121,6 +157,18 @@ fn follows_a_registry_on(database_url: Option<&str>) {
         ubuntu_v1
     );
     assert_eq!(cached_file(&env, "vo.example.alma-9").unwrap(), alma);
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.ubuntu-22.04",
+        &ubuntu_v1,
+        &pushed_ubuntu.layer_digest,
+    );
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.alma-9",
+        &alma,
+        &pushed_alma.layer_digest,
+    );
     let entries = vmc.store().cache_entries().unwrap();
     assert!(
         entries
@@ -183,6 +231,19 @@ fn follows_a_registry_on(database_url: Option<&str>) {
         .find(|r| r.image.identifier.as_str() == "vo.example.ubuntu-22.04")
         .unwrap();
     assert_eq!(record.image.version, moved.digest);
+    // The index follows the new file (its SHA-512 is not the old one's, kept).
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.ubuntu-22.04",
+        &ubuntu_v2,
+        &moved.layer_digest,
+    );
+    assert_indexed_as_vmcatcher_reads_it(
+        &env,
+        "vo.example.alma-9",
+        &alma,
+        &pushed_alma.layer_digest,
+    );
     // The metrics count the registry as one more list.
     let metrics = vmc_cache::metrics::render(&vmc_cache::metrics::SyncMetrics {
         report: &after_move,
@@ -277,6 +338,13 @@ fn a_registry_serving_a_wrong_manifest_changes_nothing() {
     let env = Gen::new();
     let vmc = open(&env, None);
     let url = format!("oci://{}/vo.example/rocky:9", registry.host());
+    // `subscribe check` runs the same reading and verification and stores nothing.
+    let checked = vmc.check_oci(&url).unwrap();
+    assert!(checked.error.is_none(), "{:?}", checked.error);
+    let images = &checked.list.as_ref().unwrap().images;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].sha512, pushed.layer_digest);
+    assert!(vmc.store().subscriptions().unwrap().is_empty());
     subscribe(&vmc, &url);
     assert!(sync(&vmc).failed.is_empty());
     let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
@@ -295,6 +363,12 @@ fn a_registry_serving_a_wrong_manifest_changes_nothing() {
     let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
     assert_eq!(sub.current.unwrap().id, version);
     assert_eq!(cached_file(&env, "vo.example.rocky-9").unwrap(), data);
+    let checked = vmc.check_oci(&url).unwrap();
+    let error = checked.error.unwrap();
+    assert_eq!(error.code, ErrorCode::ChecksumMismatch, "{}", error.message);
+    assert!(checked.list.is_none());
+    let sub = vmc.store().find_subscription(&url).unwrap().unwrap();
+    assert_eq!(sub.current.unwrap().id, version);
 }
 
 /// The site's allow rule is the trust: a reference outside it is refused before anything is
@@ -478,15 +552,7 @@ fn a_tls_registry_is_verified_against_the_given_roots() {
     let url = format!("oci://{}/vo.example/tls", registry.host());
     let env = Gen::new();
     let untrusting = Vmc::open(env.config()).unwrap();
-    let refused = untrusting
-        .subscribe_oci(
-            &request(&url, NewImagePolicy::Subscribe),
-            None,
-            &vmc_cache::Dispatcher::new(untrusting.config()),
-        )
-        .unwrap();
-    assert_eq!(refused.status, UpdateStatus::Failed);
-    assert!(untrusting.store().subscriptions().unwrap().is_empty());
+    subscribe_refused(&untrusting, &url);
     drop(untrusting);
     let mut config = env.config();
     config.http.extra_roots.push(tls.ca_cert.clone());
@@ -494,4 +560,166 @@ fn a_tls_registry_is_verified_against_the_given_roots() {
     subscribe(&vmc, &url);
     assert_eq!(sync(&vmc).downloaded, ["vo.example.tls-1"]);
     assert_eq!(cached_file(&env, "vo.example.tls-1").unwrap(), data);
+}
+
+/// `Config::oci_ca_file` (`VMC_OCI_CA_FILE`): a registry over TLS whose CA is in the bundle
+/// is followed; with a bundle of another CA it is refused even though its CA is one of the
+/// ordinary roots (the bundle replaces them for registries), and without the bundle a sync
+/// fails with an error naming the registry and the TLS reason, caching nothing new. A bundle
+/// that cannot be used fails naming the file.
+#[test]
+fn a_tls_registry_is_verified_against_the_oci_ca_file() {
+    let tls = vmc_testkit::server::TestTls::generate();
+    let Some(registry) = testreg::or_skip(testreg::Registry::start_tls(&tls), ci()) else {
+        return;
+    };
+    let other = vmc_testkit::server::TestTls::generate();
+    let first = image_bytes(14, 30_000);
+    push(&registry, "vo.example/pinned", "1", &first);
+    let url = format!("oci://{}/vo.example/pinned", registry.host());
+    let env = Gen::new();
+    let right = env.home.path().join("registry-ca.pem");
+    std::fs::write(&right, tls.ca_cert.to_pem().unwrap()).unwrap();
+    let wrong = env.home.path().join("other-ca.pem");
+    std::fs::write(&wrong, other.ca_cert.to_pem().unwrap()).unwrap();
+    let with_bundle = |bundle: Option<&std::path::Path>| {
+        let mut config = env.config();
+        config.http.extra_roots.push(tls.ca_cert.clone());
+        config.oci_ca_file = bundle.map(std::path::Path::to_owned);
+        Vmc::open(config).unwrap()
+    };
+
+    let refused = |vmc: &Vmc| subscribe_refused(vmc, &url);
+    let message = refused(&with_bundle(Some(&wrong)));
+    assert!(message.contains("tls handshake failed"), "{message}");
+    assert!(message.contains(&registry.host()), "{message}");
+    let empty = env.home.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let message = refused(&with_bundle(Some(&empty)));
+    assert!(
+        message.contains(&format!(
+            "ca bundle {} holds no pem certificate",
+            empty.display()
+        )),
+        "{message}"
+    );
+    let missing = env.home.path().join("missing.pem");
+    let message = refused(&with_bundle(Some(&missing)));
+    assert!(
+        message.contains(&format!("cannot read the ca bundle {}", missing.display())),
+        "{message}"
+    );
+
+    let vmc = with_bundle(Some(&right));
+    subscribe(&vmc, &url);
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.pinned-1"]);
+    drop(vmc);
+
+    // The system roots alone do not know the test CA: the update fails, naming the registry
+    // and why, and the new tag is not cached.
+    let second = image_bytes(15, 30_000);
+    push(&registry, "vo.example/pinned", "2", &second);
+    let mut config = env.config();
+    config.oci_ca_file = None;
+    let untrusting = Vmc::open(config).unwrap();
+    let report = sync(&untrusting);
+    assert_eq!(report.subscriptions[0].status, UpdateStatus::Failed);
+    let error = report.subscriptions[0].error.clone().unwrap();
+    assert_eq!(error.code, ErrorCode::FetchFailed);
+    assert!(
+        error.message.contains(&format!(
+            "tls handshake failed for https://{}/v2/",
+            registry.host()
+        )),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("certificate"), "{}", error.message);
+    assert!(report.downloaded.is_empty());
+    assert!(cached_file(&env, "vo.example.pinned-2").is_none());
+    drop(untrusting);
+
+    let vmc = with_bundle(Some(&right));
+    assert_eq!(sync(&vmc).downloaded, ["vo.example.pinned-2"]);
+    assert_eq!(cached_file(&env, "vo.example.pinned-1").unwrap(), first);
+    assert_eq!(cached_file(&env, "vo.example.pinned-2").unwrap(), second);
+}
+
+/// A download whose bearer token expires during its retries, when the token endpoint then
+/// refuses a new one (the robot account was disabled): the image fails with an error saying
+/// the authorization could not be renewed, nothing is cached, and the next sync, with the
+/// account back, resumes and caches the verified file. Against the real registry behind the
+/// testkit's token endpoint (tokens of 3 s) and a proxy that cuts the first blob transfer.
+#[test]
+fn a_failed_token_renewal_caches_nothing_and_the_next_sync_finishes() {
+    let account = testreg::Account {
+        username: "robot$vo.example+renew".into(),
+        password: "renewal-secret-99".into(),
+    };
+    let Some(registry) = testreg::or_skip(
+        testreg::Registry::start_with_token(account.clone(), false),
+        ci(),
+    ) else {
+        return;
+    };
+    let data = image_bytes(16, 600_000);
+    push(&registry, "vo.example/renew", "1", &data);
+    let proxy = vmc_testkit::proxy::FaultProxy::start(registry.addr()).unwrap();
+    let host = proxy.url().trim_start_matches("http://").to_owned();
+    let env = Gen::new();
+    let mut config = env.config();
+    config.oci_plain_http = true;
+    config.http.retries = 1;
+    config.http.backoff = std::time::Duration::from_secs(4);
+    let vmc = Vmc::open(config).unwrap();
+    let mut req = request(
+        &format!("oci://{host}/vo.example/renew"),
+        NewImagePolicy::Subscribe,
+    );
+    req.auth = Some(vmc_model::SubscriptionAuth::Basic {
+        username: account.username.clone(),
+        password: account.password.clone(),
+    });
+    let added = vmc
+        .subscribe_oci(&req, None, &vmc_cache::Dispatcher::new(vmc.config()))
+        .unwrap();
+    assert_eq!(added.status, UpdateStatus::Added, "{:?}", added.error);
+
+    let tokens = registry.token_server().unwrap();
+    tokens.set_token_lifetime(std::time::Duration::from_secs(3));
+    // One token for the download's first request, none for its retry.
+    tokens.limit_tokens(Some(1));
+    proxy.add_rule(
+        "GET",
+        "/blobs/",
+        vmc_testkit::proxy::ProxyFault::CutResponse(128 * 1024),
+        1,
+    );
+    let options = SyncOptions {
+        jobs: 1,
+        verify: false,
+        update_lists: false,
+    };
+    let report = vmc.sync(&options, &NoProgress).unwrap();
+    assert!(report.downloaded.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let failure = &report.failed[0];
+    assert_eq!(failure.identifier, "vo.example.renew-1");
+    assert_eq!(failure.code, ErrorCode::FetchFailed);
+    assert!(
+        failure.message.contains("could not be renewed") && failure.message.contains("/token"),
+        "{}",
+        failure.message
+    );
+    assert!(!failure.message.contains("renewal-secret-99"));
+    assert!(cached_file(&env, "vo.example.renew-1").is_none());
+
+    tokens.limit_tokens(None);
+    let report = vmc.sync(&options, &NoProgress).unwrap();
+    assert_eq!(report.downloaded, ["vo.example.renew-1"], "{report:?}");
+    assert!(
+        report.bytes_downloaded < data.len() as u64,
+        "resumed: {report:?}"
+    );
+    assert_eq!(cached_file(&env, "vo.example.renew-1").unwrap(), data);
 }

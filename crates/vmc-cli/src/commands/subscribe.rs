@@ -277,16 +277,19 @@ pub fn run(ctx: &Ctx, cmd: SubscribeCmd) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
         SubscribeCmd::Check { source, endorser } => {
-            if vmc_cache::oci::is_oci(&source) {
-                return Err(vmc_cache::CacheError::Invalid(format!(
-                    "subscribe check reads signed lists; {source} is an OCI registry: \
-                     `vmc subscribe add` reads it and stores nothing when it fails"
-                ))
-                .into());
-            }
-            let r = ctx
-                .vmc
-                .check(&Source::parse(&source), endorser.as_deref())?;
+            let r = if vmc_cache::oci::is_oci(&source) {
+                if endorser.is_some() {
+                    return Err(vmc_cache::CacheError::Invalid(format!(
+                        "{source} is an OCI registry: its trust is the allow rule \
+                         (`subscribe add --allow`), not an endorser"
+                    ))
+                    .into());
+                }
+                ctx.vmc.check_oci(&source)?
+            } else {
+                ctx.vmc
+                    .check(&Source::parse(&source), endorser.as_deref())?
+            };
             let json = report::check(&r);
             match ctx.format {
                 Format::Json => output::json(&json),

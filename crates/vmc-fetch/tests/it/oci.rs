@@ -779,3 +779,77 @@ fn docker_v2_manifests_and_indexes_are_served_by_the_registry_and_parsed() {
         Some(("amd64".into(), "linux".into()))
     );
 }
+
+/// A bearer token that expires while the client still uses it is renewed from the `401`'s
+/// challenge, once per request: on a manifest `HEAD`/`GET`, and on the retry of a blob
+/// download that a reset interrupted (the resumed range request). When the token endpoint
+/// then refuses, the error says the authorization could not be renewed and names the realm.
+/// Against the real registry behind the testkit's token endpoint, whose tokens live 3 s
+/// (distribution checks `exp` by the wall clock, in whole seconds, hence the waits of 4 s).
+#[test]
+fn an_expired_bearer_token_is_renewed_on_any_request() {
+    let Some((registry, account)) = token_registry("robot$renew", "renew-secret-17", false) else {
+        return;
+    };
+    let data = body(1 << 20, 11);
+    push(&registry, "vo.example/long", "1", &data);
+    let tokens = registry.token_server().unwrap();
+    let lifetime = std::time::Duration::from_secs(3);
+    let past_lifetime = std::time::Duration::from_secs(4);
+    tokens.set_token_lifetime(lifetime);
+    let proxy = vmc_testkit::proxy::FaultProxy::start(registry.addr()).unwrap();
+    let host = proxy.url().trim_start_matches("http://").to_owned();
+    let client = Client::new(vmc_fetch::ClientConfig {
+        retries: 1,
+        backoff: past_lifetime,
+        ..crate::config()
+    })
+    .unwrap();
+    let oci = Registry::new(&client, &host, plain(Some(basic(&account)))).unwrap();
+    let issued = || tokens.request_log().len();
+
+    let fetched = oci.manifest_for_tag("vo.example/long", "1").unwrap();
+    assert_eq!(issued(), 1);
+    std::thread::sleep(past_lifetime);
+    let again = oci.manifest_for_tag("vo.example/long", "1").unwrap();
+    assert_eq!(again.digest, fetched.digest);
+    assert_eq!(issued(), 2, "the expired token was renewed once");
+
+    // The blob's first GET is cut after 256 KiB; the retry comes after the token expired.
+    proxy.add_rule(
+        "GET",
+        "/blobs/",
+        vmc_testkit::proxy::ProxyFault::CutResponse(256 * 1024),
+        1,
+    );
+    let layer = image_layer(&fetched.manifest);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let before = issued();
+    let done = oci
+        .download_blob("vo.example/long", &layer, &dest, &NoReporter)
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(done.attempts, 2);
+    assert!(done.resumed_from > 0, "{done:?}");
+    assert!(issued() > before, "the range request got a fresh token");
+    let blob_gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .count();
+    assert!(blob_gets >= 3, "cut, 401, resumed: {:?}", proxy.requests());
+
+    // The renewal itself fails: a clear error naming the realm, no retry loop.
+    tokens.limit_tokens(Some(0));
+    std::thread::sleep(past_lifetime);
+    let err = oci.manifest_for_tag("vo.example/long", "1").unwrap_err();
+    assert!(matches!(err, FetchError::TokenRenewal { .. }), "{err:?}");
+    assert!(err.to_string().contains("could not be renewed"), "{err}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        cause.contains(&tokens.realm()) && cause.contains("401"),
+        "{cause}"
+    );
+    assert!(!format!("{err} {cause} {err:?}").contains("renew-secret-17"));
+}
