@@ -231,3 +231,84 @@ fn a_publisher_killed_mid_upload_is_repaired_by_the_next_run() {
     assert_ne!(listed[0]["remote_id"], partial.as_str());
     drop(proxy);
 }
+
+#[test]
+fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is_silent() {
+    let Some(site) = Site::new("another_node_takes_over_the_claim") else {
+        return;
+    };
+    site.vmc(&["cache", "sync"]);
+    let proxy = FaultProxy::start(site.g.addr()).unwrap();
+    proxy.add_rule("PUT", "/file", ProxyFault::Stall(64 * 1024), 1);
+    let mut child = site
+        .command(&proxy.url())
+        .args(["--node", "node-a", "publish", "sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let listed = site.vmc(&["--json", "publish", "list"]);
+        let uploading = listed[0]["state"] == "uploading" && listed[0]["remote_id"].is_string();
+        if uploading && proxy.requests().iter().any(|r| r.starts_with("PUT")) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the upload never began: {listed:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // `publish sync` joined the site: node-a is registered, and beat at the run's time.
+    let nodes = site.vmc(&["--json", "node", "list"]);
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert!(names.contains(&"node-a"), "{nodes:#}");
+    let partial = site.vmc(&["--json", "publish", "list"])[0]["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // node-b at the same moment: node-a is alive (it beat now), its claim is respected.
+    let run = site.vmc(&["--json", "--node", "node-b", "publish", "sync"]);
+    assert_eq!(run["actions"][0]["action"], "skip", "{run:#}");
+    assert_eq!(
+        site.vmc(&["--json", "publish", "list"])[0]["state"],
+        "uploading"
+    );
+
+    // node-b ten minutes later (the lease time is 120 s): node-a is silent, gone; node-b
+    // repairs its claim and publishes the image, once.
+    let out = site
+        .command(&site.g.url())
+        .env("VMC_NOW", "2027-06-01T00:10:00Z")
+        .args(["--json", "--node", "node-b", "publish", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = run["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["repair", "publish"], "{run:#}");
+    let why = run["actions"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("node node-a") && why.contains("was last seen at"),
+        "{run:#}"
+    );
+    let listed = site.vmc(&["--json", "publish", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed[0]["state"], "active");
+    assert_ne!(listed[0]["remote_id"], partial.as_str());
+    drop(proxy);
+}

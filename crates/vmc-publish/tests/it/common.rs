@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha512};
-use vmc_cache::store::{CacheEntry, ListImport, NewSubscription, Store};
+use vmc_cache::store::{CacheEntry, ListImport, NewSubscription, NodeInfo, Store};
 use vmc_model::{
     CertIdentity, EndorserClaim, ExpiryReason, Identifier, Image, ImageList, JsonObject,
     NewImagePolicy, Version,
@@ -291,6 +291,23 @@ impl Site {
             .record_expired(&identifier, ExpiryReason::Unselected, &expired, t0())
             .unwrap();
     }
+}
+
+/// Registers `node` (pid 4242 on host `other-host`) as having started at `started` and last
+/// beaten at `last_seen`.
+pub fn register(store: &Store, node: &str, started: DateTime<Utc>, last_seen: DateTime<Utc>) {
+    let info = NodeInfo {
+        name: node.into(),
+        host: "other-host".into(),
+        pid: 4242,
+        version: "test".into(),
+    };
+    store
+        .register_node(&info, "publish sync test-cloud", started)
+        .unwrap();
+    store
+        .heartbeat(node, "publish sync test-cloud", last_seen)
+        .unwrap();
 }
 
 /// Every image of Glance's default project with `vmc_identifier` = `id`, hidden ones too.

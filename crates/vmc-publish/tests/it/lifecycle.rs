@@ -8,7 +8,7 @@ use vmc_cache::store::PublicationState;
 use vmc_publish::{ActionKind, ImageService, Outcome, Publisher, Route, RouteMatch, Visibility};
 
 use crate::common::{
-    Img, client, config, members_of, qcow2, remote_images, sha512_of, start, t0, tag,
+    Img, client, config, members_of, qcow2, register, remote_images, sha512_of, start, t0, tag,
 };
 
 #[test]
@@ -184,6 +184,10 @@ fn two_nodes_sharing_the_database_publish_once() {
         })
         .collect();
     site.list(&images);
+    // Both nodes are alive in the runs that claim (each respects the other's claims).
+    for node in ["node-a", "node-b"] {
+        register(&site.store, node, t0(), t0());
+    }
     let barrier = std::sync::Barrier::new(2);
     let reports: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = ["node-a", "node-b"]
