@@ -2,7 +2,10 @@
 //! binary, against a real Glance on 127.0.0.1 (skipped, saying so, without
 //! `VMC_TEST_GLANCE_VENV`; failing under CI): a signed list of a real qcow2 image is
 //! subscribed, cached, published once, listed, and expired; a `vmc publish sync` killed
-//! (SIGKILL) mid-upload is repaired by the next run.
+//! (SIGKILL) mid-upload is repaired by the next run, or taken over by another node once the
+//! killed one is silent; behind a real Keystone (keystonemiddleware), `vmc publish sync`
+//! authenticates with `OS_*` passwords and application credentials, and a wrong password
+//! fails clearly and publishes nothing.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha512};
 use vmc_testkit::glance::{self, DEFAULT_PROJECT};
+use vmc_testkit::keystone;
 use vmc_testkit::pki::{CaDirOptions, ENDORSER_DN, ROOT_DN, TestPki};
 use vmc_testkit::proxy::{FaultProxy, ProxyFault};
 use vmc_testkit::server::TestServer;
@@ -32,6 +36,7 @@ fn qcow2(path: &Path) {
 /// Glance, and `vmc` wired to both.
 struct Site {
     g: glance::Glance,
+    keystone: Option<keystone::Keystone>,
     _ca_dir: tempfile::TempDir,
     ca: std::path::PathBuf,
     _files: tempfile::TempDir,
@@ -43,6 +48,29 @@ impl Site {
     fn new(test: &str) -> Option<Site> {
         let venv = glance::venv_from_env(test)?;
         let g = glance::Glance::start(&venv).unwrap();
+        Some(Site::with(g, None))
+    }
+
+    /// A site whose Glance is behind a real Keystone (the `keystone` paste flavor).
+    fn behind_keystone(test: &str) -> Option<Site> {
+        let venv = glance::venv_from_env(test)?;
+        let keystone_venv = keystone::venv_from_env(test)?;
+        let started = std::time::Instant::now();
+        let ks = keystone::Keystone::start(&keystone_venv).unwrap();
+        let keystone_up = started.elapsed();
+        let g = glance::Glance::start_behind(&venv, &ks).unwrap();
+        #[allow(clippy::print_stderr, reason = "the start time, for the test's log")]
+        {
+            eprintln!(
+                "{test}: Keystone started in {:.1} s, Glance behind it in {:.1} s",
+                keystone_up.as_secs_f64(),
+                (started.elapsed() - keystone_up).as_secs_f64()
+            );
+        }
+        Some(Site::with(g, Some(ks)))
+    }
+
+    fn with(g: glance::Glance, keystone: Option<keystone::Keystone>) -> Site {
         let now: DateTime<Utc> = NOW.parse().unwrap();
         let pki = TestPki::generate(now);
         let ca_dir = pki.ca_dir(CaDirOptions::default());
@@ -83,6 +111,7 @@ impl Site {
         server.serve_dir("/files", files.path());
         let site = Site {
             g,
+            keystone,
             ca: ca_dir.path().to_owned(),
             _ca_dir: ca_dir,
             _files: files,
@@ -110,7 +139,7 @@ impl Site {
             "subscribe",
         ]);
         site.vmc(&["image", "subscribe", "alma9"]);
-        Some(site)
+        site
     }
 
     /// `vmc ARGS` publishing into `glance_url`, not yet run.
@@ -125,6 +154,15 @@ impl Site {
             .env("VMC_GLANCE_URL", glance_url)
             .env("VMC_GLANCE_PROJECT", DEFAULT_PROJECT)
             .env("VMC_PUBLISH_TARGET", "site-glance");
+        cmd
+    }
+
+    /// `vmc` configured by the `OS_*` variables `vars` (no `--glance-url`), not yet run.
+    fn os_command(&self, vars: &[(&str, &str)]) -> std::process::Command {
+        let mut cmd = self.command("");
+        cmd.env_remove("VMC_GLANCE_URL")
+            .env_remove("VMC_GLANCE_PROJECT")
+            .envs(vars.iter().copied());
         cmd
     }
 
@@ -311,4 +349,130 @@ fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is
     assert_eq!(listed[0]["state"], "active");
     assert_ne!(listed[0]["remote_id"], partial.as_str());
     drop(proxy);
+}
+
+/// GET `path` of the Glance at `url` with `headers`; the status and the JSON answer.
+fn glance_get(url: &str, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    glance::get_json(&format!("{url}{path}"), headers).unwrap()
+}
+
+#[test]
+fn publish_sync_behind_keystone_authenticates_by_password_and_application_credential() {
+    let Some(site) = Site::behind_keystone("publish_sync_behind_keystone") else {
+        return;
+    };
+    let ks = site.keystone.as_ref().unwrap();
+    let glance_url = site.g.url();
+    // Glance really checks tokens: none, or Keystone's headers without one, get 401.
+    let (status, _) = glance_get(&glance_url, "/v2/images", &[]);
+    assert_eq!(status, 401);
+    let forged: Vec<(String, String)> = glance::identity_headers(DEFAULT_PROJECT);
+    let forged: Vec<(&str, &str)> = forged
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, _) = glance_get(&glance_url, "/v2/images", &forged);
+    assert_eq!(status, 401, "the identity headers alone are not believed");
+
+    let account = ks
+        .create_account("vmc-site", "vmc", "vmc-user-secret", "admin")
+        .unwrap();
+    site.vmc(&["cache", "sync"]);
+    let auth_url = ks.url();
+    let password_vars = |password: &'static str| {
+        vec![
+            ("OS_AUTH_URL", auth_url.clone()),
+            ("OS_USERNAME", "vmc".to_owned()),
+            ("OS_PASSWORD", password.to_owned()),
+            ("OS_USER_DOMAIN_NAME", "Default".to_owned()),
+            ("OS_PROJECT_NAME", "vmc-site".to_owned()),
+            ("OS_PROJECT_DOMAIN_NAME", "Default".to_owned()),
+            ("OS_REGION_NAME", "RegionOne".to_owned()),
+        ]
+    };
+    let run = |vars: &[(&str, String)], target: &str| {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        site.os_command(&vars)
+            .env("VMC_PUBLISH_TARGET", target)
+            .args(["--json", "publish", "sync"])
+            .output()
+            .unwrap()
+    };
+    let images_in_glance = || std::fs::read_dir(site.g.images_dir()).unwrap().count();
+
+    // A wrong password: a clear error naming Keystone, and nothing published or claimed.
+    let out = run(&password_vars("not-the-password"), "by-password");
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "Keystone at {auth_url}/auth/tokens refused the credentials (401)"
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(site.vmc(&["--json", "publish", "list"]), json!([]));
+    assert_eq!(images_in_glance(), 0);
+
+    // The password: Glance found in the token's catalog, the image published into the
+    // account's project.
+    let out = run(&password_vars("vmc-user-secret"), "by-password");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["actions"][0]["action"], "publish", "{report:#}");
+    assert_eq!(report["actions"][0]["outcome"], "done", "{report:#}");
+    let by_password = report["actions"][0]["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // An application credential of the same user, by id and secret.
+    let (id, secret) = ks
+        .create_application_credential(&account, "vmc-publish")
+        .unwrap();
+    let app_vars = vec![
+        ("OS_AUTH_URL", auth_url.clone()),
+        ("OS_AUTH_TYPE", "v3applicationcredential".to_owned()),
+        ("OS_APPLICATION_CREDENTIAL_ID", id),
+        ("OS_APPLICATION_CREDENTIAL_SECRET", secret),
+        ("OS_REGION_NAME", "RegionOne".to_owned()),
+    ];
+    let out = run(&app_vars, "by-app-credential");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["actions"][0]["action"], "publish", "{report:#}");
+    let by_app = report["actions"][0]["remote_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Both are active in Glance, owned by the account's project, with the file's sha512.
+    let token = ks.admin_token().unwrap();
+    let listed = site.vmc(&["--json", "publish", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+    for (remote, target) in [
+        (&by_password, "by-password"),
+        (&by_app, "by-app-credential"),
+    ] {
+        let (status, image) = glance_get(
+            &glance_url,
+            &format!("/v2/images/{remote}"),
+            &[("X-Auth-Token", token.as_str())],
+        );
+        assert_eq!(status, 200, "{image}");
+        assert_eq!(image["status"], "active");
+        assert_eq!(image["owner"], account.project_id.as_str());
+        assert_eq!(image["os_hash_algo"], "sha512");
+        assert_eq!(image["vmc_target"], target);
+        let row = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == target)
+            .unwrap();
+        assert_eq!(row["state"], "active");
+        assert_eq!(row["remote_id"], remote.as_str());
+        assert_eq!(image["os_hash_value"], row["sha512"], "{image:#} {row:#}");
+    }
+    assert_eq!(images_in_glance(), 2);
 }
