@@ -6,8 +6,9 @@
 //! store, the `trusted` paste flavor: Keystone's pipeline without `authtoken`, so the identity
 //! comes from the headers Keystone's middleware would set, see [`identity_headers`]), creates
 //! the schema with `glance-manage db_sync`, serves `glance.wsgi.api:application` with gunicorn
-//! on a free port and waits until `/versions` answers. Dropping it stops gunicorn (SIGTERM,
-//! then SIGKILL) and removes the directory.
+//! (through a shim whose SQLite transactions take the write lock when they begin) on a free
+//! port and waits until `/versions` answers. Dropping it stops gunicorn (SIGTERM, then
+//! SIGKILL) and removes the directory.
 //!
 //! [`Glance::start_behind`] starts it behind a real Keystone instead (the `keystone` flavor,
 //! tokens checked by keystonemiddleware; see [`crate::keystone`]).
@@ -134,6 +135,7 @@ impl Glance {
             )?;
         }
         std::fs::write(root.join("etc/glance-api-paste.ini"), PASTE_INI)?;
+        std::fs::write(root.join("vmc_glance_shim.py"), SQLITE_SHIM)?;
         let conf = root.join("etc/glance-api.conf");
         let sync = Command::new(venv.join("bin/glance-manage"))
             .arg("--config-file")
@@ -158,7 +160,7 @@ impl Glance {
                 venv,
                 root,
                 addr,
-                "glance.wsgi.api:application",
+                "vmc_glance_shim:application",
                 ("OS_GLANCE_CONFIG_DIR", root.join("etc")),
             )?;
             let mut child = child;
@@ -341,6 +343,35 @@ fn conf_of(root: &Path, flavor: &str, extra: &str) -> String {
     );
     conf
 }
+
+/// Glance's WSGI application with SQLite transactions that take the write lock when they
+/// begin (`BEGIN IMMEDIATE`, where oslo.db emits a deferred `BEGIN`), and wait up to 60 s
+/// for it. With deferred transactions, two threads that both read and then write deadlock
+/// on the lock upgrade, and SQLite answers the loser `database is locked` at once, without
+/// waiting: Glance then fails the upload with a 500 and leaves the image `saving` (seen
+/// with two concurrent uploads on a loaded machine). The server databases sites run Glance
+/// on (MySQL, PostgreSQL) have no such upgrade; SQLite is Glance's test-only database. The
+/// marker `in_transaction` is oslo.db's own: its listener then emits nothing.
+const SQLITE_SHIM: &str = "\
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+
+@sqlalchemy.event.listens_for(Engine, 'connect')
+def _vmc_busy_timeout(dbapi_con, con_record):
+    if type(dbapi_con).__module__.startswith('sqlite3'):
+        dbapi_con.execute('PRAGMA busy_timeout = 60000')
+
+
+@sqlalchemy.event.listens_for(Engine, 'begin')
+def _vmc_begin_immediate(conn):
+    if conn.dialect.name == 'sqlite' and 'in_transaction' not in conn.info:
+        conn.execute(sqlalchemy.text('BEGIN IMMEDIATE'))
+        conn.info['in_transaction'] = True
+
+
+from glance.wsgi.api import application  # noqa: E402
+";
 
 /// The `trusted` pipeline: Keystone's without `authtoken` (the context middleware reads the
 /// identity headers); the `noauth` one makes everyone the same unauthenticated admin; the

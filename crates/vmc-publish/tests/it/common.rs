@@ -282,6 +282,26 @@ impl Site {
         file
     }
 
+    /// Lists and caches the images `ids`, version 1, qcow2 files made from the seeds
+    /// `first_seed`, `first_seed + 1`…; returns their files.
+    pub fn list_version_1(&self, ids: &[&str], first_seed: u8) -> Vec<PathBuf> {
+        let files: Vec<PathBuf> = (first_seed..)
+            .take(ids.len())
+            .map(|seed| qcow2(self.dir.path(), seed))
+            .collect();
+        let images: Vec<Img<'_>> = ids
+            .iter()
+            .zip(&files)
+            .map(|(id, file)| Img {
+                id,
+                file,
+                version: "1",
+            })
+            .collect();
+        self.list(&images);
+        files
+    }
+
     /// The cache expires image `id` (as `cache sync` does when it is no longer wanted).
     pub fn expire(&self, id: &str) {
         let identifier = Identifier::new(id).unwrap();
@@ -362,4 +382,22 @@ pub fn members_of(url: &str, image: &str) -> Vec<String> {
         .iter()
         .map(|m| m["member_id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Sets an image's `protected` flag, as an operator would (`openstack image set --protected`).
+pub fn protect(url: &str, image: &str, on: bool) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.patch(format!("{url}/v2/images/{image}")).header(
+        "Content-Type",
+        "application/openstack-images-v2.1-json-patch",
+    );
+    for (k, v) in glance::identity_headers(DEFAULT_PROJECT) {
+        request = request.header(k, v);
+    }
+    let body = json!([{"op": "replace", "path": "/protected", "value": on}]).to_string();
+    let response = request.send(body.as_bytes()).unwrap();
+    assert_eq!(response.status().as_u16(), 200, "protected={on} on {image}");
 }

@@ -10,7 +10,7 @@ use vmc_cache::store::{NewPublication, PublicationState, Store};
 use vmc_model::Identifier;
 use vmc_publish::{ActionKind, Glance, ImageService, NewRemoteImage, Publisher, Visibility};
 
-use crate::common::{Img, config, qcow2, register, remote_images, sha512_of, start, t0};
+use crate::common::{config, register, remote_images, sha512_of, start, t0};
 
 /// What a run of `node` left when it stopped mid-upload of `id` at `at`: its claim, and the
 /// image it created in Glance (still `queued`, carrying the claim's token).
@@ -65,17 +65,7 @@ fn claims_of_gone_nodes_are_taken_over_at_once_and_a_live_nodes_claim_is_respect
         return;
     };
     let ids = ["img-ghost", "img-silent", "img-restarted", "img-live"];
-    let files: Vec<_> = (40..44).map(|s| qcow2(site.dir.path(), s)).collect();
-    let images: Vec<Img<'_>> = ids
-        .iter()
-        .zip(&files)
-        .map(|(id, file)| Img {
-            id,
-            file,
-            version: "1",
-        })
-        .collect();
-    site.list(&images);
+    let files = site.list_version_1(&ids, 40);
     let lease = std::time::Duration::from_secs(120);
     // The other nodes, on their own connection to the database.
     let other = site.reopen();
