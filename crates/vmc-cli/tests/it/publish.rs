@@ -166,6 +166,42 @@ impl Site {
         cmd
     }
 
+    /// Runs `vmc ARGS publish sync` through a proxy that stops forwarding part way into the
+    /// upload and hangs, kills it (SIGKILL) once the upload has begun (the claim holds the
+    /// remote image's id), and checks the claim is left `uploading`. Returns the proxy and
+    /// the id of the half-uploaded image.
+    fn kill_mid_upload(&self, args: &[&str]) -> (FaultProxy, String) {
+        let proxy = FaultProxy::start(self.g.addr()).unwrap();
+        proxy.add_rule("PUT", "/file", ProxyFault::Stall(64 * 1024), 1);
+        let mut child = self
+            .command(&proxy.url())
+            .args(args)
+            .args(["publish", "sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let listed = self.vmc(&["--json", "publish", "list"]);
+            let uploading = listed[0]["state"] == "uploading" && listed[0]["remote_id"].is_string();
+            if uploading && proxy.requests().iter().any(|r| r.starts_with("PUT")) {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "the upload never began: {listed:#}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left = self.vmc(&["--json", "publish", "list"]);
+        assert_eq!(left[0]["state"], "uploading", "{left:#}");
+        let partial = left[0]["remote_id"].as_str().unwrap().to_owned();
+        (proxy, partial)
+    }
+
     /// Runs `vmc ARGS` against the Glance; it must exit 0; its stdout as JSON (or null).
     fn vmc(&self, args: &[&str]) -> serde_json::Value {
         let out = self.command(&self.g.url()).args(args).output().unwrap();
@@ -223,45 +259,11 @@ fn a_publisher_killed_mid_upload_is_repaired_by_the_next_run() {
         return;
     };
     site.vmc(&["cache", "sync"]);
-    // Through a proxy that stops forwarding part way into the upload and hangs.
-    let proxy = FaultProxy::start(site.g.addr()).unwrap();
-    proxy.add_rule("PUT", "/file", ProxyFault::Stall(64 * 1024), 1);
-    let mut child = site
-        .command(&proxy.url())
-        .args(["publish", "sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the upload has begun (the claim holds the remote image's id), then kill -9.
-    let started = std::time::Instant::now();
-    loop {
-        let listed = site.vmc(&["--json", "publish", "list"]);
-        let uploading = listed[0]["state"] == "uploading" && listed[0]["remote_id"].is_string();
-        if uploading && proxy.requests().iter().any(|r| r.starts_with("PUT")) {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the upload never began: {listed:#}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let left = site.vmc(&["--json", "publish", "list"]);
-    assert_eq!(left[0]["state"], "uploading", "{left:#}");
-    let partial = left[0]["remote_id"].as_str().unwrap().to_owned();
+    let (proxy, partial) = site.kill_mid_upload(&[]);
 
     // The next run, straight to Glance, repairs: the partial image goes, one image is active.
     let run = site.vmc(&["--json", "publish", "sync"]);
-    let actions: Vec<&str> = run["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["repair", "publish"], "{run:#}");
+    assert_eq!(actions(&run), ["repair", "publish"], "{run:#}");
     assert_eq!(run["success"], true);
     let listed = site.vmc(&["--json", "publish", "list"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
@@ -276,30 +278,7 @@ fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is
         return;
     };
     site.vmc(&["cache", "sync"]);
-    let proxy = FaultProxy::start(site.g.addr()).unwrap();
-    proxy.add_rule("PUT", "/file", ProxyFault::Stall(64 * 1024), 1);
-    let mut child = site
-        .command(&proxy.url())
-        .args(["--node", "node-a", "publish", "sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let listed = site.vmc(&["--json", "publish", "list"]);
-        let uploading = listed[0]["state"] == "uploading" && listed[0]["remote_id"].is_string();
-        if uploading && proxy.requests().iter().any(|r| r.starts_with("PUT")) {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "the upload never began: {listed:#}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (proxy, partial) = site.kill_mid_upload(&["--node", "node-a"]);
     // `publish sync` joined the site: node-a is registered, and beat at the run's time.
     let nodes = site.vmc(&["--json", "node", "list"]);
     let names: Vec<&str> = nodes
@@ -309,10 +288,6 @@ fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is
         .filter_map(|n| n["name"].as_str())
         .collect();
     assert!(names.contains(&"node-a"), "{nodes:#}");
-    let partial = site.vmc(&["--json", "publish", "list"])[0]["remote_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
 
     // node-b at the same moment: node-a is alive (it beat now), its claim is respected.
     let run = site.vmc(&["--json", "--node", "node-b", "publish", "sync"]);
@@ -332,13 +307,7 @@ fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let actions: Vec<&str> = run["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["repair", "publish"], "{run:#}");
+    assert_eq!(actions(&run), ["repair", "publish"], "{run:#}");
     let why = run["actions"][0]["detail"].as_str().unwrap_or_default();
     assert!(
         why.contains("node node-a") && why.contains("was last seen at"),
@@ -349,6 +318,16 @@ fn another_node_takes_over_the_claim_of_a_publisher_killed_mid_upload_once_it_is
     assert_eq!(listed[0]["state"], "active");
     assert_ne!(listed[0]["remote_id"], partial.as_str());
     drop(proxy);
+}
+
+/// The actions of a `publish sync --json` report, by name.
+fn actions(run: &serde_json::Value) -> Vec<&str> {
+    run["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect()
 }
 
 /// GET `path` of the Glance at `url` with `headers`; the status and the JSON answer.
