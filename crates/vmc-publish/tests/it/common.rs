@@ -14,7 +14,10 @@ use vmc_model::{
     CertIdentity, EndorserClaim, ExpiryReason, Identifier, Image, ImageList, JsonObject,
     NewImagePolicy, Version,
 };
-use vmc_publish::{Glance, GlanceAuth, ImageService, PublishConfig, RemoteImage};
+use vmc_publish::{
+    Deletion, Glance, GlanceAuth, ImageService, NewRemoteImage, PublishConfig, PublishError,
+    RemoteImage,
+};
 use vmc_testkit::glance::{self, DEFAULT_PROJECT};
 
 /// The list URL of the site's subscription (with credentials, which must not reach Glance).
@@ -400,4 +403,44 @@ pub fn protect(url: &str, image: &str, on: bool) {
     let body = json!([{"op": "replace", "path": "/protected", "value": on}]).to_string();
     let response = request.send(body.as_bytes()).unwrap();
     assert_eq!(response.status().as_u16(), 200, "protected={on} on {image}");
+}
+
+/// The upload step of [`WithUpload`]: image id, file, size; the sha512 sent.
+pub type UploadStep<'a> = Box<dyn Fn(&str, &Path, u64) -> Result<String, PublishError> + 'a>;
+
+/// Glance, with the upload done by a test's own step (which may crash the run, or let
+/// something happen around the upload).
+pub struct WithUpload<'a> {
+    pub glance: &'a Glance,
+    pub upload: UploadStep<'a>,
+}
+
+impl ImageService for WithUpload<'_> {
+    fn create(&self, image: &NewRemoteImage) -> Result<RemoteImage, PublishError> {
+        self.glance.create(image)
+    }
+    fn upload(&self, id: &str, path: &Path, size: u64) -> Result<String, PublishError> {
+        (self.upload)(id, path, size)
+    }
+    fn get(&self, id: &str) -> Result<Option<RemoteImage>, PublishError> {
+        self.glance.get(id)
+    }
+    fn find(&self, key: &str, value: &str) -> Result<Vec<RemoteImage>, PublishError> {
+        self.glance.find(key, value)
+    }
+    fn set_hidden(&self, id: &str, hidden: bool) -> Result<(), PublishError> {
+        self.glance.set_hidden(id, hidden)
+    }
+    fn deactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.glance.deactivate(id)
+    }
+    fn reactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.glance.reactivate(id)
+    }
+    fn add_member(&self, id: &str, project: &str) -> Result<(), PublishError> {
+        self.glance.add_member(id, project)
+    }
+    fn delete(&self, id: &str) -> Result<Deletion, PublishError> {
+        self.glance.delete(id)
+    }
 }

@@ -1,7 +1,7 @@
 //! Claims of other nodes sharing the database: a claim whose node is gone — not registered,
 //! silent for longer than the lease time, or registered again since (a newer run) — is taken
 //! over at once and its image published exactly once; a live node's claim is left alone
-//! until that node stops beating.
+//! until that node stops beating; a run whose claim is taken over can no longer write it.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use vmc_cache::store::{NewPublication, PublicationState, Store};
 use vmc_model::Identifier;
 use vmc_publish::{ActionKind, Glance, ImageService, NewRemoteImage, Publisher, Visibility};
 
-use crate::common::{config, register, remote_images, sha512_of, start, t0};
+use crate::common::{WithUpload, config, register, remote_images, sha512_of, start, t0};
 
 /// What a run of `node` left when it stopped mid-upload of `id` at `at`: its claim, and the
 /// image it created in Glance (still `queued`, carrying the claim's token).
@@ -57,6 +57,19 @@ fn claim_left(
         .unwrap();
     assert_eq!(image.status, "queued");
     image.id
+}
+
+/// Checks that the one publication of test-cloud is active, `node`'s, for image `remote`.
+fn assert_active(store: &Store, node: &str, remote: &str) {
+    let p = store
+        .publications(Some("test-cloud"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (p.state, p.claimed_by.as_str(), p.remote_id.as_deref()),
+        (PublicationState::Active, node, Some(remote))
+    );
 }
 
 #[test]
@@ -238,15 +251,56 @@ fn a_stalled_run_cannot_write_the_claim_taken_over_from_it() {
     late.state = PublicationState::Failed;
     late.remote_id = None;
     assert!(!other.save_publication(&stale.token, &late).unwrap());
-    let now = site
-        .store
-        .publications(Some("test-cloud"))
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(
-        (now.state, now.claimed_by.as_str(), now.remote_id.as_deref()),
-        (PublicationState::Active, "node-a", Some(left.as_str()))
-    );
+    assert_active(&site.store, "node-a", &left);
     assert_eq!(remote_images(&glance, "alma9").len(), 1);
+}
+
+#[test]
+fn a_run_whose_claim_is_taken_over_during_its_upload_leaves_the_image_the_taker_adopted() {
+    let Some((_g, site, glance)) = start("a_run_whose_claim_is_taken_over_during") else {
+        return;
+    };
+    site.alma9(46);
+    // node-a's heartbeat stalled 10 minutes ago: node-b presumes it gone.
+    register(
+        &site.store,
+        "node-a",
+        t0() - Duration::minutes(10),
+        t0() - Duration::minutes(10),
+    );
+    let node_b_store = site.reopen();
+    let node_b_report = std::cell::RefCell::new(None);
+    let mut node_b = config(&site.dir.path().join("node-b"));
+    node_b.node = "node-b".into();
+    // node-b runs right after node-a's upload completes, before node-a records it.
+    let service = WithUpload {
+        glance: &glance,
+        upload: Box::new(|id, path, size| {
+            let sent = glance.upload(id, path, size)?;
+            let report = Publisher::new(&node_b_store, &site.cache_dir, &glance, &node_b)
+                .sync(t0(), false)
+                .unwrap();
+            *node_b_report.borrow_mut() = Some(report);
+            Ok(sent)
+        }),
+    };
+    let node_a = config(site.dir.path());
+    let report = Publisher::new(&site.store, &site.cache_dir, &service, &node_a)
+        .sync(t0(), false)
+        .unwrap();
+    // node-b adopted node-a's complete upload; node-a's last write was refused, and it left
+    // the image alone (node-b's publication points at it).
+    let taken = node_b_report.borrow_mut().take().unwrap();
+    assert_eq!(taken.done(ActionKind::Adopt), 1, "{taken:#?}");
+    assert_eq!(report.done(ActionKind::Publish), 0, "{report:#?}");
+    assert_eq!(report.actions.len(), 1, "{report:#?}");
+    assert_eq!(report.actions[0].kind, ActionKind::Skip);
+    assert_eq!(
+        report.actions[0].detail.as_deref(),
+        Some("claim taken over by another run during the upload")
+    );
+    let found = remote_images(&glance, "alma9");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].status, "active");
+    assert_active(&site.store, "node-b", &found[0].id);
 }
