@@ -1,6 +1,6 @@
 //! What the site decides about publishing: the target's name, who may see images, which
 //! project owns the images of which VO or list, the grace time before a replaced or expired
-//! image is deleted, and how long another node's unfinished claim is respected.
+//! image is deleted, and how long a node that stopped beating is presumed alive.
 
 use std::path::PathBuf;
 
@@ -48,9 +48,15 @@ pub struct PublishConfig {
     pub default_route: Route,
     /// How long a replaced or expired image stays deactivated before it is deleted.
     pub grace: Duration,
-    /// How long another node's unfinished claim (`uploading`) is left alone before this node
-    /// presumes it dead and repairs it. This node's own unfinished claims are repaired at once
-    /// (the caller holds the instance lock, so they belong to a run that ended).
+    /// How long a node is alive after its last heartbeat (the site's lease time,
+    /// `vmc_cache::Config::lease_time`). Another node's unfinished claim (`uploading`) is
+    /// respected while that node is alive in the run that made the claim; it is repaired at
+    /// once when the node is not registered, has not beaten within this time, or registered
+    /// again after the claim (a newer run). This node's own unfinished claims are repaired at
+    /// once (the caller holds the instance lock, so they belong to a run that ended).
+    pub lease_time: std::time::Duration,
+    /// The fallback: a claim older than this is repaired even when its node is alive (a run
+    /// that beats but whose upload hangs).
     pub stale_claim: Duration,
     /// How files are checked and converted (`qemu-img`, the converted directory, the disk
     /// format the cloud wants).
@@ -59,7 +65,8 @@ pub struct PublishConfig {
 
 impl PublishConfig {
     /// A configuration for `target` on `node`: private images in the credentials' project, a
-    /// grace time of 7 days, claims of other nodes stale after 6 hours, images published in
+    /// grace time of 7 days, a lease time of 120 s (as the cache's), claims of live nodes
+    /// stale after 6 hours, images published in
     /// the format their list declares (checked by `qemu-img` from `PATH`), converted files
     /// (OVA disks) kept in `converted_dir`.
     pub fn new(
@@ -78,6 +85,7 @@ impl PublishConfig {
                 members: Vec::new(),
             },
             grace: Duration::days(7),
+            lease_time: std::time::Duration::from_secs(120),
             stale_claim: Duration::hours(6),
             converter: Converter {
                 qemu_img: PathBuf::from("qemu-img"),

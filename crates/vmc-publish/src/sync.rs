@@ -1,9 +1,12 @@
 //! The publication life cycle, one run at a time (`vmc publish sync`):
 //!
 //! 1. **Repair.** A claim left `uploading` by a run of this node that ended (the caller holds
-//!    the instance lock), or by another node for longer than [`PublishConfig::stale_claim`],
-//!    is looked up in the image service by its token: a complete image whose checksum is the
-//!    file's is adopted; anything else of that claim is deleted and the claim marked `failed`.
+//!    the instance lock), or by another node that is gone — not registered, silent for longer
+//!    than [`PublishConfig::lease_time`], or registered again since the claim (a newer run) —
+//!    or older than the fallback [`PublishConfig::stale_claim`], is looked up in the image
+//!    service by its token: a complete image whose checksum is the file's is adopted;
+//!    anything else of that claim is deleted and the claim marked `failed`. The claim of a
+//!    node alive in the run that made it is left alone.
 //! 2. **Publish.** Every verified cached image that is selected, endorsed and of a current
 //!    list is claimed (once per target, whatever the number of nodes sharing the database),
 //!    created with its properties, streamed from the cache file while hashed, and checked:
@@ -27,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use vmc_cache::store::{
-    CacheEntry, ImageFilter, ImageRecord, NewPublication, Publication, PublicationState, Store,
+    CacheEntry, ImageFilter, ImageRecord, NewPublication, NodeRecord, Publication,
+    PublicationState, Store,
 };
 
 use crate::PublishError;
@@ -191,31 +195,47 @@ impl<'a> Publisher<'a> {
         let mut report = PublishReport::default();
         let wanted = self.wanted(now)?;
         // 1. Repair.
+        let mut nodes = None;
         for p in self.publications()? {
             if p.state != PublicationState::Uploading {
                 continue;
             }
-            let ours = p.claimed_by == self.config.node;
-            if !ours && p.changed_at + self.config.stale_claim > now {
-                report.actions.push(action(
-                    ActionKind::Skip,
-                    &p,
-                    Outcome::Done,
-                    Some(format!(
-                        "being uploaded by {} since {}",
-                        p.claimed_by,
-                        p.changed_at.to_rfc3339()
-                    )),
-                ));
-                continue;
-            }
+            let why = if p.claimed_by == self.config.node {
+                None
+            } else {
+                if nodes.is_none() {
+                    nodes = Some(self.nodes()?);
+                }
+                match nodes.as_ref().and_then(|n| self.abandoned(&p, n, now)) {
+                    Some(why) => Some(why),
+                    None => {
+                        report.actions.push(action(
+                            ActionKind::Skip,
+                            &p,
+                            Outcome::Done,
+                            Some(format!(
+                                "being uploaded by {} since {}",
+                                p.claimed_by,
+                                p.changed_at.to_rfc3339()
+                            )),
+                        ));
+                        continue;
+                    }
+                }
+            };
             if dry_run {
                 report
                     .actions
-                    .push(action(ActionKind::Repair, &p, Outcome::Planned, None));
+                    .push(action(ActionKind::Repair, &p, Outcome::Planned, why));
                 continue;
             }
-            report.actions.push(self.repair(p, now));
+            if let Some(why) = &why {
+                tracing::info!(
+                    identifier = p.identifier.as_str(),
+                    "taking the claim over: {why}"
+                );
+            }
+            report.actions.push(self.repair(p, why, now));
         }
         // 2. Publish (or reactivate) what is wanted.
         let live = self.live()?;
@@ -325,6 +345,57 @@ impl<'a> Publisher<'a> {
             convert::prune(&self.config.converter.dir, &keep)?;
         }
         Ok(report)
+    }
+
+    /// The registered nodes, by name.
+    fn nodes(&self) -> Result<BTreeMap<String, NodeRecord>, PublishError> {
+        Ok(self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|n| (n.info.name.clone(), n))
+            .collect())
+    }
+
+    /// Why another node's unfinished claim `p` is presumed abandoned at `now`, or `None` when
+    /// its node is alive in the run that made it (and the claim is younger than
+    /// [`PublishConfig::stale_claim`]).
+    fn abandoned(
+        &self,
+        p: &Publication,
+        nodes: &BTreeMap<String, NodeRecord>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let by = &p.claimed_by;
+        let since = p.changed_at.to_rfc3339();
+        let Some(node) = nodes.get(by) else {
+            return Some(format!(
+                "node {by} that claimed it at {since} is not registered"
+            ));
+        };
+        if !vmc_cache::node::is_alive(node.last_seen, now, self.config.lease_time) {
+            return Some(format!(
+                "node {by} that claimed it at {since} was last seen at {}",
+                node.last_seen.to_rfc3339()
+            ));
+        }
+        // A run registers before it claims, so a registration after the claim is a newer run.
+        if node.started_at > p.changed_at {
+            return Some(format!(
+                "node {by} claimed it at {since} in a run that ended: a run started at {} \
+                 (pid {} on {})",
+                node.started_at.to_rfc3339(),
+                node.info.pid,
+                node.info.host
+            ));
+        }
+        if p.changed_at + self.config.stale_claim <= now {
+            return Some(format!(
+                "node {by} is alive but its claim of {since} is older than {} minutes",
+                self.config.stale_claim.num_minutes()
+            ));
+        }
+        None
     }
 
     /// The verified cached images that should be published, by (image id, sha512).
@@ -462,10 +533,24 @@ impl<'a> Publisher<'a> {
                 p.changed_at = now;
                 p.last_error = None;
                 let token = p.token.clone();
-                if !self.store.save_publication(&token, &p)? {
-                    tracing::warn!(identifier, "claim taken over during the upload");
+                if self.store.save_publication(&token, &p)? {
+                    return Ok(action(ActionKind::Publish, &p, Outcome::Done, None));
                 }
-                Ok(action(ActionKind::Publish, &p, Outcome::Done, None))
+                // Another node presumed this run dead and took the claim over: the image is
+                // left only if that node adopted it.
+                tracing::warn!(identifier, "claim taken over during the upload");
+                let adopted = self
+                    .publications()?
+                    .iter()
+                    .any(|q| q.id == p.id && q.remote_id.as_deref() == p.remote_id.as_deref());
+                let mut detail = "claim taken over by another run during the upload".to_owned();
+                if !adopted && let Some(id) = p.remote_id.clone() {
+                    match self.service.delete(&id) {
+                        Ok(_) => detail.push_str(": its image deleted"),
+                        Err(e) => detail.push_str(&format!(": cannot delete {id}: {}", chain(&e))),
+                    }
+                }
+                Ok(action(ActionKind::Skip, &p, Outcome::Done, Some(detail)))
             }
             Err(error) => {
                 let message = chain(&error);
@@ -561,8 +646,9 @@ impl<'a> Publisher<'a> {
         Ok(false)
     }
 
-    /// Adopts or discards what an interrupted run left of claim `p`.
-    fn repair(&self, mut p: Publication, now: DateTime<Utc>) -> Action {
+    /// Adopts or discards what an interrupted run left of claim `p` (`why`: the reason another
+    /// node's claim is taken over, which the action's detail starts with).
+    fn repair(&self, mut p: Publication, why: Option<String>, now: DateTime<Utc>) -> Action {
         let result = (|| -> Result<(ActionKind, Option<String>), PublishError> {
             let mut found = self.service.find(PROP_PUBLICATION, &p.token)?;
             if let Some(id) = &p.remote_id
@@ -582,7 +668,10 @@ impl<'a> Publisher<'a> {
                     self.service.delete(&remote.id)?;
                 }
             }
-            let old = p.token.clone();
+            // The repaired claim gets a new token, so the run that made it (should it be
+            // only stalled) can no longer write it; the images keep the old one.
+            let old = std::mem::replace(&mut p.token, uuid::Uuid::new_v4().to_string());
+            p.claimed_by = self.config.node.clone();
             p.changed_at = now;
             let kind = match kept {
                 Some(id) => {
@@ -602,12 +691,23 @@ impl<'a> Publisher<'a> {
                     ActionKind::Repair
                 }
             };
-            self.store.save_publication(&old, &p)?;
+            if !self.store.save_publication(&old, &p)? {
+                return Ok((ActionKind::Skip, Some("repaired by another run".to_owned())));
+            }
             Ok((kind, p.last_error.clone()))
         })();
+        let with_why = |detail: Option<String>| match (&why, detail) {
+            (Some(why), Some(detail)) => Some(format!("{why}; {detail}")),
+            (why, detail) => detail.or_else(|| why.clone()),
+        };
         match result {
-            Ok((kind, detail)) => action(kind, &p, Outcome::Done, detail),
-            Err(e) => action(ActionKind::Repair, &p, Outcome::Failed(chain(&e)), None),
+            Ok((kind, detail)) => action(kind, &p, Outcome::Done, with_why(detail)),
+            Err(e) => action(
+                ActionKind::Repair,
+                &p,
+                Outcome::Failed(chain(&e)),
+                with_why(None),
+            ),
         }
     }
 

@@ -6,8 +6,12 @@
 //! store, the `trusted` paste flavor: Keystone's pipeline without `authtoken`, so the identity
 //! comes from the headers Keystone's middleware would set, see [`identity_headers`]), creates
 //! the schema with `glance-manage db_sync`, serves `glance.wsgi.api:application` with gunicorn
-//! on a free port and waits until `/versions` answers. Dropping it stops gunicorn (SIGTERM,
-//! then SIGKILL) and removes the directory.
+//! (through a shim whose SQLite transactions take the write lock when they begin) on a free
+//! port and waits until `/versions` answers. Dropping it stops gunicorn (SIGTERM, then
+//! SIGKILL) and removes the directory.
+//!
+//! [`Glance::start_behind`] starts it behind a real Keystone instead (the `keystone` flavor,
+//! tokens checked by keystonemiddleware; see [`crate::keystone`]).
 //!
 //! [`venv_from_env`] is the gate the tests use: the virtualenv named by [`VENV_ENV`], or `None`
 //! with a "skipped" line on stderr — except under CI (`CI=true`), where a missing Glance fails
@@ -23,9 +27,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::keystone::{Account, Keystone};
+
 /// The environment variable naming the Glance virtualenv (`DIR/bin/gunicorn`,
 /// `DIR/bin/glance-manage`).
 pub const VENV_ENV: &str = "VMC_TEST_GLANCE_VENV";
+
+/// The password of the service user `glance` of [`Glance::start_behind`].
+pub const SERVICE_PASSWORD: &str = "vmc-test-glance-service-secret";
 
 /// How long Glance may take to answer `/versions` after gunicorn starts (about 2 s here).
 const START_LIMIT: Duration = Duration::from_secs(90);
@@ -91,19 +100,42 @@ impl Glance {
 
     /// [`Glance::start`] with another way of knowing who asks (see [`Auth`]).
     pub fn start_with(venv: &Path, auth: Auth) -> io::Result<Glance> {
+        Glance::launch(venv, auth, None)
+    }
+
+    /// Glance behind `keystone`, as a site runs it: the `keystone` paste flavor, so every
+    /// request's token is checked by keystonemiddleware's `authtoken` (which authenticates
+    /// as the service user `glance`, password [`SERVICE_PASSWORD`], admin of the project
+    /// `service`, all made here through Keystone's API); then Glance is added to Keystone's
+    /// catalog as the `image` service, so clients find it from their token.
+    pub fn start_behind(venv: &Path, keystone: &Keystone) -> io::Result<Glance> {
+        let service = keystone.create_account("service", "glance", SERVICE_PASSWORD, "admin")?;
+        let glance = Glance::launch(venv, Auth::Trusted, Some((&keystone.url(), &service)))?;
+        keystone.add_endpoint("image", "glance", &glance.url())?;
+        Ok(glance)
+    }
+
+    /// Configures, migrates and starts Glance: `auth`, or behind the Keystone at the URL
+    /// with its service account.
+    fn launch(venv: &Path, auth: Auth, keystone: Option<(&str, &Account)>) -> io::Result<Glance> {
         let dir = tempfile::Builder::new().prefix("vmc-glance-").tempdir()?;
         let root = dir.path();
         for sub in ["etc", "images", "staging", "tasks", "locks"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
-        std::fs::write(root.join("etc/glance-api.conf"), api_conf(root, auth))?;
-        if auth == Auth::Noauth {
+        let conf = match keystone {
+            Some((url, service)) => keystone_conf(root, url, service),
+            None => api_conf(root, auth),
+        };
+        std::fs::write(root.join("etc/glance-api.conf"), conf)?;
+        if auth == Auth::Noauth && keystone.is_none() {
             std::fs::write(
                 root.join("etc/policy.yaml"),
                 "\"context_is_admin\": \"@\"\n",
             )?;
         }
         std::fs::write(root.join("etc/glance-api-paste.ini"), PASTE_INI)?;
+        std::fs::write(root.join("vmc_glance_shim.py"), SQLITE_SHIM)?;
         let conf = root.join("etc/glance-api.conf");
         let sync = Command::new(venv.join("bin/glance-manage"))
             .arg("--config-file")
@@ -128,7 +160,7 @@ impl Glance {
                 venv,
                 root,
                 addr,
-                "glance.wsgi.api:application",
+                "vmc_glance_shim:application",
                 ("OS_GLANCE_CONFIG_DIR", root.join("etc")),
             )?;
             let mut child = child;
@@ -277,11 +309,31 @@ fn api_conf(root: &Path, auth: Auth) -> String {
             format!("[oslo_policy]\npolicy_file = {r}/etc/policy.yaml\n"),
         ),
     };
+    conf_of(root, flavor, &policy)
+}
+
+/// `glance-api.conf` for a Glance rooted at `root` behind the Keystone at `url` (`…/v3`):
+/// the `keystone` flavor, and `[keystone_authtoken]` with the service account (no memcached:
+/// keystonemiddleware caches tokens in the process).
+fn keystone_conf(root: &Path, url: &str, service: &Account) -> String {
+    let authtoken = format!(
+        "[keystone_authtoken]\nwww_authenticate_uri = {url}\nauth_url = {url}\n\
+         auth_type = password\nusername = {}\npassword = {}\nproject_name = {}\n\
+         user_domain_name = Default\nproject_domain_name = Default\ninterface = public\n",
+        service.user, service.password, service.project
+    );
+    conf_of(root, "keystone", &authtoken)
+}
+
+/// `glance-api.conf` for a Glance rooted at `root` with paste flavor `flavor` and the
+/// sections `extra`.
+fn conf_of(root: &Path, flavor: &str, extra: &str) -> String {
+    let r = root.display();
     let mut conf = String::new();
     let _ = write!(
         conf,
         "[DEFAULT]\nenabled_backends = fs:file\n\
-         [paste_deploy]\nflavor = {flavor}\n{policy}\
+         [paste_deploy]\nflavor = {flavor}\n{extra}\
          [database]\nconnection = sqlite:///{r}/glance.sqlite\n\
          [glance_store]\ndefault_backend = fs\n\
          [fs]\nfilesystem_store_datadir = {r}/images\n\
@@ -292,8 +344,38 @@ fn api_conf(root: &Path, auth: Auth) -> String {
     conf
 }
 
+/// Glance's WSGI application with SQLite transactions that take the write lock when they
+/// begin (`BEGIN IMMEDIATE`, where oslo.db emits a deferred `BEGIN`), and wait up to 60 s
+/// for it. With deferred transactions, two threads that both read and then write deadlock
+/// on the lock upgrade, and SQLite answers the loser `database is locked` at once, without
+/// waiting: Glance then fails the upload with a 500 and leaves the image `saving` (seen
+/// with two concurrent uploads on a loaded machine). The server databases sites run Glance
+/// on (MySQL, PostgreSQL) have no such upgrade; SQLite is Glance's test-only database. The
+/// marker `in_transaction` is oslo.db's own: its listener then emits nothing.
+const SQLITE_SHIM: &str = "\
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+
+@sqlalchemy.event.listens_for(Engine, 'connect')
+def _vmc_busy_timeout(dbapi_con, con_record):
+    if type(dbapi_con).__module__.startswith('sqlite3'):
+        dbapi_con.execute('PRAGMA busy_timeout = 60000')
+
+
+@sqlalchemy.event.listens_for(Engine, 'begin')
+def _vmc_begin_immediate(conn):
+    if conn.dialect.name == 'sqlite' and 'in_transaction' not in conn.info:
+        conn.execute(sqlalchemy.text('BEGIN IMMEDIATE'))
+        conn.info['in_transaction'] = True
+
+
+from glance.wsgi.api import application  # noqa: E402
+";
+
 /// The `trusted` pipeline: Keystone's without `authtoken` (the context middleware reads the
-/// identity headers); the `noauth` one makes everyone the same unauthenticated admin.
+/// identity headers); the `noauth` one makes everyone the same unauthenticated admin; the
+/// `keystone` one is Glance's own: `authtoken` checks the token and sets those headers.
 const PASTE_INI: &str = "\
 [composite:glance-api-trusted]
 paste.composite_factory = glance.api:root_app_factory
@@ -303,10 +385,15 @@ paste.composite_factory = glance.api:root_app_factory
 paste.composite_factory = glance.api:root_app_factory
 /: api
 
+[composite:glance-api-keystone]
+paste.composite_factory = glance.api:root_app_factory
+/: api
+
 [composite:api]
 paste.composite_factory = glance.api:pipeline_factory
 trusted = versionnegotiation context rootapp
 noauth = versionnegotiation unauthenticated-context rootapp
+keystone = versionnegotiation authtoken context rootapp
 
 [composite:rootapp]
 paste.composite_factory = glance.api:root_app_factory
@@ -325,9 +412,33 @@ paste.filter_factory = glance.api.middleware.version_negotiation:VersionNegotiat
 [filter:context]
 paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory
 
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+delay_auth_decision = true
+
 [filter:unauthenticated-context]
 paste.filter_factory = glance.api.middleware.context:UnauthenticatedContextMiddleware.factory
 ";
+
+/// `GET url` with `headers` (a test looking at a service as an operator would): the status
+/// and the answer as JSON (`null` when it is not JSON).
+pub fn get_json(url: &str, headers: &[(&str, &str)]) -> io::Result<(u16, serde_json::Value)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.call().map_err(io::Error::other)?;
+    let status = response.status().as_u16();
+    let text = response
+        .into_body()
+        .read_to_string()
+        .map_err(io::Error::other)?;
+    Ok((status, serde_json::from_str(&text).unwrap_or_default()))
+}
 
 /// A port nobody listened on a moment ago.
 pub(crate) fn free_port() -> io::Result<u16> {

@@ -65,13 +65,22 @@ pub fn sync(ctx: &Ctx, args: &PublishArgs, dry_run: bool) -> anyhow::Result<Outc
         .converted_dir
         .clone()
         .unwrap_or_else(|| cache_dir.parent().unwrap_or(cache_dir).join("converted"));
-    let config = publish_config(
+    let mut config = publish_config(
         args,
         default_target,
         converted_dir,
         ctx.vmc.config().node.clone(),
     )?;
+    config.lease_time = ctx.vmc.config().lease_time;
     let vmc = &ctx.vmc;
+    // The run joins the site (registers and beats), so other nodes respect its claims while
+    // it is alive and take them over soon after it is gone. A dry run writes nothing.
+    let _node = if dry_run {
+        None
+    } else {
+        Some(vmc.join_site(&format!("publish sync {}", config.target))?)
+    };
+    // Taken after registering: a claim is never older than the run that made it.
     let now = vmc.config().clock.now();
     let publisher = Publisher::new(vmc.store(), &vmc.config().cache_dir, &glance, &config);
     let r = publisher

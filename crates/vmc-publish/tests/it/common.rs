@@ -9,12 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha512};
-use vmc_cache::store::{CacheEntry, ListImport, NewSubscription, Store};
+use vmc_cache::store::{CacheEntry, ListImport, NewSubscription, NodeInfo, Store};
 use vmc_model::{
     CertIdentity, EndorserClaim, ExpiryReason, Identifier, Image, ImageList, JsonObject,
     NewImagePolicy, Version,
 };
-use vmc_publish::{Glance, GlanceAuth, ImageService, PublishConfig, RemoteImage};
+use vmc_publish::{
+    Deletion, Glance, GlanceAuth, ImageService, NewRemoteImage, PublishConfig, PublishError,
+    RemoteImage,
+};
 use vmc_testkit::glance::{self, DEFAULT_PROJECT};
 
 /// The list URL of the site's subscription (with credentials, which must not reach Glance).
@@ -282,6 +285,26 @@ impl Site {
         file
     }
 
+    /// Lists and caches the images `ids`, version 1, qcow2 files made from the seeds
+    /// `first_seed`, `first_seed + 1`…; returns their files.
+    pub fn list_version_1(&self, ids: &[&str], first_seed: u8) -> Vec<PathBuf> {
+        let files: Vec<PathBuf> = (first_seed..)
+            .take(ids.len())
+            .map(|seed| qcow2(self.dir.path(), seed))
+            .collect();
+        let images: Vec<Img<'_>> = ids
+            .iter()
+            .zip(&files)
+            .map(|(id, file)| Img {
+                id,
+                file,
+                version: "1",
+            })
+            .collect();
+        self.list(&images);
+        files
+    }
+
     /// The cache expires image `id` (as `cache sync` does when it is no longer wanted).
     pub fn expire(&self, id: &str) {
         let identifier = Identifier::new(id).unwrap();
@@ -291,6 +314,23 @@ impl Site {
             .record_expired(&identifier, ExpiryReason::Unselected, &expired, t0())
             .unwrap();
     }
+}
+
+/// Registers `node` (pid 4242 on host `other-host`) as having started at `started` and last
+/// beaten at `last_seen`.
+pub fn register(store: &Store, node: &str, started: DateTime<Utc>, last_seen: DateTime<Utc>) {
+    let info = NodeInfo {
+        name: node.into(),
+        host: "other-host".into(),
+        pid: 4242,
+        version: "test".into(),
+    };
+    store
+        .register_node(&info, "publish sync test-cloud", started)
+        .unwrap();
+    store
+        .heartbeat(node, "publish sync test-cloud", last_seen)
+        .unwrap();
 }
 
 /// Every image of Glance's default project with `vmc_identifier` = `id`, hidden ones too.
@@ -345,4 +385,62 @@ pub fn members_of(url: &str, image: &str) -> Vec<String> {
         .iter()
         .map(|m| m["member_id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Sets an image's `protected` flag, as an operator would (`openstack image set --protected`).
+pub fn protect(url: &str, image: &str, on: bool) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = agent.patch(format!("{url}/v2/images/{image}")).header(
+        "Content-Type",
+        "application/openstack-images-v2.1-json-patch",
+    );
+    for (k, v) in glance::identity_headers(DEFAULT_PROJECT) {
+        request = request.header(k, v);
+    }
+    let body = json!([{"op": "replace", "path": "/protected", "value": on}]).to_string();
+    let response = request.send(body.as_bytes()).unwrap();
+    assert_eq!(response.status().as_u16(), 200, "protected={on} on {image}");
+}
+
+/// The upload step of [`WithUpload`]: image id, file, size; the sha512 sent.
+pub type UploadStep<'a> = Box<dyn Fn(&str, &Path, u64) -> Result<String, PublishError> + 'a>;
+
+/// Glance, with the upload done by a test's own step (which may crash the run, or let
+/// something happen around the upload).
+pub struct WithUpload<'a> {
+    pub glance: &'a Glance,
+    pub upload: UploadStep<'a>,
+}
+
+impl ImageService for WithUpload<'_> {
+    fn create(&self, image: &NewRemoteImage) -> Result<RemoteImage, PublishError> {
+        self.glance.create(image)
+    }
+    fn upload(&self, id: &str, path: &Path, size: u64) -> Result<String, PublishError> {
+        (self.upload)(id, path, size)
+    }
+    fn get(&self, id: &str) -> Result<Option<RemoteImage>, PublishError> {
+        self.glance.get(id)
+    }
+    fn find(&self, key: &str, value: &str) -> Result<Vec<RemoteImage>, PublishError> {
+        self.glance.find(key, value)
+    }
+    fn set_hidden(&self, id: &str, hidden: bool) -> Result<(), PublishError> {
+        self.glance.set_hidden(id, hidden)
+    }
+    fn deactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.glance.deactivate(id)
+    }
+    fn reactivate(&self, id: &str) -> Result<(), PublishError> {
+        self.glance.reactivate(id)
+    }
+    fn add_member(&self, id: &str, project: &str) -> Result<(), PublishError> {
+        self.glance.add_member(id, project)
+    }
+    fn delete(&self, id: &str) -> Result<Deletion, PublishError> {
+        self.glance.delete(id)
+    }
 }

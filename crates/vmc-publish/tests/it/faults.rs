@@ -2,60 +2,12 @@
 //! repaired by the next run; a 5xx or a dropped connection leaves nothing half-published and
 //! the next run publishes once; a checksum mismatch unpublishes the image.
 
-use std::path::Path;
-
 use chrono::Duration;
 use vmc_cache::store::PublicationState;
-use vmc_publish::{
-    ActionKind, Deletion, Glance, ImageService, NewRemoteImage, Outcome, PublishError, Publisher,
-    RemoteImage,
-};
+use vmc_publish::{ActionKind, ImageService, Outcome, Publisher};
 use vmc_testkit::proxy::{FaultProxy, ProxyFault};
 
-use crate::common::{client, config, remote_images, sha512_of, start, t0};
-
-/// Glance, but the process "dies" (panics, so no code of the run runs after it) at a chosen
-/// point: after part of the upload, or after the upload before the run records it.
-struct Crashing {
-    inner: Glance,
-    /// Uploads go through this one (a proxy that drops the connection part way).
-    upload_via: Glance,
-    crash_after_upload: bool,
-}
-
-impl ImageService for Crashing {
-    fn create(&self, image: &NewRemoteImage) -> Result<RemoteImage, PublishError> {
-        self.inner.create(image)
-    }
-    fn upload(&self, id: &str, path: &Path, size: u64) -> Result<String, PublishError> {
-        let result = self.upload_via.upload(id, path, size);
-        if self.crash_after_upload {
-            result.unwrap();
-        }
-        panic!("simulated crash during the upload of {id}");
-    }
-    fn get(&self, id: &str) -> Result<Option<RemoteImage>, PublishError> {
-        self.inner.get(id)
-    }
-    fn find(&self, key: &str, value: &str) -> Result<Vec<RemoteImage>, PublishError> {
-        self.inner.find(key, value)
-    }
-    fn set_hidden(&self, id: &str, hidden: bool) -> Result<(), PublishError> {
-        self.inner.set_hidden(id, hidden)
-    }
-    fn deactivate(&self, id: &str) -> Result<(), PublishError> {
-        self.inner.deactivate(id)
-    }
-    fn reactivate(&self, id: &str) -> Result<(), PublishError> {
-        self.inner.reactivate(id)
-    }
-    fn add_member(&self, id: &str, project: &str) -> Result<(), PublishError> {
-        self.inner.add_member(id, project)
-    }
-    fn delete(&self, id: &str) -> Result<Deletion, PublishError> {
-        self.inner.delete(id)
-    }
-}
+use crate::common::{WithUpload, client, config, remote_images, sha512_of, start, t0};
 
 fn crash_then_repair(test: &str, crash_after_upload: bool) {
     let Some((g, site, glance)) = start(test) else {
@@ -67,10 +19,20 @@ fn crash_then_repair(test: &str, crash_after_upload: bool) {
         proxy.add_rule("PUT", "/file", ProxyFault::DropAfter(64 * 1024), 1);
     }
     let config = config(site.dir.path());
-    let crashing = Crashing {
-        inner: client(&g.url()),
-        upload_via: client(&proxy.url()),
-        crash_after_upload,
+    // The process "dies" (panics, so no code of the run runs after it) after part of the
+    // upload (a proxy drops the connection part way), or after the upload before the run
+    // records it.
+    let direct = client(&g.url());
+    let via = client(&proxy.url());
+    let crashing = WithUpload {
+        glance: &direct,
+        upload: Box::new(|id, path, size| {
+            let result = via.upload(id, path, size);
+            if crash_after_upload {
+                result.unwrap();
+            }
+            panic!("simulated crash during the upload of {id}");
+        }),
     };
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         Publisher::new(&site.store, &site.cache_dir, &crashing, &config).sync(t0(), false)

@@ -10,3 +10,4 @@ mod convert;
 mod faults;
 mod keystone;
 mod lifecycle;
+mod nodes;
