@@ -324,6 +324,7 @@ pub fn register(store: &Store, node: &str, started: DateTime<Utc>, last_seen: Da
         host: "other-host".into(),
         pid: 4242,
         version: "test".into(),
+        url: None,
     };
     store
         .register_node(&info, "publish sync test-cloud", started)
