@@ -450,6 +450,40 @@ fn per_node_events_and_nodes_that_serve_no_copies() {
 }
 
 #[test]
+fn a_bad_copy_in_a_peers_cache_is_refused_and_fetched_from_upstream() {
+    let Some((url, _db)) = postgres("site_bad_copy") else {
+        return;
+    };
+    let site = Site::new(1, 64 * 1024, 10 * 1024 * 1024, Some(url));
+    site.subscribe(false);
+    ok(site
+        .node(1, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap());
+    // Node 1's copy rots (same size, one byte changed) without node 1 noticing.
+    let id = site.ids().remove(0);
+    let copy = site.dir("home-1").join("cache").join(&id);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    let report = ok(site
+        .node(2, false)
+        .args(["--json", "cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(report["downloaded"], serde_json::json!([id]), "{report:#}");
+    assert!(report.get("from_peers").is_none(), "{report:#}");
+    assert_eq!(site.upstream_bytes(), site.sizes(2));
+    let fetched = std::fs::read(site.dir("home-2").join("cache").join(&id)).unwrap();
+    assert_eq!(
+        hex::encode(Sha512::digest(&fetched)),
+        site.entries[0].sha512,
+        "node 2 holds the good bytes"
+    );
+}
+
+#[test]
 fn a_node_killed_mid_download_is_taken_over_after_its_lease_time() {
     let Some((url, _db)) = postgres("site_sigkill") else {
         return;
