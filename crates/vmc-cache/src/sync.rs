@@ -907,18 +907,18 @@ impl Vmc {
                     continue;
                 }
                 let Some(result) = result else { continue };
-                // Per-node caches: the site's first copy of this version is the site's news;
-                // every copy is news to per-node handlers.
-                let announce = self.announces(|| {
-                    self.first_at_site(
-                        "available",
-                        &record.image.identifier,
-                        &record.image.sha512,
-                        Some(record.list_version_id),
-                    )
-                });
                 let admitted = result.and_then(|(outcome, partial)| {
                     report.bytes_downloaded += outcome.bytes_transferred;
+                    // Per-node caches: the site's first verified copy of this version is the
+                    // site's news; every copy is news to per-node handlers.
+                    let announce = self.announces(|| {
+                        self.first_at_site(
+                            "available",
+                            &record.image.identifier,
+                            &record.image.sha512,
+                            Some(record.list_version_id),
+                        )
+                    });
                     self.admit(dispatcher, record, &partial.path, announce)
                 });
                 if via == Via::Lease {

@@ -20,6 +20,13 @@ use crate::common::describe;
 
 const LIST: &str = "/list.smime";
 
+/// The bytes of image `n` of a [`Site`].
+fn image_bytes(n: usize, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i.wrapping_mul(31) ^ (n * 7919) ^ (i >> 9)) as u8)
+        .collect()
+}
+
 /// A signed list of `count` pseudo-random images of `size` bytes each, served at `rate`
 /// bytes per second per download, and the directories of the site's nodes.
 struct Site {
@@ -42,9 +49,7 @@ impl Site {
         let mut images = Vec::new();
         let mut entries = Vec::new();
         for n in 0..count {
-            let bytes: Vec<u8> = (0..size)
-                .map(|i| (i.wrapping_mul(31) ^ (n * 7919) ^ (i >> 9)) as u8)
-                .collect();
+            let bytes = image_bytes(n, size);
             let id = format!("5e7e0000-0000-4000-8000-{n:012}");
             let path = format!("/img/{id}");
             let sha512 = hex::encode(Sha512::digest(&bytes));
@@ -481,6 +486,35 @@ fn a_bad_copy_in_a_peers_cache_is_refused_and_fetched_from_upstream() {
         site.entries[0].sha512,
         "node 2 holds the good bytes"
     );
+}
+
+#[test]
+fn a_failed_first_download_does_not_take_the_sites_announcement() {
+    let Some((url, _db)) = postgres("site_failed_first") else {
+        return;
+    };
+    let size = 32 * 1024;
+    let site = Site::new(1, size, 10 * 1024 * 1024, Some(url));
+    site.subscribe(false);
+    let (id, path, _) = site.images[0].clone();
+    // Upstream serves garbage to node 1: refused, nothing cached, nothing announced.
+    site.server.replace(&path, Route::new(vec![0u8; size]));
+    let out = site
+        .node(1, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(site.count("AvailablePostfix"), 0);
+    // Fixed upstream: node 2's download is the site's first copy, and is announced.
+    site.server.replace(&path, Route::new(image_bytes(0, size)));
+    ok(site
+        .node(2, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(files(&site.dir("home-2").join("cache")), vec![id]);
+    assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
 }
 
 #[test]
