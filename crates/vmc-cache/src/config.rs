@@ -169,6 +169,13 @@ impl Config {
         }
     }
 
+    /// How long an announced event may wait in the outbox, claimed by a run of another node,
+    /// before a run of this node takes it to be orphaned: the lease time (the run may be alive
+    /// and about to deliver it) plus the handler timeout (it may be running its handler).
+    pub fn event_replay_grace(&self) -> Duration {
+        self.lease_time + self.event_timeout
+    }
+
     /// `url` with the first matching mirror rewrite applied.
     pub fn rewrite_url(&self, url: &str) -> String {
         self.mirrors

@@ -468,8 +468,8 @@ fn outbox_check(store: &Store, config: &Config, now: chrono::DateTime<chrono::Ut
             );
         }
     };
-    let grace = chrono::TimeDelta::from_std(config.lease_time + config.event_timeout)
-        .unwrap_or(chrono::TimeDelta::MAX);
+    let grace =
+        chrono::TimeDelta::from_std(config.event_replay_grace()).unwrap_or(chrono::TimeDelta::MAX);
     let stale: Vec<String> = pending
         .iter()
         .filter(|p| now - p.claimed_at > grace)

@@ -358,11 +358,14 @@ impl Vmc {
     }
 
     /// Delivers the events announced by runs that died before delivering them (see
-    /// [`Dispatcher::replay_orphans`]): another node's once pending longer than a live run
-    /// could take to run a handler (the lease time plus the handler timeout).
+    /// [`Dispatcher::replay_orphans`]): another node's once pending longer than
+    /// [`Config::event_replay_grace`](crate::Config::event_replay_grace).
     fn replay_orphans(&self, dispatcher: &Dispatcher) {
-        let grace = self.config().lease_time + self.config().event_timeout;
-        dispatcher.replay_orphans(self.store(), grace, self.config().clock.now());
+        dispatcher.replay_orphans(
+            self.store(),
+            self.config().event_replay_grace(),
+            self.config().clock.now(),
+        );
     }
 
     /// Whether this node's handler hears about a change to its cache: always with one cache
@@ -839,8 +842,8 @@ impl Vmc {
                             }
                             continue;
                         }
-                        match self.lease_download(record) {
-                            Take::Mine => {}
+                        let via = match self.lease_download(record) {
+                            Take::Mine => Via::Lease,
                             Take::Cached => continue,
                             Take::Held if per_node && self.holder_serves(record) => {
                                 if let Ok(mut q) = queue.lock() {
@@ -850,26 +853,17 @@ impl Vmc {
                             }
                             // The holder serves no copies (no --node-url): from upstream, as
                             // the site chose, without the lease (the holder keeps it).
-                            Take::Held if per_node => {
-                                let result = self.fetch_one(record, None, reserved, progress);
-                                progress.download_finished(
-                                    record.image.identifier.as_str(),
-                                    result.is_ok(),
-                                );
-                                if tx.send((record, Some(result), Via::Unleased)).is_err() {
-                                    break;
-                                }
-                                continue;
-                            }
+                            Take::Held if per_node => Via::Unleased,
                             Take::Held => {
                                 if tx.send((record, None, Via::Lease)).is_err() {
                                     break;
                                 }
                                 continue;
                             }
-                        }
+                        };
                         // The holder may have finished between the look and the take.
                         if per_node
+                            && via == Via::Lease
                             && let Some((fetched, node)) =
                                 self.copy_from_peer(record, reserved, progress)
                         {
@@ -885,7 +879,7 @@ impl Vmc {
                         let result = self.fetch_one(record, None, reserved, progress);
                         progress
                             .download_finished(record.image.identifier.as_str(), result.is_ok());
-                        if tx.send((record, Some(result), Via::Lease)).is_err() {
+                        if tx.send((record, Some(result), via)).is_err() {
                             break;
                         }
                     }

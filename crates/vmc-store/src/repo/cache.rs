@@ -8,7 +8,6 @@ use diesel::prelude::*;
 use vmc_model::{ExpiryReason, Identifier};
 
 use crate::Store;
-#[cfg(feature = "postgres")]
 use crate::conn::AnyConnection;
 use crate::error::{StoreError, is_unique_violation};
 use crate::repo::events::insert_announcement;
@@ -49,6 +48,31 @@ fn upsert_cached_pg(
             cache_entries::cached_at.eq(excluded(cache_entries::cached_at)),
             cache_entries::missing_since.eq(None::<String>),
         ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Writes `row` as image `row.identifier`'s record in node `node`'s cache, replacing its
+/// cached or missing record: on PostgreSQL an upsert on the partial unique index; on SQLite a
+/// delete and an insert, which the write transaction (held from its start) keeps together.
+fn replace_current(
+    conn: &mut AnyConnection,
+    node: &str,
+    row: &NewCacheEntryRow<'_>,
+) -> Result<(), StoreError> {
+    #[cfg(feature = "postgres")]
+    if let AnyConnection::Postgres(c) = conn {
+        return upsert_cached_pg(c, row);
+    }
+    diesel::delete(
+        cache_entries::table
+            .filter(cache_entries::node.eq(node))
+            .filter(cache_entries::state.eq_any(CURRENT_STATES))
+            .filter(cache_entries::identifier.eq(row.identifier)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(cache_entries::table)
+        .values(row)
         .execute(conn)?;
     Ok(())
 }
@@ -155,27 +179,7 @@ impl Store {
             cached_at: time::encode("cache time", entry.cached_at)?,
         };
         self.write(|conn| {
-            #[cfg(feature = "postgres")]
-            let upserted = if let AnyConnection::Postgres(c) = &mut *conn {
-                upsert_cached_pg(c, &row)?;
-                true
-            } else {
-                false
-            };
-            #[cfg(not(feature = "postgres"))]
-            let upserted = false;
-            if !upserted {
-                diesel::delete(
-                    cache_entries::table
-                        .filter(cache_entries::node.eq(&self.cache_node))
-                        .filter(cache_entries::state.eq_any(CURRENT_STATES))
-                        .filter(cache_entries::identifier.eq(entry.identifier.as_str())),
-                )
-                .execute(conn)?;
-                diesel::insert_into(cache_entries::table)
-                    .values(&row)
-                    .execute(conn)?;
-            }
+            replace_current(conn, &self.cache_node, &row)?;
             announce
                 .map(|event| insert_announcement(conn, event))
                 .transpose()
