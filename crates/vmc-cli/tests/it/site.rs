@@ -19,6 +19,8 @@ use vmc_testkit::server::{Route, TestServer};
 use crate::common::describe;
 
 const LIST: &str = "/list.smime";
+/// The most nodes a test runs.
+const NODES: usize = 3;
 
 /// The bytes of image `n` of a [`Site`].
 fn image_bytes(n: usize, size: usize) -> Vec<u8> {
@@ -74,6 +76,13 @@ impl Site {
             database,
             now,
         };
+        // The site's web server serves each node's cache directory (per-node caches).
+        for n in 1..=NODES {
+            site.server.serve_dir(
+                &format!("/node-{n}"),
+                site.dir(&format!("home-{n}")).join("cache"),
+            );
+        }
         site.publish(1);
         site
     }
@@ -141,10 +150,8 @@ impl Site {
                 .env("VMC_PARTIAL_DIR", self.dir("partial"))
                 .env("VMC_EXPIRED_DIR", self.dir("expired"));
         } else {
-            let prefix = format!("/node-{n}");
-            self.server.serve_dir(&prefix, home.join("cache"));
             cmd.args(["--cache-mode", "per-node", "--node-url"])
-                .arg(self.server.url(&format!("{prefix}/")));
+                .arg(self.server.url(&format!("/node-{n}/")));
         }
         cmd
     }
@@ -630,4 +637,44 @@ fn an_event_whose_run_died_in_its_handler_is_delivered_by_the_next_run() {
         .filter(|l| l.starts_with("AvailablePostfix"))
         .collect();
     assert_eq!(postfix, vec![format!("AvailablePostfix {id}")]);
+}
+
+#[test]
+fn node_options_that_cannot_work_are_refused_before_anything_is_written() {
+    let home = tempfile::tempdir().unwrap();
+    let refused = [
+        (
+            vec!["--events", "node", "cache", "sync"],
+            "--events node needs --cache-mode per-node",
+        ),
+        (
+            vec![
+                "--cache-mode",
+                "per-node",
+                "--node-url",
+                "ftp://hv-01/cache/",
+                "cache",
+                "sync",
+            ],
+            "--node-url \"ftp://hv-01/cache/\": expected an http:// or https:// URL with a host",
+        ),
+        (
+            vec!["--node-url", "http://", "cache", "sync"],
+            "--node-url \"http://\": expected an http:// or https:// URL with a host",
+        ),
+    ];
+    for (args, message) in refused {
+        let out = crate::common::bare()
+            .env("VMC_HOME", home.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            crate::common::stderr(&out).contains(message),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(files(home.path()), Vec::<String>::new(), "nothing written");
 }
