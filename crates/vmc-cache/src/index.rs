@@ -24,7 +24,6 @@
 //! entry names the same layer digest and size.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -265,16 +264,5 @@ pub fn write(
     if std::fs::read(&target).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    let tmp = vmc_fetch::unique_tmp_path(&target);
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })
-        .map_err(io("write", &tmp))
-        .and_then(|()| std::fs::rename(&tmp, &target).map_err(io("rename into place", &target)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    vmc_fetch::replace_file(&target, &bytes).map_err(io("write", &target))
 }

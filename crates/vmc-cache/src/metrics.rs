@@ -9,7 +9,6 @@
 //! collector requires.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -246,28 +245,7 @@ pub fn last_success(previous: &str) -> Option<DateTime<Utc>> {
 /// Replaces `path` with `text` atomically: a temporary file in the same directory, written,
 /// fsynced and renamed over it (so the collector never reads half a file).
 pub fn write_textfile(path: &Path, text: &str) -> Result<(), CacheError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = match path.file_name() {
-        Some(name) => vmc_fetch::unique_tmp_path(&dir.join(name)),
-        None => vmc_fetch::unique_tmp_path(&dir.join("metrics")),
-    };
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut file| {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        })
-        .map_err(io("write", &tmp));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("rename into place", path)(e)
-    })
+    vmc_fetch::replace_file(path, text.as_bytes()).map_err(io("write", path))
 }
 
 #[cfg(test)]

@@ -200,6 +200,16 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
+/// Deletes what interrupted writers left in `dir`: the temporary files of
+/// [`vmc_fetch::replace_file`] (the index, partial files' states) that nobody holds, at
+/// once, and the older writer-unique files ([`remove_stale_tmp`]).
+fn remove_interrupted_writes(dir: &Path) {
+    for path in vmc_fetch::remove_abandoned_replacements(dir) {
+        tracing::info!("removed {}, left by an interrupted run", path.display());
+    }
+    remove_stale_tmp(dir);
+}
+
 /// Deletes writer-unique temporary files in `dir` (`.<name>.<pid>.<n>.<random>.tmp`, and a
 /// partial file's state beside it) that nobody has written for [`STALE_TMP`]: a crashed
 /// writer's, never resumed or renamed.
@@ -428,7 +438,7 @@ impl Vmc {
                 );
             }
         }
-        remove_stale_tmp(dir);
+        remove_interrupted_writes(dir);
         let listing = std::fs::read_dir(dir).map_err(io("read directory", dir))?;
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
@@ -762,7 +772,7 @@ impl Vmc {
             .filter(|r| r.selected && is_available(r, now) && !cached.contains(&r.image.identifier))
             .filter(|r| seen.insert(r.image.identifier.clone()))
             .collect();
-        remove_stale_tmp(&self.config().partial_dir);
+        remove_interrupted_writes(&self.config().partial_dir);
         // Before the squatter check: a blocked image keeps its partial download for later.
         remove_unwanted_partials(
             &self.config().partial_dir,

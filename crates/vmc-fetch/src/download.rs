@@ -82,12 +82,7 @@ impl State {
             text.push_str(v);
             text.push('\n');
         }
-        let tmp = crate::unique_tmp_path(path);
-        fs::write(&tmp, text)
-            .and_then(|()| fs::rename(&tmp, path))
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })
+        crate::replace_file(path, text.as_bytes())
     }
 }
 

@@ -1,6 +1,12 @@
 //! Temporary file names unique to their writer, for the write-then-rename of a file that
 //! several processes (or threads) may write at the same time.
+//!
+//! [`replace_file`] holds an exclusive `flock` on its temporary file (`….new`) from its
+//! creation to its rename, so [`remove_abandoned_replacements`] can tell a crashed writer's leftover (unlocked) from a
+//! file being written now (locked), on this host or on another sharing the directory, at once
+//! rather than after a timeout.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,6 +16,16 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// `<dir>/.<name>.<pid>.<n>.<random>.tmp`. The process id and a per-process counter keep
 /// writers of one host apart, the random part writers of different hosts sharing a directory.
 pub fn unique_tmp_path(path: &Path) -> PathBuf {
+    unique_path(path, TMP)
+}
+
+/// The suffix of [`unique_tmp_path`]'s names.
+const TMP: &str = "tmp";
+/// The suffix of [`replace_file`]'s temporary names: apart from [`TMP`], so that
+/// [`remove_abandoned_replacements`] never takes another writer's unlocked file for one.
+const NEW: &str = "new";
+
+fn unique_path(path: &Path, suffix: &str) -> PathBuf {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -26,13 +42,24 @@ pub fn unique_tmp_path(path: &Path) -> PathBuf {
             .map_or(0, |d| d.subsec_nanos())
             .to_string(),
     };
-    dir.join(format!(".{name}.{}.{n}.{salt}.tmp", std::process::id()))
+    dir.join(format!(
+        ".{name}.{}.{n}.{salt}.{suffix}",
+        std::process::id()
+    ))
 }
 
 /// Whether `name` has the form [`unique_tmp_path`] gives (`.<name>.<pid>.<n>.<random>.tmp`),
 /// so that a file left by a crashed writer can be told from anybody else's.
 pub fn is_unique_tmp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+    has_unique_form(name, TMP)
+}
+
+fn has_unique_form(name: &str, suffix: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(suffix))
+        .and_then(|n| n.strip_suffix('.'))
+    else {
         return false;
     };
     let mut parts = rest.rsplitn(4, '.');
@@ -47,6 +74,83 @@ pub fn is_unique_tmp_name(name: &str) -> bool {
         && digits(n)
         && !salt.is_empty()
         && salt.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// How often [`replace_file`] starts again when its temporary file was swept away by
+/// [`remove_abandoned_replacements`] in the instant between its creation and its lock.
+const REPLACE_TRIES: usize = 5;
+
+/// Replaces `path` with `bytes` atomically: a temporary file beside it
+/// (`.<name>.<pid>.<n>.<random>.new`), created, locked,
+/// written, fsynced and renamed over it, so a reader never sees half a file and concurrent
+/// writers never write the same temporary file. On failure the temporary file is removed and
+/// `path` is as it was; a crash leaves only the temporary file, for
+/// [`remove_abandoned_replacements`].
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tmp = unique_path(path, NEW);
+        let written = write_locked(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => return Ok(()),
+            // Swept before we held the lock: our inode is gone from the directory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < REPLACE_TRIES => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Creates `tmp` (never an existing file), locks it and writes `bytes` to disk. The lock is
+/// released when the file is closed, after the caller's rename.
+fn write_locked(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)?;
+    file.lock()?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Deletes the temporary files of [`replace_file`] in `dir` whose writer is gone (crashed or
+/// killed between creating and renaming one): those that nobody holds locked, at once, on
+/// this host or another sharing the directory. Returns the paths removed.
+pub fn remove_abandoned_replacements(dir: &Path) -> Vec<PathBuf> {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for item in listing.flatten() {
+        if !has_unique_form(&item.file_name().to_string_lossy(), NEW) {
+            continue;
+        }
+        let path = item.path();
+        let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        // Held while removing: a writer that created the file but has not locked it yet
+        // loses its file and starts again (see `replace_file`).
+        if file.try_lock().is_ok()
+            && is_file_at(&file, &path)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Whether the open `file` is the one at `path` now.
+fn is_file_at(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -90,8 +194,63 @@ mod tests {
             ".x.1.3.zz.tmp",
             "..1.2.ff.tmp",
             ".x.1.2.ff.tmp.state",
+            ".x.1.2.ff.new",
+            ".x.1.2.fftmp",
         ] {
             assert!(!is_unique_tmp_name(other), "{other}");
         }
+    }
+
+    #[test]
+    fn replace_file_writes_atomically_and_leaves_nothing_beside() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cache.index");
+        replace_file(&target, b"one\n").unwrap();
+        replace_file(&target, b"two\n").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["cache.index"]);
+        // A directory that is not there: the error, and no file.
+        let gone = dir.path().join("no").join("cache.index");
+        assert_eq!(
+            replace_file(&gone, b"x").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn abandoned_tmp_files_are_removed_and_held_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cache.index");
+        // A crashed writer's file (nobody holds it), another writer's (locked now), a file of
+        // another form and a file of someone else's.
+        let abandoned = unique_path(&target, NEW);
+        std::fs::write(&abandoned, b"half").unwrap();
+        let live = unique_path(&target, NEW);
+        let held = std::fs::File::create(&live).unwrap();
+        held.lock().unwrap();
+        let other = dir.path().join(".cache.index.tmp");
+        std::fs::write(&other, b"theirs").unwrap();
+        // An unlocked second download of an image is not one of them.
+        let download = unique_tmp_path(&dir.path().join("img-1"));
+        std::fs::write(&download, b"partial").unwrap();
+        std::fs::write(&target, b"index").unwrap();
+
+        assert_eq!(
+            remove_abandoned_replacements(dir.path()),
+            vec![abandoned.clone()]
+        );
+        assert!(!abandoned.exists());
+        assert!(live.exists() && other.exists() && download.exists() && target.exists());
+        // Once its writer lets go, it is abandoned too.
+        drop(held);
+        assert_eq!(
+            remove_abandoned_replacements(dir.path()),
+            vec![live.clone()]
+        );
+        assert!(remove_abandoned_replacements(&dir.path().join("missing")).is_empty());
     }
 }

@@ -627,17 +627,13 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
     let (env, vmc) = setup(&imgs[..1], NewImagePolicy::Subscribe);
     vmc.ensure_dirs().unwrap();
     std::fs::create_dir(env.cache_dir().join(".cache.index.tmp")).unwrap();
-    // A crashed writer's temporary index (two hours old) goes; a live writer's stays.
-    let stale = env.cache_dir().join(".cache.index.99.0.ab12.tmp");
-    let live = env.cache_dir().join(".cache.index.98.0.ab12.tmp");
+    // A crashed writer's temporary index goes at once (nobody holds its lock, however new
+    // it is); a live writer's (locked, as `replace_file` holds it) stays.
+    let stale = env.cache_dir().join(".cache.index.99.0.ab12.new");
+    let live = env.cache_dir().join(".cache.index.98.0.ab12.new");
     std::fs::write(&stale, b"{").unwrap();
-    std::fs::write(&live, b"{").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-        .unwrap();
+    let writer = std::fs::File::create(&live).unwrap();
+    writer.lock().unwrap();
     let report = sync(&vmc);
     assert!(!report.has_failures(), "{report:?}");
     let index: Value =
@@ -647,9 +643,10 @@ fn the_index_is_written_through_a_name_of_its_writers_own() {
     let names: Vec<String> = std::fs::read_dir(env.cache_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp") && n != ".cache.index.tmp")
+        .filter(|n| n.starts_with('.') && n != ".cache.index.tmp")
         .collect();
-    assert_eq!(names, [".cache.index.98.0.ab12.tmp"]);
+    assert_eq!(names, [".cache.index.98.0.ab12.new"]);
+    drop(writer);
 }
 
 /// An `AvailablePrefix` is never left without an end: when the move into the cache fails
