@@ -128,6 +128,9 @@ pub fn diagnose(config: &Config) -> Vec<Check> {
             }
         }
     }
+    if let Some(path) = &config.oci_ca_file {
+        checks.push(oci_ca_file_check(path, now));
+    }
     // Database.
     let store = match Store::open(&config.database_url) {
         Ok(store) => {
@@ -505,6 +508,95 @@ fn outbox_check(store: &Store, config: &Config, now: chrono::DateTime<chrono::Ut
     }
 }
 
+/// How close to its end a certificate of the registry CA bundle must be to be reported.
+pub const CA_BUNDLE_WARNING: TimeDelta = TimeDelta::days(30);
+
+/// The registry CA bundle (`VMC_OCI_CA_FILE`): when set, it is all registries are trusted
+/// by, so an unreadable or empty file, or only expired certificates, fails every OCI
+/// subscription's TLS handshake.
+fn oci_ca_file_check(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Check {
+    let fix = "point VMC_OCI_CA_FILE at the PEM bundle of the registries' CA (or unset it to use the system's roots)";
+    let certs = match vmc_fetch::load_ca_bundle(path) {
+        Ok(certs) => certs,
+        Err(e) => return check("oci_ca_file", Status::Fail, e.to_string(), Some(fix)),
+    };
+    let at = |secs: i64| openssl::asn1::Asn1Time::from_unix(secs).ok();
+    let (Some(now_asn1), Some(soon)) = (
+        at(now.timestamp()),
+        at((now + CA_BUNDLE_WARNING).timestamp()),
+    ) else {
+        return check(
+            "oci_ca_file",
+            Status::Warn,
+            format!("{}: cannot compare its dates with {now}", path.display()),
+            None,
+        );
+    };
+    let ends_before = |cert: &openssl::x509::X509, t: &openssl::asn1::Asn1Time| {
+        cert.not_after()
+            .compare(t)
+            .is_ok_and(|o| o == std::cmp::Ordering::Less)
+    };
+    let describe = |cert: &openssl::x509::X509| {
+        format!(
+            "{} (not after {})",
+            vmc_trust::one_line_dn(cert.subject_name()),
+            cert.not_after()
+        )
+    };
+    let expired: Vec<String> = certs
+        .iter()
+        .filter(|c| ends_before(c, &now_asn1))
+        .map(describe)
+        .collect();
+    let ending: Vec<String> = certs
+        .iter()
+        .filter(|c| !ends_before(c, &now_asn1) && ends_before(c, &soon))
+        .map(describe)
+        .collect();
+    let total = certs.len();
+    let file = path.display();
+    if expired.len() == total {
+        check(
+            "oci_ca_file",
+            Status::Fail,
+            format!(
+                "{file}: every certificate has expired: {}",
+                expired.join("; ")
+            ),
+            Some(fix),
+        )
+    } else if !expired.is_empty() || !ending.is_empty() {
+        let mut parts = Vec::new();
+        if !expired.is_empty() {
+            parts.push(format!("expired: {}", expired.join("; ")));
+        }
+        if !ending.is_empty() {
+            parts.push(format!(
+                "expiring within {} days: {}",
+                CA_BUNDLE_WARNING.num_days(),
+                ending.join("; ")
+            ));
+        }
+        check(
+            "oci_ca_file",
+            Status::Warn,
+            format!("{file}: {total} certificates; {}", parts.join("; ")),
+            Some("replace the bundle with the registries' current CA certificates"),
+        )
+    } else {
+        check(
+            "oci_ca_file",
+            Status::Ok,
+            format!(
+                "{file}: {total} certificates, all valid for {} days or more",
+                CA_BUNDLE_WARNING.num_days()
+            ),
+            None,
+        )
+    }
+}
+
 /// An OCI subscription's allow rule: it must parse and admit the subscription's reference,
 /// or every image of it expires as unendorsed at the next sync.
 fn oci_rule_check(
@@ -616,6 +708,89 @@ mod tests {
                 .unwrap()
                 .message
                 .contains("2 CAs, 2 CRLs")
+        );
+    }
+
+    /// The registry CA bundle: read, and its certificates' ends compared with the clock.
+    #[test]
+    fn the_registry_ca_bundle_is_read_and_its_dates_checked() {
+        use vmc_testkit::pki::{Ca, Validity};
+        let home = tempfile::tempdir().unwrap();
+        let mut c = config(home.path(), "ca-dir");
+        let now = c.clock.now();
+        let ca = |subject: &str, days_left: i64| {
+            let validity = Validity {
+                not_before: now - chrono::Duration::days(400),
+                not_after: now + chrono::Duration::days(days_left),
+                serial: 1,
+            };
+            Ca::root(subject, validity).cert.to_pem().unwrap()
+        };
+        let outcome = |c: &Config| {
+            let checks = diagnose(c);
+            let found: Vec<_> = checks.iter().filter(|k| k.name == "oci_ca_file").collect();
+            assert_eq!(found.len(), 1, "{checks:?}");
+            found[0].clone()
+        };
+        // Not set: no check.
+        assert!(diagnose(&c).iter().all(|k| k.name != "oci_ca_file"));
+
+        let bundle = home.path().join("registry-ca.pem");
+        c.oci_ca_file = Some(bundle.clone());
+        let missing = outcome(&c);
+        assert_eq!(missing.status, Status::Fail, "{missing:?}");
+        assert!(missing.message.contains("registry-ca.pem"), "{missing:?}");
+        assert!(missing.fix.unwrap().contains("VMC_OCI_CA_FILE"));
+
+        std::fs::write(&bundle, b"no certificate here\n").unwrap();
+        assert_eq!(outcome(&c).status, Status::Fail);
+
+        std::fs::write(
+            &bundle,
+            [ca("/CN=Registry CA A", 365), ca("/CN=Registry CA B", 90)].concat(),
+        )
+        .unwrap();
+        let ok = outcome(&c);
+        assert_eq!(ok.status, Status::Ok, "{ok:?}");
+        assert!(ok.message.contains("2 certificates"), "{ok:?}");
+
+        std::fs::write(
+            &bundle,
+            [ca("/CN=Registry CA A", 365), ca("/CN=Registry CA Old", -1)].concat(),
+        )
+        .unwrap();
+        let expired = outcome(&c);
+        assert_eq!(expired.status, Status::Warn, "{expired:?}");
+        assert!(
+            expired
+                .message
+                .contains("expired: /CN=Registry CA Old (not after "),
+            "{expired:?}"
+        );
+        assert!(!expired.message.contains("Registry CA A"), "{expired:?}");
+
+        std::fs::write(&bundle, ca("/CN=Registry CA Soon", 10)).unwrap();
+        let ending = outcome(&c);
+        assert_eq!(ending.status, Status::Warn, "{ending:?}");
+        assert!(
+            ending.message.contains("expiring within 30 days"),
+            "{ending:?}"
+        );
+
+        std::fs::write(
+            &bundle,
+            [
+                ca("/CN=Registry CA Old", -1),
+                ca("/CN=Registry CA Older", -100),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let all_gone = outcome(&c);
+        assert_eq!(all_gone.status, Status::Fail, "{all_gone:?}");
+        assert!(
+            all_gone.message.contains("every certificate has expired"),
+            "{all_gone:?}"
         );
     }
 
