@@ -81,6 +81,24 @@ pub enum CacheError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// Another process runs under this node name now: two homes (on one host, where the name
+    /// defaults to the host name, or on hosts given the same `--node`) would take each other's
+    /// runs for their own (replaying their events, taking over their claims).
+    #[error(
+        "node name {name:?} is in use by a run on host {host} (pid {pid}, {activity}, last seen {last_seen}); give each cache home its own name with --node / VMC_NODE"
+    )]
+    NodeNameInUse {
+        /// The name.
+        name: String,
+        /// The host of the run using it.
+        host: String,
+        /// Its process id.
+        pid: u32,
+        /// What it said it was doing.
+        activity: String,
+        /// Its last heartbeat (RFC 3339).
+        last_seen: String,
+    },
     /// The request is not valid (e.g. subject and issuer lists of different lengths).
     #[error("{0}")]
     Invalid(String),
@@ -95,7 +113,9 @@ impl CacheError {
             CacheError::Store(_) | CacheError::Trust { .. } | CacheError::Http(_)
         ) || matches!(
             self,
-            CacheError::Io { .. } | CacheError::InvalidNodeName { .. }
+            CacheError::Io { .. }
+                | CacheError::InvalidNodeName { .. }
+                | CacheError::NodeNameInUse { .. }
         )
     }
 

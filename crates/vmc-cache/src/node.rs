@@ -132,6 +132,17 @@ pub struct NodeStatus {
     pub alive: bool,
 }
 
+/// Whether process `pid` of this host exists (a process of another user counts).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// Whether a node that last beat at `last_seen` counts as alive at `now`.
 pub fn is_alive(last_seen: DateTime<Utc>, now: DateTime<Utc>, lease_time: Duration) -> bool {
     now - last_seen <= lease_delta(lease_time)
@@ -140,10 +151,15 @@ pub fn is_alive(last_seen: DateTime<Utc>, now: DateTime<Utc>, lease_time: Durati
 impl Vmc {
     /// Registers this node for a run doing `activity` and starts its heartbeat (every third of
     /// the lease time, on its own connection). Dropping the returned run stops it.
+    ///
+    /// Refused ([`CacheError::NodeNameInUse`]) while another run uses the name: a node of that
+    /// name that beat within the lease time and is not idle, on another host or in another
+    /// live process of this one. A run that was killed leaves its record busy; on its own host
+    /// the next run sees its process gone and goes on, elsewhere the name is free once the
+    /// lease time has passed since its last beat.
     pub fn join_site(&self, activity: &str) -> Result<NodeRun, CacheError> {
         let config = self.config();
         check_node_name(&config.node)?;
-        set(&self.activity, activity);
         let info = NodeInfo {
             name: config.node.clone(),
             host: host_name(),
@@ -151,8 +167,29 @@ impl Vmc {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             url: config.node_url.clone(),
         };
-        self.store()
-            .register_node(&info, activity, config.clock.now())?;
+        let now = config.clock.now();
+        if let Some(other) = self
+            .store()
+            .nodes()?
+            .into_iter()
+            .find(|n| n.info.name == info.name)
+            && is_alive(other.last_seen, now, config.lease_time)
+            && other.activity != IDLE
+            && !(other.info.host == info.host
+                && (other.info.pid == info.pid || !process_exists(other.info.pid)))
+        {
+            return Err(CacheError::NodeNameInUse {
+                name: info.name,
+                host: other.info.host,
+                pid: other.info.pid,
+                activity: other.activity,
+                last_seen: other
+                    .last_seen
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+        }
+        set(&self.activity, activity);
+        self.store().register_node(&info, activity, now)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let interval = beat_interval(config.lease_time);
         let shared = Arc::clone(&self.activity);

@@ -358,3 +358,78 @@ fn two_nodes_on_one_cache_directory_download_each_image_once() {
     shared_cache_on(None);
     with_postgres("vmcc_downloads", |url| shared_cache_on(Some(url)));
 }
+
+/// Two homes under one node name would take each other's runs for their own (replaying their
+/// events, taking over their claims): a run under a name another live run uses is refused,
+/// naming that run and the fix; a killed run's name is free at once on its own host, and
+/// elsewhere once the lease time has passed; an idle node's name is free.
+#[test]
+fn a_node_name_another_live_run_uses_is_refused() {
+    use vmc_cache::CacheError;
+    use vmc_store::NodeInfo;
+
+    let env = Gen::new();
+    let mut config = env.config();
+    config.node = "hv-01".into();
+    config.lease_time = std::time::Duration::from_secs(60);
+    let vmc = Vmc::open(config).unwrap();
+    let other_run = |host: &str, pid: u32, activity: &str| {
+        let info = NodeInfo {
+            name: "hv-01".into(),
+            host: host.into(),
+            pid,
+            version: "0.1.0".into(),
+            url: None,
+        };
+        vmc.store().register_node(&info, activity, env.now).unwrap();
+    };
+    let refused = |vmc: &Vmc| match vmc.join_site("cache sync") {
+        Err(e @ CacheError::NodeNameInUse { .. }) => {
+            assert!(e.is_setup(), "a setup error (exit 2)");
+            e.to_string()
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+
+    // Another host's run, busy and beating.
+    other_run("hv-02.example", 4242, "cache sync");
+    let message = refused(&vmc);
+    for part in [
+        "\"hv-01\"",
+        "hv-02.example",
+        "pid 4242",
+        "cache sync",
+        "--node",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    // The same, idle (its run ended): free.
+    other_run("hv-02.example", 4242, vmc_cache::node::IDLE);
+    drop(vmc.join_site("cache sync").unwrap());
+
+    // Another live process of this host.
+    let host = vmc_cache::node::host_name();
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    other_run(&host, child.id(), "cache download");
+    assert!(refused(&vmc).contains(&format!("pid {}", child.id())));
+    // Killed (and reaped): its own host knows it is gone.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(vmc.join_site("cache sync").unwrap());
+
+    // Another host's run that stopped beating: free once the lease time has passed.
+    other_run("hv-02.example", 4242, "cache sync");
+    env.set_now(env.now + chrono::TimeDelta::seconds(59));
+    refused(&vmc);
+    env.set_now(env.now + chrono::TimeDelta::seconds(61));
+    let run = vmc.join_site("cache sync").unwrap();
+    let me = vmc.nodes().unwrap();
+    assert_eq!(me[0].record.info.pid, std::process::id(), "{me:?}");
+    // A second run of this very process (a `cache sync --publish`) is itself.
+    drop(run);
+    let _again = vmc.join_site("publish sync").unwrap();
+    let _nested = vmc.join_site("cache sync").unwrap();
+}
