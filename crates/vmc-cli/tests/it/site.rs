@@ -579,6 +579,59 @@ fn a_node_killed_mid_download_is_taken_over_after_its_lease_time() {
     assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
 }
 
+/// A second home under the name of a node that is running now is refused (exit 2), naming
+/// that run, and does not take the name over; once the run has ended the name is free.
+#[test]
+fn a_second_home_under_a_running_nodes_name_is_refused() {
+    let Some((url, _db)) = postgres("site_same_name") else {
+        return;
+    };
+    let site = Site::new(1, 3 * 1024 * 1024, 512 * 1024, Some(url));
+    site.subscribe(true);
+    let (id, _, _) = site.images[0].clone();
+    let mut running = site.spawn_sync(1, true);
+    let partial = site.dir("partial").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial.metadata().map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = site
+        .node(2, true)
+        .env("VMC_NODE", "n1")
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let said = crate::common::stderr(&out);
+    assert!(
+        said.contains("node name \"n1\" is in use by a run on host ")
+            && said.contains(&format!("(pid {}, cache sync, last seen ", running.id()))
+            && said.contains("--node / VMC_NODE"),
+        "{}",
+        describe(&out)
+    );
+    // It did not take the name over: the node is still the running process.
+    let nodes = ok(site
+        .node(3, true)
+        .args(["--json", "node", "list"])
+        .output()
+        .unwrap());
+    assert_eq!(nodes[0]["name"], "n1", "{nodes:#}");
+    assert_eq!(nodes[0]["pid"], running.id(), "{nodes:#}");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes:#}");
+    let first = running.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    // The run ended (its node idle): the name is free.
+    let report = ok(site
+        .node(2, true)
+        .env("VMC_NODE", "n1")
+        .args(["--json", "cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(report["downloaded"], serde_json::json!([]), "{report:#}");
+}
+
 #[test]
 fn an_event_whose_run_died_in_its_handler_is_delivered_by_the_next_run() {
     let site = Site::new(1, 64 * 1024, 10 * 1024 * 1024, None);
