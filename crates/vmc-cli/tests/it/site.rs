@@ -589,7 +589,7 @@ fn a_second_home_under_a_running_nodes_name_is_refused() {
     let site = Site::new(1, 3 * 1024 * 1024, 512 * 1024, Some(url));
     site.subscribe(true);
     let (id, _, _) = site.images[0].clone();
-    let mut running = site.spawn_sync(1, true);
+    let running = site.spawn_sync(1, true);
     let partial = site.dir("partial").join(&id);
     let deadline = Instant::now() + Duration::from_secs(60);
     while partial.metadata().map_or(0, |m| m.len()) == 0 {
