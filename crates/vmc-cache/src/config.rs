@@ -124,6 +124,16 @@ pub enum CacheMode {
     PerNode,
 }
 
+impl CacheMode {
+    /// `shared` or `per-node`, as `--cache-mode` takes it and the node table records it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Shared => "shared",
+            CacheMode::PerNode => "per-node",
+        }
+    }
+}
+
 /// Whose handler runs an event about the site's images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EventScope {

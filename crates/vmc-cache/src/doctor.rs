@@ -367,7 +367,7 @@ fn schema_check(store: &Store) -> Check {
 }
 
 /// How long a node may stay unseen before it is reported as probably gone.
-pub const NODE_GONE_AFTER: TimeDelta = TimeDelta::days(7);
+pub use crate::node::NODE_GONE_AFTER;
 
 /// The node table: nodes that died during a run (silent, not idle), nodes not seen for a week,
 /// and leases held by silent nodes (they lapse, and another node takes the work over).
@@ -439,6 +439,36 @@ fn node_checks(
                 ));
             }
         }
+    }
+    // One cache mode per site: this node's (as configured) and each other node's last run's.
+    let mut modes: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    modes
+        .entry(config.cache_mode.as_str())
+        .or_default()
+        .push(&config.node);
+    for node in nodes
+        .iter()
+        .filter(|n| n.info.name != config.node && now - n.last_seen <= NODE_GONE_AFTER)
+    {
+        if let Some(mode) = node.info.cache_mode.as_deref() {
+            modes.entry(mode).or_default().push(&node.info.name);
+        }
+    }
+    if modes.len() > 1 {
+        problems += 1;
+        let said: Vec<String> = modes
+            .iter()
+            .map(|(mode, names)| format!("{mode}: {}", names.join(", ")))
+            .collect();
+        checks.push(check(
+            "nodes",
+            Status::Warn,
+            format!(
+                "the nodes of this site use different cache modes ({}; this node as configured): events are announced twice and copies between nodes are not found",
+                said.join("; ")
+            ),
+            Some("give every node the same --cache-mode / VMC_CACHE_MODE (vmc node remove NAME for a node that is gone)"),
+        ));
     }
     if problems == 0 {
         checks.push(check(
@@ -845,6 +875,7 @@ mod tests {
             pid: 7,
             version: "0.1.0".into(),
             url: None,
+            cache_mode: None,
         };
         let dead_at = now - TimeDelta::minutes(10);
         store

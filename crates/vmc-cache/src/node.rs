@@ -132,6 +132,26 @@ pub struct NodeStatus {
     pub alive: bool,
 }
 
+/// How long a node that has not run counts as one of the site's nodes (for the check of their
+/// cache modes; `vmc doctor` reports it as gone).
+pub const NODE_GONE_AFTER: TimeDelta = TimeDelta::days(7);
+
+/// The other nodes, seen within [`NODE_GONE_AFTER`], whose last run recorded another cache
+/// mode than `me`'s.
+pub fn mixed_cache_modes<'a>(
+    nodes: &'a [NodeRecord],
+    me: &'a NodeInfo,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'a NodeRecord> {
+    nodes.iter().filter(move |n| {
+        n.info.name != me.name
+            && now - n.last_seen <= NODE_GONE_AFTER
+            && n.info.cache_mode.is_some()
+            && me.cache_mode.is_some()
+            && n.info.cache_mode != me.cache_mode
+    })
+}
+
 /// Whether process `pid` of this host exists (a process of another user counts).
 fn process_exists(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -166,13 +186,22 @@ impl Vmc {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             url: config.node_url.clone(),
+            cache_mode: Some(config.cache_mode.as_str().to_owned()),
         };
         let now = config.clock.now();
-        if let Some(other) = self
-            .store()
-            .nodes()?
-            .into_iter()
-            .find(|n| n.info.name == info.name)
+        let nodes = self.store().nodes()?;
+        for other in mixed_cache_modes(&nodes, &info, now) {
+            tracing::warn!(
+                "node {} last ran with --cache-mode {} ({}), this one with {}: the nodes of a site must use one mode, or events are announced twice and copies are not found (see `vmc doctor`)",
+                other.info.name,
+                other.info.cache_mode.as_deref().unwrap_or_default(),
+                other
+                    .last_seen
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                config.cache_mode.as_str()
+            );
+        }
+        if let Some(other) = nodes.into_iter().find(|n| n.info.name == info.name)
             && is_alive(other.last_seen, now, config.lease_time)
             && other.activity != IDLE
             && !(other.info.host == info.host

@@ -628,6 +628,9 @@ pub struct NodeJson {
     pub activity: String,
     /// Where the other nodes copy its cached files from (`--node-url`; null when none).
     pub url: Option<String>,
+    /// The `--cache-mode` of its last run (`shared`, `per-node`; null when a vmc before it
+    /// ran).
+    pub cache_mode: Option<String>,
     /// The leases it holds.
     pub leases: Vec<LeaseJson>,
 }
@@ -660,6 +663,7 @@ pub fn node(n: &vmc_cache::NodeStatus, now: chrono::DateTime<chrono::Utc>) -> No
         alive: n.alive,
         activity: r.activity.clone(),
         url: r.info.url.clone(),
+        cache_mode: r.info.cache_mode.clone(),
         leases: r
             .leases
             .iter()

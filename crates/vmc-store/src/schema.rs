@@ -141,6 +141,7 @@ diesel::table! {
         last_seen -> Text,
         activity -> Text,
         url -> Nullable<Text>,
+        cache_mode -> Nullable<Text>,
     }
 }
 

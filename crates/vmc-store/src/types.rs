@@ -269,6 +269,9 @@ pub struct NodeInfo {
     /// Where the other nodes copy its cached files from (its cache directory as the site's web
     /// server serves it), for per-node caches; `None` when it serves none.
     pub url: Option<String>,
+    /// The cache mode it runs with, as the caller names it (vmc-cache: `shared` or
+    /// `per-node`); `None` when not recorded (a run of a vmc before this field).
+    pub cache_mode: Option<String>,
 }
 
 /// A registered node as stored, with what it holds.

@@ -380,6 +380,7 @@ fn a_node_name_another_live_run_uses_is_refused() {
             pid,
             version: "0.1.0".into(),
             url: None,
+            cache_mode: Some("shared".into()),
         };
         vmc.store().register_node(&info, activity, env.now).unwrap();
     };

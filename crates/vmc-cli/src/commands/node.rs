@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<Outcome> {
                             })
                             .collect();
                         output::line(format!(
-                            "{}\t{}\t{}\tpid {}\tvmc {}\tstarted {}\tseen {}\t{}\tleases: {}{}",
+                            "{}\t{}\t{}\tpid {}\tvmc {}\tstarted {}\tseen {}\t{}\tleases: {}{}{}",
                             r.info.name,
                             if n.alive { "alive" } else { "silent" },
                             r.info.host,
@@ -49,6 +49,11 @@ pub fn run(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<Outcome> {
                                 .url
                                 .as_deref()
                                 .map(|u| format!("\tserves {u}"))
+                                .unwrap_or_default(),
+                            r.info
+                                .cache_mode
+                                .as_deref()
+                                .map(|m| format!("\tcache {m}"))
                                 .unwrap_or_default()
                         ));
                     }

@@ -77,4 +77,60 @@ fn node_list_shows_each_node_that_ran() {
     assert_eq!(env.json(&["node", "list"], 0).as_array().unwrap().len(), 2);
     let out = env.run(&["node", "remove", "hv-02"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+
+    // A node in another cache mode than the others: its run warns, and so does doctor.
+    let out = env.run(&[
+        "cache",
+        "sync",
+        "--node",
+        "hv-03",
+        "--cache-mode",
+        "per-node",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        crate::common::stderr(&out)
+            .contains("node hv-01 last ran with --cache-mode shared (2027-06-01T00:00:00Z), this one with per-node"),
+        "{}",
+        describe(&out)
+    );
+    let nodes = env.json(&["node", "list"], 0);
+    let modes: Vec<(&str, &str)> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap(),
+                n["cache_mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(modes.contains(&("hv-03", "per-node")), "{modes:?}");
+    assert!(modes.contains(&("hv-01", "shared")), "{modes:?}");
+    let doctor = env.json(&["doctor"], 0);
+    let warned: Vec<&serde_json::Value> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "nodes" && c["status"] == "warn")
+        .collect();
+    assert_eq!(warned.len(), 1, "{doctor:#}");
+    let message = warned[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("different cache modes (per-node: hv-03; shared: "),
+        "{message}"
+    );
+    // All in one mode again: no warning.
+    let out = env.run(&["node", "remove", "hv-03"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doctor = env.json(&["doctor"], 0);
+    assert!(
+        doctor["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "nodes" || c["status"] == "ok"),
+        "{doctor:#}"
+    );
 }

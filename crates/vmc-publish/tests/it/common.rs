@@ -325,6 +325,7 @@ pub fn register(store: &Store, node: &str, started: DateTime<Utc>, last_seen: Da
         pid: 4242,
         version: "test".into(),
         url: None,
+        cache_mode: None,
     };
     store
         .register_node(&info, "publish sync test-cloud", started)

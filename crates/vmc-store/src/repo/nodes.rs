@@ -47,6 +47,7 @@ struct NodeRow {
     last_seen: String,
     activity: String,
     url: Option<String>,
+    cache_mode: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -93,6 +94,7 @@ impl Store {
                     nodes::last_seen.eq(&now),
                     nodes::activity.eq(activity),
                     nodes::url.eq(&node.url),
+                    nodes::cache_mode.eq(&node.cache_mode),
                 ))
                 .on_conflict(nodes::name)
                 .do_update()
@@ -104,6 +106,7 @@ impl Store {
                     nodes::last_seen.eq(&now),
                     nodes::activity.eq(activity),
                     nodes::url.eq(&node.url),
+                    nodes::cache_mode.eq(&node.cache_mode),
                 ));
             on_backend!(conn, upsert)?;
             Ok(())
@@ -155,6 +158,7 @@ impl Store {
                             pid: u32::try_from(row.pid).unwrap_or(0),
                             version: row.version,
                             url: row.url,
+                            cache_mode: row.cache_mode,
                         },
                         started_at: time::decode("node start", &row.started_at)?,
                         last_seen: time::decode("node heartbeat", &row.last_seen)?,

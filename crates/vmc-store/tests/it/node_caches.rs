@@ -50,6 +50,7 @@ fn cache_records_are_per_node_and_peers_are_found(db: &TestDb) {
             pid: 1,
             version: "0".into(),
             url: Some("http://a.example.org/cache/".into()),
+            cache_mode: None,
         },
         "syncing",
         at(100),

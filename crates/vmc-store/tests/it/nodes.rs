@@ -35,6 +35,7 @@ fn node(name: &str) -> NodeInfo {
         pid: 4242,
         version: "0.1.0".to_owned(),
         url: Some(format!("http://{name}.example.org/vmc/")),
+        cache_mode: Some("per-node".into()),
     }
 }
 
