@@ -200,6 +200,16 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
+/// The key of a site-wide claim (`node_runs`) on doing `what` to one image version.
+fn site_claim(
+    what: &str,
+    identifier: &Identifier,
+    sha512: &str,
+    list_version: Option<i64>,
+) -> String {
+    format!("{what}:{identifier}:{sha512}:{}", list_version.unwrap_or(0))
+}
+
 /// Deletes what interrupted writers left in `dir`: the temporary files of
 /// [`vmc_fetch::replace_file`] (the index, partial files' states) that nobody holds, at
 /// once, and the older writer-unique files ([`remove_stale_tmp`]).
@@ -388,7 +398,9 @@ impl Vmc {
 
     /// Whether this node is the first of the site to do `what` (`available`, `expired`) to
     /// one image version: per-node caches, where each node caches and expires its own copy
-    /// and one announces it. A database failure announces (an event twice rather than none).
+    /// and one announces it. The claim is this node's when it made it before (a run that
+    /// died between the claim and the work: its next run does the work and announces it).
+    /// A database failure announces (an event twice rather than none).
     fn first_at_site(
         &self,
         what: &str,
@@ -396,13 +408,38 @@ impl Vmc {
         sha512: &str,
         list_version: Option<i64>,
     ) -> bool {
-        let key = format!("{what}:{identifier}:{sha512}:{}", list_version.unwrap_or(0));
-        self.store()
-            .claim_once(&key, &self.config().node, self.config().clock.now())
-            .unwrap_or_else(|e| {
-                tracing::warn!("cannot record {key}: {e}; announcing it");
-                true
-            })
+        let key = site_claim(what, identifier, sha512, list_version);
+        let node = &self.config().node;
+        let claimed = self
+            .store()
+            .claim_once(&key, node, self.config().clock.now())
+            .and_then(|first| {
+                Ok(first
+                    || self
+                        .store()
+                        .last_run(&key)?
+                        .is_some_and(|r| &r.node == node))
+            });
+        claimed.unwrap_or_else(|e| {
+            tracing::warn!("cannot record {key}: {e}; announcing it");
+            true
+        })
+    }
+
+    /// Gives back the site's `what` claim ([`Vmc::first_at_site`]) on work this node could
+    /// not do after all (a verified copy it failed to admit), so the next node's copy is the
+    /// site's news.
+    fn release_site_claim(
+        &self,
+        what: &str,
+        identifier: &Identifier,
+        sha512: &str,
+        list_version: Option<i64>,
+    ) {
+        let key = site_claim(what, identifier, sha512, list_version);
+        if let Err(e) = self.store().release_claim(&key, &self.config().node) {
+            tracing::warn!("cannot give back {key}: {e}; the next copy will not be announced");
+        }
     }
 
     fn first_expiry(&self, entry: &CacheEntry) -> bool {
@@ -467,7 +504,8 @@ impl Vmc {
                     );
                     // Its run fired AvailablePrefix and died before the record and
                     // AvailablePostfix: the postfix is announced with the record, under a
-                    // session of its own, and delivered by the next replay.
+                    // session of its own, and delivered by the next replay. Per-node caches:
+                    // only if the site's claim is this node's (the dead run's) or nobody's.
                     let postfix = image_event(
                         EventType::AvailablePostfix,
                         rec.image.clone(),
@@ -476,7 +514,14 @@ impl Vmc {
                     );
                     let now = self.config().clock.now();
                     let announce = self
-                        .announces(|| true)
+                        .announces(|| {
+                            self.first_at_site(
+                                "available",
+                                &rec.image.identifier,
+                                &rec.image.sha512,
+                                Some(rec.list_version_id),
+                            )
+                        })
                         .then(|| Dispatcher::new(self.config()).announcement(&postfix, now));
                     self.store().record_cached_and_announce(
                         &CacheEntry {
@@ -915,15 +960,27 @@ impl Vmc {
                     report.bytes_downloaded += outcome.bytes_transferred;
                     // Per-node caches: the site's first verified copy of this version is the
                     // site's news; every copy is news to per-node handlers.
+                    let (image, version) = (&record.image, Some(record.list_version_id));
+                    let mut claimed = false;
                     let announce = self.announces(|| {
-                        self.first_at_site(
+                        claimed = self.first_at_site(
                             "available",
-                            &record.image.identifier,
-                            &record.image.sha512,
-                            Some(record.list_version_id),
-                        )
+                            &image.identifier,
+                            &image.sha512,
+                            version,
+                        );
+                        claimed
                     });
-                    self.admit(dispatcher, record, &partial.path, announce)
+                    let admitted = self.admit(dispatcher, record, &partial.path, announce);
+                    if admitted.is_err() && claimed {
+                        self.release_site_claim(
+                            "available",
+                            &image.identifier,
+                            &image.sha512,
+                            version,
+                        );
+                    }
+                    admitted
                 });
                 if via == Via::Lease {
                     self.release_download(record);

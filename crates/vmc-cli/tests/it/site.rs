@@ -524,6 +524,98 @@ fn a_failed_first_download_does_not_take_the_sites_announcement() {
     assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
 }
 
+/// A node whose verified copy cannot enter its cache (here its handler deletes the file at
+/// `AvailablePrefix`) gives the site's announcement back: the next node's copy is announced.
+#[test]
+fn a_copy_that_fails_to_enter_the_cache_gives_the_sites_announcement_back() {
+    let Some((url, _db)) = postgres("site_failed_admit") else {
+        return;
+    };
+    let site = Site::new(1, 32 * 1024, 10 * 1024 * 1024, Some(url));
+    site.subscribe(false);
+    let id = site.images[0].0.clone();
+    let handler = format!(
+        "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n1\" >> {log}; \
+         [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ] && \
+         rm -f \"${{VMCATCHER_CACHE_DIR_DOWNLOAD}}${{VMCATCHER_EVENT_DC_IDENTIFIER}}\"; true",
+        log = site.dir("events.log").display()
+    );
+    let out = site
+        .node(1, false)
+        .env("VMC_EVENT_HANDLER", handler)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let available = || -> Vec<String> {
+        site.events()
+            .into_iter()
+            .filter(|e| e.starts_with("Available"))
+            .collect()
+    };
+    assert_eq!(
+        available(),
+        [
+            format!("AvailablePrefix {id} n1"),
+            format!("AvailableFailed {id} n1")
+        ]
+    );
+    ok(site
+        .node(2, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(files(&site.dir("home-2").join("cache")), vec![id.clone()]);
+    assert_eq!(
+        available()[2..],
+        [
+            format!("AvailablePrefix {id} n2"),
+            format!("AvailablePostfix {id} n2")
+        ]
+    );
+}
+
+/// A node that claimed the site's announcement and died before its copy entered the cache
+/// (SIGKILLed by its handler at `AvailablePrefix`) announces it on its next run: the claim is
+/// its own.
+#[test]
+fn a_node_killed_after_claiming_the_announcement_makes_it_on_its_next_run() {
+    let Some((url, _db)) = postgres("site_claim_then_die") else {
+        return;
+    };
+    let site = Site::new(1, 32 * 1024, 10 * 1024 * 1024, Some(url));
+    site.subscribe(false);
+    let id = site.images[0].0.clone();
+    let handler = format!(
+        "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n1\" >> {log}; \
+         [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ] && kill -9 $PPID; true",
+        log = site.dir("events.log").display()
+    );
+    let out = site
+        .node(1, false)
+        .env("VMC_EVENT_HANDLER", handler)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed: {}", describe(&out));
+    assert!(files(&site.dir("home-1").join("cache")).is_empty());
+    ok(site
+        .node(1, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(files(&site.dir("home-1").join("cache")), vec![id.clone()]);
+    assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
+    // The other node's copy is not the site's news.
+    ok(site
+        .node(2, false)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap());
+    assert_eq!(files(&site.dir("home-2").join("cache")), vec![id]);
+    assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
+}
+
 #[test]
 fn a_node_killed_mid_download_is_taken_over_after_its_lease_time() {
     let Some((url, _db)) = postgres("site_sigkill") else {

@@ -343,6 +343,20 @@ impl Store {
         })
     }
 
+    /// Gives back node `node`'s claim on the one-off work `resource` ([`Store::claim_once`]),
+    /// when it could not do the work after all, so that the next node's claim succeeds.
+    /// Another node's claim is left alone. Returns whether a claim was given back.
+    pub fn release_claim(&self, resource: &str, node: &str) -> Result<bool, StoreError> {
+        self.write(|conn| {
+            let delete = diesel::delete(
+                node_runs::table
+                    .filter(node_runs::resource.eq(resource))
+                    .filter(node_runs::node.eq(node)),
+            );
+            Ok(on_backend!(conn, delete)? == 1)
+        })
+    }
+
     /// When the work `resource` was last done, and by whom.
     pub fn last_run(&self, resource: &str) -> Result<Option<WorkRun>, StoreError> {
         self.read(|conn| {

@@ -26,6 +26,14 @@ fn one_off_work_is_claimed_by_the_first_node_only(db: &TestDb) {
     assert!(store.claim_once("expire:y", "b", at(4)).unwrap());
     let run = store.last_run("expire:x").unwrap().unwrap();
     assert_eq!((run.node.as_str(), run.finished_at), ("a", at(1)));
+    // A claim is given back by its node only; then the next node's claim succeeds.
+    assert!(!store.release_claim("expire:x", "b").unwrap());
+    assert!(!store.claim_once("expire:x", "b", at(5)).unwrap());
+    assert!(store.release_claim("expire:x", "a").unwrap());
+    assert_eq!(store.last_run("expire:x").unwrap(), None);
+    assert!(!store.release_claim("expire:x", "a").unwrap());
+    assert!(store.claim_once("expire:x", "b", at(6)).unwrap());
+    assert_eq!(store.last_run("expire:x").unwrap().unwrap().node, "b");
 }
 
 fn node(name: &str) -> NodeInfo {
