@@ -129,7 +129,9 @@ pub fn remove_abandoned_replacements(dir: &Path) -> Vec<PathBuf> {
             continue;
         }
         let path = item.path();
-        let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+        // Opened for writing (nothing is written): on NFS, where Linux emulates `flock` with
+        // POSIX locks, an exclusive lock needs a descriptor open for writing.
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
             continue;
         };
         // Held while removing: a writer that created the file but has not locked it yet
