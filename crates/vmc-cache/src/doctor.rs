@@ -367,7 +367,7 @@ fn schema_check(store: &Store) -> Check {
 }
 
 /// How long a node may stay unseen before it is reported as probably gone.
-pub use crate::node::NODE_GONE_AFTER;
+pub const NODE_GONE_AFTER: TimeDelta = TimeDelta::days(7);
 
 /// The node table: nodes that died during a run (silent, not idle), nodes not seen for a week,
 /// and leases held by silent nodes (they lapse, and another node takes the work over).
@@ -541,9 +541,9 @@ fn outbox_check(store: &Store, config: &Config, now: chrono::DateTime<chrono::Ut
 /// How close to its end a certificate of the registry CA bundle must be to be reported.
 pub const CA_BUNDLE_WARNING: TimeDelta = TimeDelta::days(30);
 
-/// The registry CA bundle (`VMC_OCI_CA_FILE`): when set, it is all registries are trusted
-/// by, so an unreadable or empty file, or only expired certificates, fails every OCI
-/// subscription's TLS handshake.
+/// The registry CA bundle (`VMC_OCI_CA_FILE`): when it is set, registries are trusted by its
+/// certificates alone, so an unreadable or empty file, or only expired certificates, fails
+/// every OCI subscription's TLS handshake.
 fn oci_ca_file_check(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Check {
     let fix = "point VMC_OCI_CA_FILE at the PEM bundle of the registries' CA (or unset it to use the system's roots)";
     let certs = match vmc_fetch::load_ca_bundle(path) {

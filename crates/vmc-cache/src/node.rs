@@ -15,9 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use vmc_store::{Lease, NodeInfo, NodeRecord, Store};
 
-use crate::Vmc;
+use crate::doctor::NODE_GONE_AFTER;
 use crate::error::CacheError;
 use crate::report::LeftToOther;
+use crate::{CacheMode, Vmc};
 
 /// What a node says it does when no run is active.
 pub const IDLE: &str = "idle";
@@ -132,23 +133,21 @@ pub struct NodeStatus {
     pub alive: bool,
 }
 
-/// How long a node that has not run counts as one of the site's nodes (for the check of their
-/// cache modes; `vmc doctor` reports it as gone).
-pub const NODE_GONE_AFTER: TimeDelta = TimeDelta::days(7);
-
-/// The other nodes, seen within [`NODE_GONE_AFTER`], whose last run recorded another cache
-/// mode than `me`'s.
+/// The nodes other than `name`, seen within [`NODE_GONE_AFTER`], whose last run recorded
+/// another cache mode than `mode` (nodes whose run recorded none are left out).
 pub fn mixed_cache_modes<'a>(
     nodes: &'a [NodeRecord],
-    me: &'a NodeInfo,
+    name: &'a str,
+    mode: CacheMode,
     now: DateTime<Utc>,
 ) -> impl Iterator<Item = &'a NodeRecord> {
     nodes.iter().filter(move |n| {
-        n.info.name != me.name
+        n.info.name != name
             && now - n.last_seen <= NODE_GONE_AFTER
-            && n.info.cache_mode.is_some()
-            && me.cache_mode.is_some()
-            && n.info.cache_mode != me.cache_mode
+            && n.info
+                .cache_mode
+                .as_deref()
+                .is_some_and(|m| m != mode.as_str())
     })
 }
 
@@ -176,7 +175,9 @@ impl Vmc {
     /// name that beat within the lease time and is not idle, on another host or in another
     /// live process of this one. A run that was killed leaves its record busy; on its own host
     /// the next run sees its process gone and goes on, elsewhere the name is free once the
-    /// lease time has passed since its last beat.
+    /// lease time has passed since its last beat. The check and the registration are two
+    /// statements: it catches a misconfiguration (two homes under one name), it is not a lock;
+    /// two runs starting in the same instant can both pass it.
     pub fn join_site(&self, activity: &str) -> Result<NodeRun, CacheError> {
         let config = self.config();
         check_node_name(&config.node)?;
@@ -190,7 +191,7 @@ impl Vmc {
         };
         let now = config.clock.now();
         let nodes = self.store().nodes()?;
-        for other in mixed_cache_modes(&nodes, &info, now) {
+        for other in mixed_cache_modes(&nodes, &info.name, config.cache_mode, now) {
             tracing::warn!(
                 "node {} last ran with --cache-mode {} ({}), this one with {}: the nodes of a site must use one mode, or events are announced twice and copies are not found (see `vmc doctor`)",
                 other.info.name,

@@ -35,7 +35,10 @@ pub use config::{ClientConfig, Credentials, DEFAULT_USER_AGENT};
 pub use download::state_path;
 pub use error::FetchError;
 pub use hash::{digest_file, sha512_file};
-pub use tmp::{is_unique_tmp_name, remove_abandoned_replacements, replace_file, unique_tmp_path};
+pub use tmp::{
+    UNLOCKABLE_STALE_AFTER, is_unique_tmp_name, remove_abandoned_replacements, replace_file,
+    unique_tmp_path,
+};
 pub use url::redact_url;
 
 /// What to download, where to, and what it must be.

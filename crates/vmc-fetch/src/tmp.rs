@@ -91,7 +91,9 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     loop {
         tries += 1;
         let tmp = unique_path(path, NEW);
-        let written = write_locked(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+        // The file (and its lock) is closed only after the rename.
+        let written = write_locked(&tmp, bytes)
+            .and_then(|file| std::fs::rename(&tmp, path).map(|()| drop(file)));
         match written {
             Ok(()) => return Ok(()),
             // Swept before we held the lock: our inode is gone from the directory.
@@ -104,21 +106,39 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Creates `tmp` (never an existing file), locks it and writes `bytes` to disk. The lock is
-/// released when the file is closed, after the caller's rename.
-fn write_locked(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Creates `tmp` (never an existing file), locks it and writes `bytes` to disk. Returns the
+/// open file: its lock lasts until the caller, having renamed it, closes it. A file system
+/// without locks (an NFS mount with `nolock`, some FUSE file systems) is written unlocked:
+/// there the sweep falls back to the age of the file.
+fn write_locked(tmp: &Path, bytes: &[u8]) -> io::Result<std::fs::File> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(tmp)?;
-    file.lock()?;
+    if let Err(e) = file.lock()
+        && !locks_unsupported(&e)
+    {
+        return Err(e);
+    }
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    Ok(file)
 }
+
+/// Whether `e` says the file system has no locks (rather than that a lock is held).
+fn locks_unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(e.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP))
+}
+
+/// How old a [`replace_file`] temporary file must be before the sweep removes it where its
+/// lock cannot be tested (a file system without locks): far longer than any write takes.
+pub const UNLOCKABLE_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Deletes the temporary files of [`replace_file`] in `dir` whose writer is gone (crashed or
 /// killed between creating and renaming one): those that nobody holds locked, at once, on
-/// this host or another sharing the directory. Returns the paths removed.
+/// this host or another sharing the directory (on a file system without locks, those older
+/// than [`UNLOCKABLE_STALE_AFTER`]). Returns the paths removed.
 pub fn remove_abandoned_replacements(dir: &Path) -> Vec<PathBuf> {
     let Ok(listing) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -136,10 +156,18 @@ pub fn remove_abandoned_replacements(dir: &Path) -> Vec<PathBuf> {
         };
         // Held while removing: a writer that created the file but has not locked it yet
         // loses its file and starts again (see `replace_file`).
-        if file.try_lock().is_ok()
-            && is_file_at(&file, &path)
-            && std::fs::remove_file(&path).is_ok()
-        {
+        let abandoned = match file.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            // No locks here: only the age of the file can tell.
+            Err(std::fs::TryLockError::Error(_)) => file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKABLE_STALE_AFTER),
+        };
+        if abandoned && is_file_at(&file, &path) && std::fs::remove_file(&path).is_ok() {
             removed.push(path);
         }
     }

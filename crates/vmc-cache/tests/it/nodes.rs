@@ -410,15 +410,24 @@ fn a_node_name_another_live_run_uses_is_refused() {
 
     // Another live process of this host.
     let host = vmc_cache::node::host_name();
-    let mut child = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
-    other_run(&host, child.id(), "cache download");
-    assert!(refused(&vmc).contains(&format!("pid {}", child.id())));
+    /// Killed and reaped when dropped, also when an assertion fails.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Reaped(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    other_run(&host, child.0.id(), "cache download");
+    assert!(refused(&vmc).contains(&format!("pid {}", child.0.id())));
     // Killed (and reaped): its own host knows it is gone.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     drop(vmc.join_site("cache sync").unwrap());
 
     // Another host's run that stopped beating: free once the lease time has passed.

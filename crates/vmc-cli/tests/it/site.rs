@@ -227,6 +227,18 @@ impl Site {
     }
 }
 
+/// A child process killed and reaped when dropped: a failing assertion leaves none behind.
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn ok(out: Output) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
@@ -681,7 +693,8 @@ fn a_second_home_under_a_running_nodes_name_is_refused() {
     let site = Site::new(1, 3 * 1024 * 1024, 512 * 1024, Some(url));
     site.subscribe(true);
     let (id, _, _) = site.images[0].clone();
-    let running = site.spawn_sync(1, true);
+    let mut running = Reaped(Some(site.spawn_sync(1, true)));
+    let pid = running.0.as_ref().map(Child::id).unwrap();
     let partial = site.dir("partial").join(&id);
     let deadline = Instant::now() + Duration::from_secs(60);
     while partial.metadata().map_or(0, |m| m.len()) == 0 {
@@ -698,7 +711,7 @@ fn a_second_home_under_a_running_nodes_name_is_refused() {
     let said = crate::common::stderr(&out);
     assert!(
         said.contains("node name \"n1\" is in use by a run on host ")
-            && said.contains(&format!("(pid {}, cache sync, last seen ", running.id()))
+            && said.contains(&format!("(pid {pid}, cache sync, last seen "))
             && said.contains("--node / VMC_NODE"),
         "{}",
         describe(&out)
@@ -710,9 +723,9 @@ fn a_second_home_under_a_running_nodes_name_is_refused() {
         .output()
         .unwrap());
     assert_eq!(nodes[0]["name"], "n1", "{nodes:#}");
-    assert_eq!(nodes[0]["pid"], running.id(), "{nodes:#}");
+    assert_eq!(nodes[0]["pid"], pid, "{nodes:#}");
     assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes:#}");
-    let first = running.wait_with_output().unwrap();
+    let first = running.0.take().unwrap().wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
     // The run ended (its node idle): the name is free.
     let report = ok(site
