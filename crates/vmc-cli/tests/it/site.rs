@@ -536,6 +536,21 @@ fn a_failed_first_download_does_not_take_the_sites_announcement() {
     assert_eq!(site.count("AvailablePostfix"), 1, "{:#?}", site.events());
 }
 
+/// `cache sync` of node 1 (per-node caches) with a handler that logs each event and runs the
+/// shell command `action` at `AvailablePrefix`.
+fn sync_doing_at_available_prefix(site: &Site, action: &str) -> Output {
+    let handler = format!(
+        "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n1\" >> {log}; \
+         [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ] && {action}; true",
+        log = site.dir("events.log").display()
+    );
+    site.node(1, false)
+        .env("VMC_EVENT_HANDLER", handler)
+        .args(["cache", "sync"])
+        .output()
+        .unwrap()
+}
+
 /// A node whose verified copy cannot enter its cache (here its handler deletes the file at
 /// `AvailablePrefix`) gives the site's announcement back: the next node's copy is announced.
 #[test]
@@ -546,18 +561,10 @@ fn a_copy_that_fails_to_enter_the_cache_gives_the_sites_announcement_back() {
     let site = Site::new(1, 32 * 1024, 10 * 1024 * 1024, Some(url));
     site.subscribe(false);
     let id = site.images[0].0.clone();
-    let handler = format!(
-        "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n1\" >> {log}; \
-         [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ] && \
-         rm -f \"${{VMCATCHER_CACHE_DIR_DOWNLOAD}}${{VMCATCHER_EVENT_DC_IDENTIFIER}}\"; true",
-        log = site.dir("events.log").display()
+    let out = sync_doing_at_available_prefix(
+        &site,
+        "rm -f \"${VMCATCHER_CACHE_DIR_DOWNLOAD}${VMCATCHER_EVENT_DC_IDENTIFIER}\"",
     );
-    let out = site
-        .node(1, false)
-        .env("VMC_EVENT_HANDLER", handler)
-        .args(["cache", "sync"])
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let available = || -> Vec<String> {
         site.events()
@@ -598,17 +605,7 @@ fn a_node_killed_after_claiming_the_announcement_makes_it_on_its_next_run() {
     let site = Site::new(1, 32 * 1024, 10 * 1024 * 1024, Some(url));
     site.subscribe(false);
     let id = site.images[0].0.clone();
-    let handler = format!(
-        "echo \"$VMCATCHER_EVENT_TYPE $VMCATCHER_EVENT_DC_IDENTIFIER n1\" >> {log}; \
-         [ \"$VMCATCHER_EVENT_TYPE\" = AvailablePrefix ] && kill -9 $PPID; true",
-        log = site.dir("events.log").display()
-    );
-    let out = site
-        .node(1, false)
-        .env("VMC_EVENT_HANDLER", handler)
-        .args(["cache", "sync"])
-        .output()
-        .unwrap();
+    let out = sync_doing_at_available_prefix(&site, "kill -9 $PPID");
     assert_eq!(out.status.code(), None, "killed: {}", describe(&out));
     assert!(files(&site.dir("home-1").join("cache")).is_empty());
     ok(site
