@@ -453,14 +453,6 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<X509>, FetchError> {
         path: path.to_owned(),
         source,
     })?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(FetchError::CaBundleEmpty {
-            path: path.to_owned(),
-        });
-    }
     let certs = X509::stack_from_pem(&pem).map_err(|source| FetchError::RootCertificates {
         what: path.display().to_string(),
         source,

@@ -514,7 +514,7 @@ impl Registry {
         let auth = self.auth_for(Some(&scope));
         // A token that expires in the middle of the download (its retries after a reset,
         // a resumed range request) is renewed from the 401's challenge, as `request` does.
-        let renew = |response: &Response| self.renew(&url, response, &scope);
+        let renew = |response: &Response| self.answer_401(&url, response, Some(&scope), true);
         let done = self.client.download_http(
             &HttpDownload {
                 url: &url,
@@ -536,26 +536,36 @@ impl Registry {
         })
     }
 
-    /// A new `Authorization` value for `scope` after `response`, a `401` to a request that
-    /// sent the remembered one: the challenge answered again (a fresh token from the realm).
-    /// A failure to get one is [`FetchError::TokenRenewal`].
-    fn renew(&self, url: &str, response: &Response, scope: &str) -> Result<String, FetchError> {
-        let renewal = |source: FetchError| FetchError::TokenRenewal {
-            url: url.to_owned(),
-            source: Box::new(source),
+    /// The `Authorization` value for `scope` that answers `response`, a `401` to `url`: its
+    /// challenge answered (Basic, or a fresh token from the realm). When `renewing` (the
+    /// request sent a remembered value, e.g. a token that has since expired), a failure is
+    /// [`FetchError::TokenRenewal`]; the site's own bearer token is never renewed, and its
+    /// refusal is said as it is.
+    fn answer_401(
+        &self,
+        url: &str,
+        response: &Response,
+        scope: Option<&str>,
+        renewing: bool,
+    ) -> Result<String, FetchError> {
+        let renewing = renewing && !matches!(self.credentials, Some(Credentials::Bearer(_)));
+        let wrap = |source: FetchError| {
+            if renewing {
+                FetchError::TokenRenewal {
+                    url: url.to_owned(),
+                    source: Box::new(source),
+                }
+            } else {
+                source
+            }
         };
         let challenge = parse_challenges(response).ok_or_else(|| {
-            renewal(FetchError::AuthChallenge {
+            wrap(FetchError::AuthChallenge {
                 url: url.to_owned(),
                 reason: "401 without a Basic or Bearer challenge",
             })
         })?;
-        let answered = self.answer(url, &challenge, Some(scope));
-        if let Some(Credentials::Bearer(_)) = &self.credentials {
-            // The site's own token was refused: nothing to renew, say so as it is.
-            return answered;
-        }
-        answered.map_err(renewal)
+        self.answer(url, &challenge, scope).map_err(wrap)
     }
 
     /// The `Authorization` value to send for `scope` before any challenge.
@@ -588,23 +598,8 @@ impl Registry {
             if response.status != 401 {
                 return Ok(response);
             }
-            let challenge = parse_challenges(&response).ok_or(FetchError::AuthChallenge {
-                url: url.to_owned(),
-                reason: "401 without a Basic or Bearer challenge",
-            })?;
-            let renewing =
-                sent.is_some() && !matches!(self.credentials, Some(Credentials::Bearer(_)));
-            let auth = match self.answer(url, &challenge, scope) {
-                Ok(auth) => auth,
-                // A remembered token was refused (it expired) and no new one came.
-                Err(source) if renewing => {
-                    return Err(FetchError::TokenRenewal {
-                        url: url.to_owned(),
-                        source: Box::new(source),
-                    });
-                }
-                Err(e) => return Err(e),
-            };
+            // A remembered token that was refused (it expired) is renewed.
+            let auth = self.answer_401(url, &response, scope, sent.is_some())?;
             if sent.as_ref() == Some(&auth) {
                 // These very credentials were refused: the caller reports the 401.
                 return Ok(response);

@@ -91,14 +91,16 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     loop {
         tries += 1;
         let tmp = unique_path(path, NEW);
+        let file = write_locked(&tmp, bytes).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
         // The file (and its lock) is closed only after the rename.
-        let written = write_locked(&tmp, bytes)
-            .and_then(|file| std::fs::rename(&tmp, path).map(|()| drop(file)));
-        match written {
+        match std::fs::rename(&tmp, path) {
             Ok(()) => return Ok(()),
             // Swept before we held the lock: our inode is gone from the directory.
             Err(e) if e.kind() == io::ErrorKind::NotFound && tries < REPLACE_TRIES => {}
             Err(e) => {
+                drop(file);
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
