@@ -139,7 +139,7 @@ impl Dispatcher {
             // An OCI image's digest is `algorithm:hex` (its layer's), not a sha512.
             put(
                 "VMCATCHER_EVENT_SL_CHECKSUM_SHA512",
-                Some(image.sha512.clone()).filter(|s| !s.contains(':')),
+                Some(image.sha512.clone()).filter(|s| !crate::oci::is_layer_digest(s)),
             );
             put("VMCATCHER_EVENT_SL_COMMENTS", image.text("sl:comments"));
             put("VMCATCHER_EVENT_SL_OS", image.text("sl:os"));

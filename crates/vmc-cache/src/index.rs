@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use vmc_store::{CacheEntry, ImageRecord};
 
 use crate::error::{CacheError, io};
+use crate::oci::is_layer_digest;
 
 /// The file name of the index inside the cache directory.
 pub const INDEX_FILE: &str = "cache.index";
@@ -49,12 +50,6 @@ const IMAGE_KEYS: [&str; 9] = [
 
 /// `extra`/index key of an OCI image's verified digest (the layer's, `sha256:…`).
 const LAYER_DIGEST_KEY: &str = crate::oci::KEY_LAYER_DIGEST;
-
-/// Whether `digest`, as recorded for a cached file, is an OCI layer digest (`algorithm:hex`)
-/// rather than a list image's bare sha512 hex.
-fn is_layer_digest(digest: &str) -> bool {
-    digest.contains(':')
-}
 
 /// The index entry of one cached file, in vmcatcher's format (see the module doc).
 /// `file_sha512` is the file's SHA-512 when its recorded digest is an OCI layer's (`None`
@@ -222,18 +217,20 @@ fn foreign_entries(
 }
 
 /// The index now in `cache_dir` (empty when there is none, or it is no JSON object).
-fn read_old(cache_dir: &Path) -> Map<String, Value> {
+/// The index now on disk: its bytes (empty when there is none) and its entries.
+fn read_old(cache_dir: &Path) -> (Vec<u8>, Map<String, Value>) {
     let path = cache_dir.join(INDEX_FILE);
     let Ok(bytes) = std::fs::read(&path) else {
-        return Map::new();
+        return (Vec::new(), Map::new());
     };
-    match serde_json::from_slice::<Value>(&bytes) {
+    let old = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(old)) => old,
         _ => {
             tracing::warn!("{} is not a JSON object: rewritten", path.display());
             Map::new()
         }
-    }
+    };
+    (bytes, old)
 }
 
 /// Writes the index for `cached` entries atomically (a temporary file named for this writer
@@ -244,7 +241,7 @@ pub fn write(
     cached: &[CacheEntry],
     records: &[ImageRecord],
 ) -> Result<(), CacheError> {
-    let old = read_old(cache_dir);
+    let (old_bytes, old) = read_old(cache_dir);
     let mut doc = Map::new();
     for (key, value) in foreign_entries(cache_dir, cached, &old) {
         doc.insert(key, value);
@@ -261,7 +258,7 @@ pub fn write(
     let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
     bytes.push(b'\n');
     let target = cache_dir.join(INDEX_FILE);
-    if std::fs::read(&target).is_ok_and(|old| old == bytes) {
+    if old_bytes == bytes {
         return Ok(());
     }
     vmc_fetch::replace_file(&target, &bytes).map_err(io("write", &target))

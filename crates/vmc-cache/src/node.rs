@@ -326,12 +326,7 @@ impl Vmc {
             Ok(Some(_)) => {
                 let cached = self
                     .store()
-                    .cache_entries()
-                    .map(|entries| {
-                        entries
-                            .iter()
-                            .any(|e| e.identifier == record.image.identifier)
-                    })
+                    .is_cached(&record.image.identifier)
                     .unwrap_or(false);
                 if cached {
                     if let Err(e) = self.release(&resource) {

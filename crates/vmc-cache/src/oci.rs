@@ -139,6 +139,12 @@ fn layer_descriptor(record: &ImageRecord) -> Result<Descriptor, OciError> {
 
 /// The digest of the file at `path` in the form `expected` is written in: bare sha512 hex
 /// for a list image, `algorithm:hex` for an OCI layer.
+/// Whether `digest`, as recorded for an image or a cached file, is an OCI layer digest
+/// (`algorithm:hex`) rather than a list image's bare sha512 hex.
+pub(crate) fn is_layer_digest(digest: &str) -> bool {
+    digest.contains(':')
+}
+
 pub(crate) fn file_digest(path: &Path, expected: &str) -> std::io::Result<String> {
     match expected.split_once(':') {
         None => vmc_fetch::sha512_file(path),

@@ -412,14 +412,7 @@ impl Vmc {
         let node = &self.config().node;
         let claimed = self
             .store()
-            .claim_once(&key, node, self.config().clock.now())
-            .and_then(|first| {
-                Ok(first
-                    || self
-                        .store()
-                        .last_run(&key)?
-                        .is_some_and(|r| &r.node == node))
-            });
+            .claim_or_own(&key, node, self.config().clock.now());
         claimed.unwrap_or_else(|e| {
             tracing::warn!("cannot record {key}: {e}; announcing it");
             true

@@ -145,6 +145,16 @@ impl Store {
         self.entries_in(STATE_CACHED, CacheEntryRow::into_cached)
     }
 
+    /// Whether image `identifier` has a file in the cache (one count, not the whole table).
+    pub fn is_cached(&self, identifier: &Identifier) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            let count: i64 = record_in(&self.cache_node, STATE_CACHED, identifier)
+                .count()
+                .get_result(conn)?;
+            Ok(count > 0)
+        })
+    }
+
     /// The cached files found gone from the cache directory, sorted by image id.
     pub fn missing_entries(&self) -> Result<Vec<MissingEntry>, StoreError> {
         self.entries_in(STATE_MISSING, CacheEntryRow::into_missing)

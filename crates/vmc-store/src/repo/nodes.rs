@@ -343,6 +343,35 @@ impl Store {
         })
     }
 
+    /// [`Store::claim_once`], also `true` when `node` itself made the claim before (its
+    /// earlier run claimed the work and died before doing it): whether the work is `node`'s,
+    /// in one transaction.
+    pub fn claim_or_own(
+        &self,
+        resource: &str,
+        node: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = time::encode("run time", at)?;
+        self.write(|conn| {
+            let insert = diesel::insert_into(node_runs::table)
+                .values((
+                    node_runs::resource.eq(resource),
+                    node_runs::node.eq(node),
+                    node_runs::finished_at.eq(&at),
+                ))
+                .on_conflict_do_nothing();
+            if on_backend!(conn, insert)? == 1 {
+                return Ok(true);
+            }
+            let holder: String = node_runs::table
+                .find(resource)
+                .select(node_runs::node)
+                .first(conn)?;
+            Ok(holder == node)
+        })
+    }
+
     /// Gives back node `node`'s claim on the one-off work `resource` ([`Store::claim_once`]),
     /// when it could not do the work after all, so that the next node's claim succeeds.
     /// Another node's claim is left alone. Returns whether a claim was given back.

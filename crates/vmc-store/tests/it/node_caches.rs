@@ -61,6 +61,9 @@ fn cache_records_are_per_node_and_peers_are_found(db: &TestDb) {
     assert_eq!(a.cache_entries().unwrap().len(), 1);
     assert!(b.cache_entries().unwrap().is_empty());
     assert!(store.cache_entries().unwrap().is_empty());
+    assert!(a.is_cached(&entry.identifier).unwrap());
+    assert!(!b.is_cached(&entry.identifier).unwrap());
+    assert!(!store.is_cached(&entry.identifier).unwrap());
     // B finds A's copy, with A's URL and heartbeat; A finds no peer of its own copy.
     let peers = b.peer_copies(&id(identifier)).unwrap();
     assert_eq!(peers.len(), 1, "{peers:?}");

@@ -34,6 +34,11 @@ fn one_off_work_is_claimed_by_the_first_node_only(db: &TestDb) {
     assert!(!store.release_claim("expire:x", "a").unwrap());
     assert!(store.claim_once("expire:x", "b", at(6)).unwrap());
     assert_eq!(store.last_run("expire:x").unwrap().unwrap().node, "b");
+    // The claimant's own claim is its own again; nobody else's.
+    assert!(store.claim_or_own("expire:x", "b", at(7)).unwrap());
+    assert!(!store.claim_or_own("expire:x", "a", at(8)).unwrap());
+    assert!(store.claim_or_own("expire:z", "a", at(9)).unwrap());
+    assert_eq!(store.last_run("expire:z").unwrap().unwrap().node, "a");
 }
 
 fn node(name: &str) -> NodeInfo {
