@@ -74,8 +74,9 @@ fn store_failure(e: vmc_store::StoreError) -> Rejection {
     reject(ErrorCode::FetchFailed, format!("database: {}", chain(&e)))
 }
 
-/// `error` with its chain of causes, `a: b: c`.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+/// `error` with its chain of causes, `a: b: c` (a cause the text already holds is not
+/// repeated; OpenSSL's error stacks go to the debug log).
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

@@ -11,12 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use sha2::{Digest, Sha512};
 
 use crate::PublishError;
 
@@ -70,13 +69,40 @@ impl Converter {
             identifier: source.identifier.to_owned(),
             reason,
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
         let stem = stem(source.identifier, source.sha512);
+        let ova = source.declared == "ova";
         // An OVA is a tar archive: its (first) VMDK disk is what Glance gets.
-        let (disk, declared) = if source.declared == "ova" {
-            (self.extract_ova(source, &stem)?, "vmdk")
+        let declared = if ova { "vmdk" } else { source.declared };
+        let want = self.want.as_deref().unwrap_or(declared);
+        let target = self.dir.join(format!("{stem}.{want}"));
+        let sum_file = self.dir.join(format!("{stem}.{want}.sha512"));
+        let kept = |virtual_size| {
+            let (meta, sum) = (
+                std::fs::metadata(&target).ok()?,
+                std::fs::read_to_string(&sum_file).ok()?,
+            );
+            // Kept from an earlier run (the upload hashes it again and compares).
+            Some(Prepared {
+                path: target.clone(),
+                size: meta.len(),
+                sha512: sum.trim().to_owned(),
+                disk_format: want.to_owned(),
+                container_format: "bare".to_owned(),
+                virtual_size,
+            })
+        };
+        // A converted OVA disk kept from an earlier run: not taken out of the archive again.
+        if ova && target.exists() {
+            let size = self.info(&target, source.identifier)?["virtual-size"].as_u64();
+            if let Some(prepared) = kept(size) {
+                return Ok(prepared);
+            }
+        }
+        let disk = if ova {
+            std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+            self.extract_ova(source, &stem)?
         } else {
-            (source.path.to_owned(), source.declared)
+            source.path.to_owned()
         };
         let info = self.info(&disk, source.identifier)?;
         let found = info["format"].as_str().unwrap_or_default().to_owned();
@@ -87,7 +113,6 @@ impl Converter {
         }
         check_no_external_files(&info).map_err(refuse)?;
         let virtual_size = info["virtual-size"].as_u64();
-        let want = self.want.as_deref().unwrap_or(declared);
         if want == declared && disk == source.path {
             return Ok(Prepared {
                 path: disk,
@@ -98,22 +123,13 @@ impl Converter {
                 virtual_size,
             });
         }
-        let target = self.dir.join(format!("{stem}.{want}"));
-        let sum_file = self.dir.join(format!("{stem}.{want}.sha512"));
-        if let (Ok(meta), Ok(sum)) = (
-            std::fs::metadata(&target),
-            std::fs::read_to_string(&sum_file),
-        ) {
-            // Kept from an earlier run (the upload hashes it again and compares).
-            return Ok(Prepared {
-                path: target,
-                size: meta.len(),
-                sha512: sum.trim().to_owned(),
-                disk_format: want.to_owned(),
-                container_format: "bare".to_owned(),
-                virtual_size,
-            });
+        if let Some(prepared) = kept(virtual_size) {
+            if disk != source.path {
+                let _ = std::fs::remove_file(&disk);
+            }
+            return Ok(prepared);
         }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
         let partial = self.dir.join(format!("{stem}.{want}.partial"));
         if want == declared {
             // An extracted OVA disk already in the wanted format.
@@ -146,8 +162,12 @@ impl Converter {
                     .arg(&partial),
             )?;
         }
-        let (sha512, size) = sha512_file(&partial)?;
-        std::fs::write(&sum_file, format!("{sha512}\n")).map_err(|e| io_error(&sum_file, e))?;
+        let sha512 = vmc_cache::fetch::sha512_file(&partial).map_err(|e| io_error(&partial, e))?;
+        let size = std::fs::metadata(&partial)
+            .map_err(|e| io_error(&partial, e))?
+            .len();
+        vmc_cache::fetch::replace_file(&sum_file, format!("{sha512}\n").as_bytes())
+            .map_err(|e| io_error(&sum_file, e))?;
         std::fs::rename(&partial, &target).map_err(|e| io_error(&target, e))?;
         Ok(Prepared {
             path: target,
@@ -254,23 +274,6 @@ fn check_no_external_files(info: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// sha512 and size of a file.
-fn sha512_file(path: &Path) -> Result<(String, u64), PublishError> {
-    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
-    let mut hasher = Sha512::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| io_error(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 fn io_error(path: &Path, source: io::Error) -> PublishError {

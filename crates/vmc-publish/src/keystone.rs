@@ -164,7 +164,9 @@ impl KeystoneConfig {
 struct Token {
     value: String,
     expires_at: Option<DateTime<Utc>>,
-    catalog: Value,
+    /// Shared, not copied: a token is taken for every Glance request, and a big cloud's
+    /// catalog is a few hundred KiB.
+    catalog: Arc<Value>,
 }
 
 /// A Keystone v3 session: fetches a token when first needed and again when it nears expiry
@@ -277,7 +279,7 @@ impl Keystone {
             url: url.clone(),
             reason: "no X-Subject-Token header".to_owned(),
         })?;
-        let answer: Value = serde_json::from_str(&text).map_err(|e| PublishError::Protocol {
+        let mut answer: Value = serde_json::from_str(&text).map_err(|e| PublishError::Protocol {
             url: url.clone(),
             reason: format!("not JSON: {e}"),
         })?;
@@ -289,7 +291,7 @@ impl Keystone {
         Ok(Token {
             value,
             expires_at,
-            catalog: answer["token"]["catalog"].clone(),
+            catalog: Arc::new(answer["token"]["catalog"].take()),
         })
     }
 }

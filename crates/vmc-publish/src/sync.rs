@@ -33,6 +33,7 @@ use vmc_cache::store::{
     CacheEntry, ImageFilter, ImageRecord, NewPublication, NodeRecord, Publication,
     PublicationState, Store,
 };
+use vmc_cache::update::chain;
 
 use crate::PublishError;
 use crate::config::PublishConfig;
@@ -155,18 +156,6 @@ impl std::fmt::Debug for Publisher<'_> {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// The message of an error with its causes, `a: b: c`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 impl<'a> Publisher<'a> {

@@ -123,6 +123,35 @@ fn an_ova_disk_is_taken_out_and_published() {
     let image = remote_images(&glance, "appliance").pop().unwrap();
     assert_eq!(image.status, "active");
     assert_eq!(image.hash_value.as_deref(), Some(p.file_sha512.as_str()));
+
+    // Prepared again (a retried publication): the kept conversion, without taking the disk
+    // out of the archive again (nothing is left beside it).
+    let converted = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = converted(&config.converter.dir);
+    let cached = site.cache_dir.join("appliance");
+    let again = config
+        .converter
+        .prepare(vmc_publish::convert::Source {
+            identifier: "appliance",
+            path: &cached,
+            sha512: &sha512_of(&ova),
+            size: std::fs::metadata(&ova).unwrap().len(),
+            declared: "ova",
+        })
+        .unwrap();
+    assert_eq!(again.sha512, p.file_sha512);
+    assert_eq!(converted(&config.converter.dir), before);
+    assert!(
+        before.iter().all(|n| !n.ends_with(".partial")),
+        "{before:?}"
+    );
 }
 
 #[test]
