@@ -258,7 +258,7 @@ fn progress(text: &str) {
 }
 
 /// Renders a size: `2 GiB`, `256 MiB`, `1.5 MiB`.
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     if bytes >= GIB && bytes.is_multiple_of(GIB / 4) {
         format!("{} GiB", trim_float(bytes as f64 / GIB as f64))
     } else if bytes >= MIB {
@@ -746,7 +746,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "-p",
         "vmc-cli",
         "--features",
-        "vmc-cli/postgres",
+        crate::dist::FEATURES,
     ]);
     progress(&format!("$ {}", cmd::display(&build)));
     cmd::run(build.stdout(to_stderr())).context("cannot build vmc in release mode")?;
@@ -1459,11 +1459,8 @@ impl Bench {
         let mut paths = Vec::new();
         for i in 0..NODE_IMAGES {
             let id = format!("bench-node-{i}");
-            let file = self.root.join(format!("stage/{id}.img"));
-            let sha512 = feed::write_pseudo_random_file(&file, 300 + i as u64, size)?;
-            let bytes =
-                fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            remove_file(&file)?;
+            let bytes = feed::pseudo_random_bytes(300 + i as u64, usize::try_from(size)?);
+            let sha512 = feed::sha512_hex(&bytes);
             let path = format!("/img/{id}");
             server.add(&path, Route::new(bytes).throttle(rate));
             images.push(
@@ -1655,14 +1652,9 @@ impl Bench {
             );
             return Ok(());
         };
-        let stage = self.root.join("stage");
         let mut blobs = Vec::new();
         for i in 0..OCI_ARTIFACTS {
-            let file = stage.join(format!("oci-{i}.qcow2"));
-            feed::write_pseudo_random_file(&file, 200 + i as u64, size)?;
-            let data =
-                fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            remove_file(&file)?;
+            let data = feed::pseudo_random_bytes(200 + i as u64, usize::try_from(size)?);
             let repository = format!("bench.vo/disk-{i}");
             let pushed = registry.push_disk_image(&vmc_testkit::registry::DiskImage {
                 repository: &repository,

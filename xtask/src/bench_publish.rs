@@ -71,8 +71,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let openstack = openstack.unwrap_or_else(|| PathBuf::from("openstack"));
 
     progress("building vmc (release)");
-    cmd::run(cmd::cargo_command(&["build", "--release", "-p", "vmc-cli"]).stdout(Stdio::null()))
-        .context("cannot build vmc in release mode")?;
+    cmd::run(
+        cmd::cargo_command(&[
+            "build",
+            "--release",
+            "-p",
+            "vmc-cli",
+            "--features",
+            crate::dist::FEATURES,
+        ])
+        .stdout(Stdio::null()),
+    )
+    .context("cannot build vmc in release mode")?;
     let vmc = feed::vmc_binary("release");
 
     let root = tempfile::Builder::new()
@@ -85,7 +95,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let ca_dir = root.path().join("ca");
     std::fs::create_dir_all(&ca_dir)?;
     pki.write_ca_dir(&ca_dir, vmc_testkit::pki::CaDirOptions::default());
-    progress(&format!("writing a {} pseudo-random image", human(size)));
+    progress(&format!(
+        "writing a {} pseudo-random image",
+        crate::bench::human_size(size)
+    ));
     let sha512 = feed::write_pseudo_random_file(&www.join("big.img"), 19, size)?;
     let server = TestServer::start();
     server.serve_dir("/files", &www);
@@ -220,7 +233,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mb = size as f64 / 1e6;
     println!(
         "## Publishing a {} image into Glance 33 on 127.0.0.1\n",
-        human(size)
+        crate::bench::human_size(size)
     );
     println!("| command | runs | median s | MB/s |\n|---|---|---|---|");
     println!(
@@ -289,14 +302,6 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
 }
 
 #[allow(clippy::print_stderr, reason = "progress goes to stderr")]

@@ -279,10 +279,11 @@ impl Keystone {
             url: url.clone(),
             reason: "no X-Subject-Token header".to_owned(),
         })?;
-        let mut answer: Value = serde_json::from_str(&text).map_err(|e| PublishError::Protocol {
-            url: url.clone(),
-            reason: format!("not JSON: {e}"),
-        })?;
+        let mut answer: Value =
+            serde_json::from_str(&text).map_err(|e| PublishError::Protocol {
+                url: url.clone(),
+                reason: format!("not JSON: {e}"),
+            })?;
         let expires_at = answer["token"]["expires_at"]
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())

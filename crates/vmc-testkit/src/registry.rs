@@ -197,7 +197,7 @@ impl Registry {
         // The port is picked by binding :0 and released before the registry binds it: another
         // process may take it in between, so a failed start is tried again with a new port.
         for _ in 0..3 {
-            let port = free_port();
+            let port = crate::glance::free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let config = dir.path().join("config.yml");
             let yaml = config_yaml(dir.path(), addr, token.as_ref(), tls_files.as_ref());
@@ -460,13 +460,6 @@ pub struct PushedManifest {
     pub bytes: Vec<u8>,
     /// `sha256:…` of the layer.
     pub layer_digest: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 fn config_yaml(
